@@ -1,0 +1,44 @@
+"""`model.pt`: a state dict with its arch, loaded with `weights_only=True` (no pickle code runs)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dnas_hw.arch import Arch
+from dnas_hw.errors import UserError
+from dnas_hw.files import atomic_path
+from dnas_hw.model import DLRM, build_model
+
+FORMAT = "dnas-hw-model/1"
+
+
+def save_checkpoint(path: str | os.PathLike, model: DLRM, extra: dict[str, Any] | None = None) -> None:
+    """Write `{"format", "arch", "state_dict", "extra"}` atomically."""
+    payload = {"format": FORMAT, "arch": model.arch.to_dict(), "state_dict": model.state_dict(), "extra": extra or {}}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[DLRM, dict[str, Any]]:
+    """The model (in eval mode) and the checkpoint's `extra`; a bad file is a `UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise UserError(f"{path}: not a readable dnas-hw checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path}: not a dnas-hw checkpoint (expected format {FORMAT!r})")
+    arch = Arch.from_dict(payload.get("arch"))
+    model = build_model(arch)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: weights do not match the stored arch ({str(e).splitlines()[0][:120]})") from None
+    model.eval()
+    return model, payload.get("extra", {})

@@ -1,0 +1,284 @@
+"""Search spaces as data: which choices each slot offers, and every op they can produce.
+
+A space has these slots (choices in brackets):
+
+- `bottom.{i}`, i < bottom_layers: a hidden width of the bottom MLP [bottom_widths, "skip"]
+- `top.{i}`, i < top_layers: a hidden width of the top MLP [top_widths, "skip"]
+- `emb_dim.{f}`: feature f's embedding dim [emb_dims]
+- `emb_rows.{f}`: feature f's table size [ceil(fraction * cardinality_f) for each fraction]
+- `interaction`: [interactions]
+
+The bottom MLP always ends in a layer to the fixed interaction width
+`interaction_dim` (the widest embedding dim), and narrower embeddings are
+zero-padded to it. That keeps the top MLP's input width a function of the
+interaction kind alone, so the number of distinct op shapes, and with it the
+cost of profiling, stays small. A skipped layer is the identity: the next layer
+takes the previous width.
+
+Built-in spaces by name (`dlrm-kaggle`, `dlrm-tiny`); user spaces as TOML files
+with the same field names (`cardinalities` optional). Unknown keys and bad
+values are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Union
+
+from dnas_hw.arch import Arch, mlp_ops
+from dnas_hw.errors import UserError
+from dnas_hw.ops import INTERACTION_PREFIX, OpCall, interaction_kinds
+
+SKIP = "skip"
+Choice = Union[int, str]
+
+# Per-feature cardinalities of Criteo Kaggle `train.txt`, no cap.
+KAGGLE_CARDINALITIES = (
+    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
+    27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
+)
+# dlrm-kaggle's own default binding: Kaggle hashed to at most 1M rows per table (DLRM's
+# --max-ind-range practice), so the largest candidate table (1M x 64 fp32, 256 MB) can be
+# profiled and exported without ONNX external data. Bind to real data with --data.
+KAGGLE_HASH_CAP = 1_000_000
+
+
+class SpaceError(UserError):
+    """An invalid search space; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str
+    choices: tuple[Choice, ...]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    cardinalities: tuple[int, ...]  # one per categorical feature
+    num_dense: int = 13
+    bottom_widths: tuple[int, ...] = (128, 256, 512, 1024)
+    bottom_layers: int = 3
+    top_widths: tuple[int, ...] = (128, 256, 512, 1024)
+    top_layers: int = 3
+    emb_dims: tuple[int, ...] = (4, 8, 16, 32, 64)
+    emb_row_fractions: tuple[float, ...] = (1.0, 0.1, 0.01, 0.001)
+    interactions: tuple[str, ...] = ("dot", "cat")
+    # Whether hidden layers may be skipped (searching depth as well as width).
+    skip: bool = True
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, list):
+                object.__setattr__(self, f.name, tuple(v))
+        self._validate()
+
+    def _validate(self) -> None:
+        def ints(key: str, values: Any, allow_empty: bool = False) -> None:
+            if not isinstance(values, tuple) or (not values and not allow_empty):
+                raise SpaceError(f"space {self.name}: {key} must be a non-empty list")
+            for v in values:
+                if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                    raise SpaceError(f"space {self.name}: {key} must hold positive integers, got {v!r}")
+
+        ints("cardinalities", self.cardinalities)
+        ints("bottom_widths", self.bottom_widths)
+        ints("top_widths", self.top_widths)
+        ints("emb_dims", self.emb_dims)
+        for key in ("num_dense", "bottom_layers", "top_layers"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if key == "num_dense" else 0):
+                raise SpaceError(f"space {self.name}: {key} must be a non-negative integer, got {v!r}")
+        if not self.emb_row_fractions or any(
+            not isinstance(q, (int, float)) or not 0 < q <= 1 for q in self.emb_row_fractions
+        ):
+            raise SpaceError(f"space {self.name}: emb_row_fractions must lie in (0, 1], got {self.emb_row_fractions}")
+        unknown = [k for k in self.interactions if k not in interaction_kinds()]
+        if not self.interactions or unknown:
+            raise SpaceError(f"space {self.name}: interactions {unknown or '[]'} not among {interaction_kinds()}")
+        if not isinstance(self.skip, bool):
+            raise SpaceError(f"space {self.name}: skip must be true or false")
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def num_sparse(self) -> int:
+        return len(self.cardinalities)
+
+    @property
+    def interaction_dim(self) -> int:
+        """The bottom MLP's output width, to which every embedding is zero-padded."""
+        return max(self.emb_dims)
+
+    def bind(self, cardinalities: tuple[int, ...] | list[int]) -> "SearchSpace":
+        """The same space over a data set with these per-feature cardinalities."""
+        return replace(self, cardinalities=tuple(int(c) for c in cardinalities))
+
+    def rows_choices(self, feature: int) -> tuple[int, ...]:
+        """Distinct table sizes for a feature, largest first (fractions can coincide)."""
+        card = self.cardinalities[feature]
+        rows = {max(1, math.ceil(card * q)) for q in self.emb_row_fractions}
+        return tuple(sorted(rows, reverse=True))
+
+    def slots(self) -> list[Slot]:
+        hidden_extra = (SKIP,) if self.skip else ()
+        slots = [Slot(f"bottom.{i}", self.bottom_widths + hidden_extra) for i in range(self.bottom_layers)]
+        slots += [Slot(f"emb_dim.{f}", self.emb_dims) for f in range(self.num_sparse)]
+        slots += [Slot(f"emb_rows.{f}", self.rows_choices(f)) for f in range(self.num_sparse)]
+        slots.append(Slot("interaction", self.interactions))
+        slots += [Slot(f"top.{i}", self.top_widths + hidden_extra) for i in range(self.top_layers)]
+        return slots
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that decides the space's op keys."""
+        blob = json.dumps(asdict(self), sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ archs
+
+    def arch(self, choices: dict[str, Choice]) -> Arch:
+        """The architecture for one choice per slot (`{slot: choice}`)."""
+        names = [s.name for s in self.slots()]
+        missing = [n for n in names if n not in choices]
+        unknown = [n for n in choices if n not in names]
+        if missing or unknown:
+            raise SpaceError(f"space {self.name}: choices missing {missing[:5]} / unknown {unknown[:5]}")
+
+        def widths(prefix: str, layers: int) -> list[int]:
+            return [choices[f"{prefix}.{i}"] for i in range(layers) if choices[f"{prefix}.{i}"] != SKIP]
+
+        return Arch(
+            num_dense=self.num_dense,
+            bottom_mlp=tuple(widths("bottom", self.bottom_layers)) + (self.interaction_dim,),
+            emb_dims=tuple(choices[f"emb_dim.{f}"] for f in range(self.num_sparse)),
+            emb_rows=tuple(choices[f"emb_rows.{f}"] for f in range(self.num_sparse)),
+            interaction=choices["interaction"],
+            top_mlp=tuple(widths("top", self.top_layers)),
+        )
+
+    def sample_choices(self, rng: random.Random) -> dict[str, Choice]:
+        return {s.name: rng.choice(s.choices) for s in self.slots()}
+
+    def sample(self, rng: random.Random) -> Arch:
+        return self.arch(self.sample_choices(rng))
+
+    def largest(self) -> Arch:
+        """The most expensive arch: widest layers, no skips, largest tables, costliest interaction."""
+        def pick(s: Slot) -> Choice:
+            if s.name == "interaction":
+                return max(s.choices, key=self._interaction_width)
+            return max(c for c in s.choices if c != SKIP)
+
+        return self.arch({s.name: pick(s) for s in self.slots()})
+
+    def smallest(self) -> Arch:
+        """The cheapest arch: skipped (or narrowest) layers, smallest tables, cheapest interaction."""
+        def pick(s: Slot) -> Choice:
+            if s.name == "interaction":
+                return min(s.choices, key=self._interaction_width)
+            return SKIP if SKIP in s.choices else min(s.choices)
+
+        return self.arch({s.name: pick(s) for s in self.slots()})
+
+    def _interaction_width(self, kind: str) -> int:
+        return self.interaction_op(kind).output_width()
+
+    # ------------------------------------------------------------------ ops
+
+    def interaction_op(self, kind: str) -> OpCall:
+        return OpCall.make(INTERACTION_PREFIX + kind, num_sparse=self.num_sparse, dim=self.interaction_dim)
+
+    def mlp_input_widths(self, start_widths: set[int], widths: tuple[int, ...], layers: int) -> list[set[int]]:
+        """Possible input widths of each hidden layer, and (last entry) of the layer after them."""
+        possible = [set(start_widths)]
+        for _ in range(layers):
+            nxt = set(widths) | (possible[-1] if self.skip else set())
+            possible.append(nxt)
+        return possible
+
+    def op_calls(self) -> set[OpCall]:
+        """Every op (with its shape) that any arch of this space is built from."""
+        ops: set[OpCall] = set()
+        d = self.interaction_dim
+        bottom_in = self.mlp_input_widths({self.num_dense}, self.bottom_widths, self.bottom_layers)
+        for i in range(self.bottom_layers):
+            ops |= {mlp_ops(w_in, [w])[0] for w_in in bottom_in[i] for w in self.bottom_widths}
+        ops |= {mlp_ops(w_in, [d])[0] for w_in in bottom_in[-1]}
+        for f in range(self.num_sparse):
+            for rows in self.rows_choices(f):
+                ops |= {OpCall.make("embedding", num_embeddings=rows, embedding_dim=e, pad_to=d) for e in self.emb_dims}
+        interaction_ops = [self.interaction_op(k) for k in self.interactions]
+        ops |= set(interaction_ops)
+        top_in = self.mlp_input_widths({op.output_width() for op in interaction_ops}, self.top_widths, self.top_layers)
+        for i in range(self.top_layers):
+            ops |= {mlp_ops(w_in, [w])[0] for w_in in top_in[i] for w in self.top_widths}
+        ops |= {mlp_ops(w_in, [1], activation="none")[0] for w_in in top_in[-1]}
+        return ops
+
+    # ------------------------------------------------------------------ files
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], name: str) -> "SearchSpace":
+        names = {f.name for f in fields(cls)} - {"name"}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise SpaceError(f"space {name}: unknown key(s) {unknown}; known: {sorted(names)}")
+        d = dict(d)
+        d.setdefault("cardinalities", _BUILTIN["dlrm-kaggle"].cardinalities)
+        try:
+            return cls(name=name, **d)
+        except TypeError as e:
+            raise SpaceError(f"space {name}: {e}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "SearchSpace":
+        path = Path(path)
+        try:
+            d = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise SpaceError(f"{path}: space file not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise SpaceError(f"{path}: not valid TOML ({e})") from None
+        return cls.from_dict(d, name=str(path))
+
+
+_BUILTIN: dict[str, SearchSpace] = {
+    "dlrm-kaggle": SearchSpace(
+        name="dlrm-kaggle",
+        cardinalities=tuple(min(c, KAGGLE_HASH_CAP) for c in KAGGLE_CARDINALITIES),
+    ),
+    # Small enough that profiling and searching it take seconds (tests, smoke runs).
+    "dlrm-tiny": SearchSpace(
+        name="dlrm-tiny",
+        cardinalities=tuple(10 + 7 * f for f in range(26)),
+        bottom_widths=(8, 16),
+        bottom_layers=2,
+        top_widths=(8, 16),
+        top_layers=2,
+        emb_dims=(2, 4),
+        emb_row_fractions=(1.0, 0.5),
+    ),
+}
+
+
+def builtin_spaces() -> list[str]:
+    return sorted(_BUILTIN)
+
+
+def get_space(name_or_path: str, cardinalities: tuple[int, ...] | list[int] | None = None) -> SearchSpace:
+    """A built-in space by name, or a TOML file; bound to `cardinalities` when given."""
+    if name_or_path in _BUILTIN:
+        space = _BUILTIN[name_or_path]
+    elif name_or_path.endswith(".toml"):
+        space = SearchSpace.from_toml(name_or_path)
+    else:
+        raise SpaceError(f"unknown space {name_or_path!r}: use one of {builtin_spaces()} or a .toml file")
+    return space.bind(cardinalities) if cardinalities is not None else space

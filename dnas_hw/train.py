@@ -1,0 +1,173 @@
+"""Training and evaluation of a DLRM on a prepared data folder.
+
+Embedding tables use sparse gradients (only the rows a batch touches are
+updated), as the DLRM reference does; dense and sparse parameters get their own
+optimizer where the algorithm needs one (Adam: Adam + SparseAdam).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dnas_hw.data.folder import PreparedData, Split, iterate_batches, num_batches
+from dnas_hw.errors import UserError
+from dnas_hw.metrics import ctr_metrics
+from dnas_hw.progress import progress
+
+OPTIMIZERS = ("sgd", "adagrad", "adam")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    # DLRM's Kaggle recipe: SGD at 0.1 with sparse embedding gradients.
+    lr: float = 0.1
+    seed: int = 0
+    eval_batch_size: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"optimizer {self.optimizer!r}: use one of {list(OPTIMIZERS)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise UserError("epochs, batch size and learning rate must be positive")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _is_sparse(module: nn.Module) -> bool:
+    return isinstance(module, nn.Embedding) and module.sparse
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(dense parameters, sparse-gradient embedding weights)."""
+    sparse_ids = {id(m.weight) for m in model.modules() if _is_sparse(m)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [p for p in params if id(p) not in sparse_ids], [p for p in params if id(p) in sparse_ids]
+
+
+def make_optimizers(params: list[nn.Parameter], sparse: list[nn.Parameter], name: str, lr: float) -> list[torch.optim.Optimizer]:
+    """Optimizers covering dense `params` and sparse-gradient `sparse` weights."""
+    if name == "sgd":
+        return [torch.optim.SGD(params + sparse, lr=lr)]
+    if name == "adagrad":
+        return [torch.optim.Adagrad(params + sparse, lr=lr)]
+    if name == "adam":
+        opts: list[torch.optim.Optimizer] = [torch.optim.Adam(params, lr=lr)] if params else []
+        return opts + ([torch.optim.SparseAdam(sparse, lr=lr)] if sparse else [])
+    raise UserError(f"optimizer {name!r}: use one of {list(OPTIMIZERS)}")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """(labels [N], probabilities [N]) for a whole split, in row order."""
+    was_training = model.training
+    model.eval()
+    labels, probs = [], []
+    for dense, sparse, y in iterate_batches(split, batch_size, shuffle=False):
+        probs.append(torch.sigmoid(model(dense, sparse)).numpy())
+        labels.append(y.numpy())
+    model.train(was_training)
+    if not labels:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(labels), np.concatenate(probs)
+
+
+def evaluate(model: nn.Module, split: Split, batch_size: int = 4096) -> dict[str, float]:
+    return ctr_metrics(*predict(model, split, batch_size))
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    split: Split,
+    config: TrainConfig,
+    epoch: int,
+    label: str = "train",
+) -> float:
+    """One pass over `split`; returns the mean training loss."""
+    model.train()
+    loss_fn = nn.BCEWithLogitsLoss()
+    total, count = 0.0, 0
+    steps = num_batches(len(split), config.batch_size, drop_last=False)
+    with progress(steps * config.batch_size, f"{label} epoch {epoch + 1}/{config.epochs}", "samples") as bar:
+        for dense, sparse, y in iterate_batches(split, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch):
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(dense, sparse), y)
+            loss.backward()
+            for opt in optimizers:
+                opt.step()
+            total += loss.item() * len(y)
+            count += len(y)
+            bar.update(len(y), status=f"loss {total / count:.4f}")
+    return total / max(count, 1)
+
+
+def fit(
+    model: nn.Module,
+    data: PreparedData,
+    config: TrainConfig,
+    state_path: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Train `model` for `config.epochs` on the train split, validating after each epoch.
+
+    With `state_path`, the model, optimizer and history are saved after every
+    epoch and a run found there is resumed from its last finished epoch, so a
+    killed run loses at most one epoch and ends where an uninterrupted one would.
+    """
+    seed_everything(config.seed)
+    dense, sparse = split_parameters(model)
+    optimizers = make_optimizers(dense, sparse, config.optimizer, config.lr)
+    history: list[dict[str, Any]] = []
+    if state_path is not None and state_path.exists():
+        history = _load_state(state_path, model, optimizers, config)
+    train, val = data.split("train"), data.split("val")
+    for epoch in range(len(history), config.epochs):
+        loss = train_epoch(model, optimizers, train, config, epoch)
+        history.append({"epoch": epoch + 1, "train_loss": loss, **{f"val_{k}": v for k, v in evaluate(model, val).items()}})
+        if state_path is not None:
+            _save_state(state_path, model, optimizers, config, history)
+    return history
+
+
+def _save_state(path: Path, model: nn.Module, optimizers, config: TrainConfig, history) -> None:
+    from dnas_hw.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(
+            {
+                "config": asdict(config),
+                "model": model.state_dict(),
+                "optimizers": [o.state_dict() for o in optimizers],
+                "history": history,
+            },
+            tmp,
+        )
+
+
+def _load_state(path: Path, model: nn.Module, optimizers, config: TrainConfig) -> list[dict[str, Any]]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["config"] != asdict(config):
+            raise UserError(f"{path}: saved with other training options; use a new --out or the same options")
+        model.load_state_dict(state["model"])
+        for opt, s in zip(optimizers, state["optimizers"]):
+            opt.load_state_dict(s)
+        return list(state["history"])
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{path}: unreadable training state ({type(e).__name__}); delete it to start over") from None

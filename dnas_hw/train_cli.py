@@ -1,0 +1,83 @@
+"""`dnas-hw train`: train an arch on a prepared data folder and evaluate it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from dnas_hw.arch import Arch
+from dnas_hw.errors import UserError
+from dnas_hw.files import write_json_atomic
+
+
+def train_arch(
+    data_dir: str | Path,
+    arch: Arch,
+    out: str | Path,
+    config,
+    resume: bool = False,
+    force: bool = False,
+) -> dict:
+    """Train `arch` on `data_dir`; writes `out/model.pt`, `out/metrics.json`, `out/train_log.csv`.
+
+    Returns the metrics. Shared by the CLI, the search's retraining and the pipeline.
+    """
+    import pandas as pd
+
+    from dnas_hw.checkpoint import save_checkpoint
+    from dnas_hw.data.folder import PreparedData
+    from dnas_hw.model import build_model
+    from dnas_hw.train import evaluate, fit
+
+    out = Path(out)
+    data = PreparedData.open(data_dir)
+    arch.check_data(data.num_dense, data.num_sparse, where=str(data_dir))
+    state = out / "train_state.pt"
+    if (out / "model.pt").exists() and not force:
+        raise UserError(f"{out}/model.pt already exists (use --force to retrain)")
+    if state.exists() and not (resume or force):
+        raise UserError(f"{out} holds an unfinished run: use --resume to continue it or --force to restart")
+    if force and state.exists() and not resume:
+        state.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+    model = build_model(arch, seed=config.seed)
+    start = time.perf_counter()
+    history = fit(model, data, config, state_path=state)
+    elapsed = time.perf_counter() - start
+    metrics = {
+        "val": evaluate(model, data.split("val")),
+        "test": evaluate(model, data.split("test")),
+        "train": {"loss": history[-1]["train_loss"], "epochs": config.epochs, "elapsed_s": round(elapsed, 3)},
+    }
+    save_checkpoint(out / "model.pt", model, extra={"data_meta": {k: data.meta[k] for k in ("num_dense", "num_sparse", "cardinalities")}})
+    pd.DataFrame(history).to_csv(out / "train_log.csv", index=False)
+    write_json_atomic(out / "metrics.json", metrics)
+    state.unlink(missing_ok=True)
+    return metrics
+
+
+@click.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(), help="Prepared data folder (dnas-hw data prepare/synth).")
+@click.option("--arch", "arch_path", required=True, type=click.Path(), help="Architecture JSON (e.g. a search's arch.json).")
+@click.option("--out", required=True, type=click.Path(), help="Run folder for model.pt and metrics.json.")
+@click.option("--epochs", default=1, show_default=True, type=int)
+@click.option("--batch-size", default=128, show_default=True, type=int)
+@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adagrad", "adam"]))
+@click.option("--lr", default=0.1, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last finished epoch.")
+@click.option("--force", is_flag=True, help="Replace a finished run in --out.")
+def train(data_dir, arch_path, out, epochs, batch_size, optimizer, lr, seed, resume, force) -> None:
+    """Train ARCH on DATA and write OUT/model.pt and OUT/metrics.json (val and test metrics)."""
+    from dnas_hw.train import TrainConfig
+
+    arch = Arch.load(arch_path)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed)
+    metrics = train_arch(data_dir, arch, out, config, resume=resume, force=force)
+    for split in ("val", "test"):
+        m = metrics[split]
+        click.echo(f"{split:4s} logloss {m['logloss']:.4f}  auc {m['auc']:.4f}  accuracy {m['accuracy']:.4f}  calibration {m['calibration']:.3f}  rows {m['rows']}")
+    click.echo(f"wrote {Path(out) / 'model.pt'} and {Path(out) / 'metrics.json'}")
