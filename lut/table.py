@@ -1,0 +1,133 @@
+"""A latency lookup table: one CSV row per (op, params, batch_size), plus a metadata sidecar.
+
+`LUT.csv` columns: `op`, `params` (canonical JSON, see `dnas_hw.ops.canonical_json`),
+`batch_size`, `p10_us`, `p50_us`, `p90_us`, `repeats`. `LUT.meta.json` says where
+and how it was measured (backend and version, device, CPU model, threads, dtype,
+torch version, date, space name and hash). A lookup that misses raises: a LUT
+never invents a value.
+
+Besides registered ops, a LUT holds one `model_overhead` row per batch size:
+what a whole-model call costs beyond the sum of its ops (call overhead, input
+handling, the final sigmoid), measured by the profiler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from dnas_hw.errors import UserError
+from dnas_hw.files import atomic_path, read_json, write_json_atomic
+from dnas_hw.ops import OpCall
+
+COLUMNS = ["op", "params", "batch_size", "p10_us", "p50_us", "p90_us", "repeats"]
+OVERHEAD_OP = "model_overhead"
+# The meta fields that must agree for a LUT to describe the target the user asks about.
+TARGET_FIELDS = ("backend", "device", "threads")
+
+
+class LutError(UserError):
+    """A LUT that cannot be used: unreadable, malformed, or for another target."""
+
+
+class LutMissError(LutError):
+    """Keys the LUT has no row for; the message names them."""
+
+    def __init__(self, path: str, missing: list[tuple[str, str, int]]):
+        self.missing = missing
+        shown = ", ".join(f"{op}{params}@b{b}" for op, params, b in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        super().__init__(f"{path}: no row for {len(missing)} key(s): {shown}{more} (profile them first)")
+
+
+def overhead_call(num_dense: int, num_sparse: int) -> OpCall:
+    """The pseudo-op whose row holds a whole model call's fixed overhead."""
+    params = json.dumps({"num_dense": num_dense, "num_sparse": num_sparse}, sort_keys=True, separators=(",", ":"))
+    return OpCall(OVERHEAD_OP, params)
+
+
+def meta_path(csv_path: str | os.PathLike) -> Path:
+    p = Path(csv_path)
+    return p.with_name(p.name[: -len(".csv")] + ".meta.json" if p.name.endswith(".csv") else p.name + ".meta.json")
+
+
+@dataclass
+class Lut:
+    rows: pd.DataFrame  # COLUMNS, unique on (op, params, batch_size)
+    meta: dict
+    path: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        self._index = {
+            (op, params, int(b)): i
+            for i, (op, params, b) in enumerate(zip(self.rows["op"], self.rows["params"], self.rows["batch_size"]))
+        }
+
+    # ------------------------------------------------------------------ I/O
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Lut":
+        path = Path(path)
+        if not path.is_file():
+            raise LutError(f"{path}: LUT not found")
+        meta = read_json(meta_path(path), "LUT metadata")
+        try:
+            rows = pd.read_csv(path, dtype={"op": str, "params": str})
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise LutError(f"{path}: not a readable LUT CSV ({e})") from None
+        missing = [c for c in COLUMNS if c not in rows.columns]
+        if missing:
+            raise LutError(f"{path}: missing column(s) {missing}; expected {COLUMNS}")
+        rows = rows[COLUMNS]
+        if rows[["p10_us", "p50_us", "p90_us"]].isna().any().any() or (rows["p50_us"] < 0).any():
+            raise LutError(f"{path}: latency columns hold empty or negative values")
+        if rows.duplicated(["op", "params", "batch_size"]).any():
+            raise LutError(f"{path}: duplicate (op, params, batch_size) rows")
+        return cls(rows.reset_index(drop=True), meta, str(path))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the CSV and its sidecar, each atomically."""
+        with atomic_path(path) as tmp:
+            self.rows[COLUMNS].to_csv(tmp, index=False)
+        write_json_atomic(meta_path(path), self.meta)
+
+    # ------------------------------------------------------------------ lookup
+
+    def has(self, call: OpCall, batch_size: int) -> bool:
+        return call.key(batch_size) in self._index
+
+    def missing(self, calls: Iterable[OpCall], batch_size: int) -> list[tuple[str, str, int]]:
+        return sorted({c.key(batch_size) for c in calls if not self.has(c, batch_size)})
+
+    def require(self, calls: Iterable[OpCall], batch_size: int) -> None:
+        """Raise `LutMissError` naming every key of `calls` the LUT lacks at `batch_size`."""
+        missing = self.missing(calls, batch_size)
+        if missing:
+            raise LutMissError(self.path, missing)
+
+    def latency_us(self, call: OpCall, batch_size: int, stat: str = "p50_us") -> float:
+        try:
+            return float(self.rows.at[self._index[call.key(batch_size)], stat])
+        except KeyError:
+            raise LutMissError(self.path, [call.key(batch_size)]) from None
+
+    def batch_sizes(self) -> list[int]:
+        return sorted(int(b) for b in self.rows["batch_size"].unique())
+
+    # ------------------------------------------------------------------ target
+
+    def check_target(self, force: bool = False, **asked) -> None:
+        """Refuse a LUT measured on another backend/device/thread count than `asked`, unless `force`."""
+        for field, want in asked.items():
+            if want is None or force:
+                continue
+            have = self.meta.get(field)
+            if str(have) != str(want):
+                raise LutError(
+                    f"{self.path}: measured with {field}={have}, but {field}={want} was asked (use --force to use it anyway)"
+                )
