@@ -36,6 +36,9 @@ def _register() -> None:
     from dnas_hw.train_cli import train
 
     main.add_command(train)
+    from dnas_hw.export_cli import export
+
+    main.add_command(export)
 
 
 _register()

@@ -8,6 +8,7 @@ session options.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from typing import Sequence
 
@@ -24,15 +25,21 @@ def export_module(
     output_names: Sequence[str],
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
+    path: str | os.PathLike | None = None,
 ) -> onnx.ModelProto:
     """Export `module` (eval mode) with the TorchScript exporter; axis 0 of every input/output is `batch`.
 
     The TorchScript-based exporter is used on purpose: it needs no onnxscript
     and turns `nn.Embedding` into one `Gather`.
+
+    Without `path` the model is exported in memory, which protobuf limits to
+    2 GB. With `path` it is written there (weights over 2 GB as external data
+    files beside it) and the returned proto holds references to that data,
+    not the weights.
     """
     module = module.eval()
     axes = {name: {0: "batch"} for name in list(input_names) + list(output_names)} if dynamic_batch else None
-    buf = io.BytesIO()
+    buf = io.BytesIO() if path is None else str(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -46,6 +53,8 @@ def export_module(
             do_constant_folding=True,
             dynamo=False,
         )
+    if path is not None:
+        return onnx.load(str(path), load_external_data=False)
     return onnx.load_from_string(buf.getvalue())
 
 
