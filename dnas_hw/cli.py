@@ -39,6 +39,9 @@ def _register() -> None:
     from dnas_hw.export_cli import export
 
     main.add_command(export)
+    from dnas_hw.bench_cli import bench
+
+    main.add_command(bench)
 
 
 _register()

@@ -1,0 +1,38 @@
+"""`dnas-hw bench`: an exported model's latency per batch size, against the LUT's prediction."""
+
+from __future__ import annotations
+
+import click
+
+from dnas_hw.cli_types import INT_LIST
+
+
+@click.command()
+@click.argument("model", type=click.Path())
+@click.option("--batch-size", "batch_sizes", default="1,64,512", show_default=True, type=INT_LIST,
+              help="Batch sizes to time, comma-separated.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads.")
+@click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "torch"]),
+              help="torch: time the --checkpoint's model in torch eager instead of the ONNX file.")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--checkpoint", type=click.Path(), help="The model.pt MODEL was exported from (needed by --backend torch).")
+@click.option("--lut", "lut_path", type=click.Path(), help="A LUT of the same backend/device/threads: adds its prediction and error.")
+@click.option("--force", is_flag=True, help="Use a LUT measured on another backend, device or thread count.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
+@click.option("--json", "json_path", type=click.Path(), help="Also write the report as JSON here.")
+def bench(model, batch_sizes, threads, backend, device, checkpoint, lut_path, force, seed, json_path) -> None:
+    """Time MODEL (written by `dnas-hw export`) per batch size: p50/p90 latency and throughput.
+
+    Inputs are drawn like the training data (never zeros), a fresh set per call,
+    after warm-up. With --lut, the LUT's prediction for the model's arch (stored
+    in the ONNX file) and its error in percent.
+    """
+    from dnas_hw.bench import bench as run_bench, format_table
+    from dnas_hw.files import write_json_atomic
+
+    report = run_bench(model, batch_sizes, backend, device, threads, checkpoint, lut_path, force, seed)
+    click.echo(f"{model} on {backend} ({device}, {threads} thread{'s' if threads > 1 else ''}):")
+    click.echo(format_table(report))
+    if json_path:
+        write_json_atomic(json_path, report)
+        click.echo(f"wrote {json_path}")
