@@ -42,6 +42,9 @@ def _register() -> None:
     from dnas_hw.bench_cli import bench
 
     main.add_command(bench)
+    from search.cli import search
+
+    main.add_command(search)
 
 
 _register()

@@ -1,0 +1,1 @@
+"""The differentiable architecture search: supernet, sampling, costs, budget, loop."""

@@ -1,0 +1,96 @@
+"""`SearchConfig`: every knob of the search, with the reasons for its defaults."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from dnas_hw.errors import UserError
+from dnas_hw.train import OPTIMIZERS
+from search.cost import PENALTY_FORMS
+
+SAMPLING_MODES = ("per-batch", "per-sample")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    # Passes over the weight part of the train split. Four is enough for the
+    # argmax to settle on the benchmark data (the temperature is ~1 by then) and
+    # keeps the default space on 1M rows well inside 15 minutes on 2 cores.
+    epochs: int = 4
+    seed: int = 0
+    # Training batch size of the supernet; the serving batch size the LUT is read
+    # at is a separate argument of `run_search`.
+    train_batch_size: int = 256
+    # Gumbel-softmax temperature: init * decay**epoch. Start soft (5, as FBNet)
+    # so every candidate trains, end near 1 where samples are nearly one-hot.
+    temperature_init: float = 5.0
+    temperature_decay: float = 0.6
+    # Epochs of weight training only (uniform logits) before the logits move:
+    # candidates compared before any of them has learned say nothing.
+    warmup_epochs: int = 1
+    weight_optimizer: str = "sgd"
+    weight_lr: float = 0.1  # DLRM's Kaggle recipe, as `dnas-hw train`
+    # Adam on the logits (FBNet, DARTS); 0.01 moves a logit by at most ~0.01 a
+    # step, so a decision needs a few hundred consistent steps, not one batch.
+    arch_lr: float = 0.01
+    # Weights train on the first 80% of the train split, logits on the rest.
+    split_fraction: float = 0.8
+    sampling: str = "per-batch"
+    hard: bool = False  # straight-through: one-hot forward, soft gradient
+    # The budget term; see `search.cost.budget_penalty`. `hinge` with dual ascent
+    # needs no coefficient from the user; the paper forms are for comparison.
+    penalty: str = "hinge"
+    fbnet_beta: float = 0.6
+    # The starting multiplier and its dual-ascent step (in log space, per arch
+    # step, scaled by how far the derived arch is from the target).
+    multiplier_init: float = 0.1
+    multiplier_lr: float = 0.05
+    # The controller aims the derived arch at target * budget: a little under,
+    # so the argmax, which moves in steps, stays inside the budget.
+    target: float = 0.95
+    # The derived arch must use at least this share of the budget.
+    floor: float = 0.8
+    # Optional extra terms, as fractions of the largest arch's value.
+    flops_weight: float = 0.0
+    param_bytes_weight: float = 0.0
+    # Stop after this many epochs (tests of resume); None runs all.
+    stop_after: int | None = None
+
+    def __post_init__(self) -> None:
+        def bad(what: str) -> None:
+            raise UserError(f"search config: {what}")
+
+        if self.epochs < 1 or self.train_batch_size < 1:
+            bad("epochs and train_batch_size must be positive")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            bad(f"warmup_epochs must lie in [0, epochs), got {self.warmup_epochs}")
+        if self.temperature_init <= 0 or not 0 < self.temperature_decay <= 1:
+            bad("temperature_init must be positive and temperature_decay in (0, 1]")
+        if self.weight_optimizer not in OPTIMIZERS:
+            bad(f"weight_optimizer {self.weight_optimizer!r}: use one of {list(OPTIMIZERS)}")
+        if self.weight_lr <= 0 or self.arch_lr <= 0 or self.multiplier_lr < 0 or self.multiplier_init < 0:
+            bad("learning rates must be positive and the multiplier non-negative")
+        if not 0 < self.split_fraction < 1:
+            bad(f"split_fraction must lie in (0, 1), got {self.split_fraction}")
+        if self.sampling not in SAMPLING_MODES:
+            bad(f"sampling {self.sampling!r}: use one of {list(SAMPLING_MODES)}")
+        if self.penalty not in PENALTY_FORMS:
+            bad(f"penalty {self.penalty!r}: use one of {list(PENALTY_FORMS)}")
+        if not 0 < self.floor <= self.target <= 1:
+            bad("need 0 < floor <= target <= 1")
+        if self.flops_weight < 0 or self.param_bytes_weight < 0:
+            bad("flops_weight and param_bytes_weight must be non-negative")
+        if self.stop_after is not None and self.stop_after < 1:
+            bad("stop_after must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SearchConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(f"search config: unknown field(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)

@@ -1,0 +1,39 @@
+"""The derived model's weights, sliced out of the supernet.
+
+`extract_model(supernet, choices)` builds `dnas_hw.model.build_model(arch)` and
+copies into it the leading slices that the supernet uses for those choices, so
+it computes what the supernet computes at one-hot probabilities (tested), and
+can warm-start retraining.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dnas_hw.model import DLRM, build_model
+from dnas_hw.space import SKIP, Choice
+from search.supernet import Supernet
+
+
+def _copy_linear(dst: torch.nn.Module, src: torch.nn.Module) -> None:
+    """LinearAct -> LinearAct: dst's weight [out, in] is src's leading slice."""
+    out_f, in_f = dst[0].weight.shape
+    dst[0].weight.copy_(src[0].weight[:out_f, :in_f])
+    dst[0].bias.copy_(src[0].bias[:out_f])
+
+
+def extract_model(supernet: Supernet, choices: dict[str, Choice]) -> DLRM:
+    space = supernet.space
+    model = build_model(space.arch(choices))
+    with torch.no_grad():
+        for prefix, mixed, out, target in (
+            ("bottom", supernet.bottom, supernet.bottom_out, model.dense_arch),
+            ("top", supernet.top, supernet.top_out, model.over_arch),
+        ):
+            kept = [m.linear for i, m in enumerate(mixed) if choices[f"{prefix}.{i}"] != SKIP] + [out]
+            for dst, src in zip(target, kept, strict=True):
+                _copy_linear(dst, src)
+        for f, table in enumerate(model.sparse_arch.tables):
+            w = table.table.weight
+            w.copy_(supernet.embeddings.feature_table(f)[: w.shape[0], : w.shape[1]])
+    return model

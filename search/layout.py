@@ -1,0 +1,101 @@
+"""How a space's slots map onto grouped architecture-logit tensors.
+
+Slots of one kind share a tensor, one row per slot, so sampling and the cost
+recursion run on a handful of tensors instead of ~60 small ones:
+
+    bottom       [bottom_layers, len(bottom_widths) (+1 skip)]
+    emb_dim      [F, len(emb_dims)]
+    emb_rows     [F, R_max]      a feature with fewer distinct table sizes is padded;
+                                 `valid` marks the real entries (padding gets -inf logits)
+    interaction  [1, len(interactions)]
+    top          [top_layers, len(top_widths) (+1 skip)]
+
+Within a row, choices keep the order of `SearchSpace.slots()`; "skip" is last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dnas_hw.space import Choice, SearchSpace
+
+GROUPS = ("bottom", "emb_dim", "emb_rows", "interaction", "top")
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    slots: tuple[str, ...]  # one per row
+    choices: tuple[tuple[Choice, ...], ...]  # per row, unpadded
+
+    @property
+    def width(self) -> int:
+        return max(len(c) for c in self.choices)
+
+    def valid(self) -> torch.Tensor:
+        """bool [rows, width]: which entries are real choices."""
+        v = torch.zeros(len(self.slots), self.width, dtype=torch.bool)
+        for i, c in enumerate(self.choices):
+            v[i, : len(c)] = True
+        return v
+
+
+class Layout:
+    """The grouping of one space's slots; converts between tensors and `{slot: choice}`."""
+
+    def __init__(self, space: SearchSpace):
+        self.space = space
+        by_prefix: dict[str, list] = {g: [] for g in GROUPS}
+        for slot in space.slots():
+            by_prefix[slot.name.split(".")[0]].append(slot)
+        self.groups = {
+            g: Group(g, tuple(s.name for s in slots), tuple(s.choices for s in slots))
+            for g, slots in by_prefix.items()
+            if slots
+        }
+        self._where = {s: (g.name, i) for g in self.groups.values() for i, s in enumerate(g.slots)}
+
+    def slot_names(self) -> list[str]:
+        return [s.name for s in self.space.slots()]
+
+    def init_logits(self) -> dict[str, torch.Tensor]:
+        """Uniform logits (zeros), -inf on padding."""
+        return {g: torch.zeros(grp.valid().shape).masked_fill(~grp.valid(), float("-inf")) for g, grp in self.groups.items()}
+
+    def choices(self, indices: dict[str, torch.Tensor]) -> dict[str, Choice]:
+        """`{group: LongTensor [rows]}` of choice indices -> `{slot: choice}`."""
+        out = {}
+        for g, grp in self.groups.items():
+            for i, slot in enumerate(grp.slots):
+                out[slot] = grp.choices[i][int(indices[g][i])]
+        return {s: out[s] for s in self.slot_names()}
+
+    def indices(self, choices: dict[str, Choice]) -> dict[str, torch.Tensor]:
+        """`{slot: choice}` -> `{group: LongTensor [rows]}`."""
+        return {
+            g: torch.tensor([grp.choices[i].index(choices[s]) for i, s in enumerate(grp.slots)], dtype=torch.long)
+            for g, grp in self.groups.items()
+        }
+
+    def one_hot(self, choices: dict[str, Choice], dtype=torch.float64) -> dict[str, torch.Tensor]:
+        """Probabilities that put all mass on `choices`: `{group: [rows, width]}`."""
+        out = {}
+        for g, idx in self.indices(choices).items():
+            t = torch.zeros(len(idx), self.groups[g].width, dtype=dtype)
+            t[torch.arange(len(idx)), idx] = 1.0
+            out[g] = t
+        return out
+
+    def probs_dict(self, probs: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+        """`{group: [rows, width]}` -> `{slot: {choice: p}}` (choices as strings, JSON keys)."""
+        out = {}
+        for g, grp in self.groups.items():
+            for i, slot in enumerate(grp.slots):
+                out[slot] = {str(c): float(probs[g][i, j]) for j, c in enumerate(grp.choices[i])}
+        return {s: out[s] for s in self.slot_names()}
+
+    def where(self, slot: str) -> tuple[str, int]:
+        """(group, row) of a slot."""
+        return self._where[slot]

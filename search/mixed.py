@@ -1,0 +1,108 @@
+"""Mixed ops with weights shared by masking: each holds the largest candidate only.
+
+Probabilities come per batch (`[n]`, `[F, n]`) or per sample (`[B, n]`,
+`[B, F, n]`); the masks broadcast either way. At a one-hot probability a mixed
+op computes exactly its candidate, with the candidate's weights being the
+leading slice of the shared ones (see `search.extract`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dnas_hw.ops import OpCall
+
+
+def prefix_masks(widths: tuple[int, ...], size: int) -> torch.Tensor:
+    """[n, size] float: row j is 1 on the first widths[j] coordinates."""
+    return (torch.arange(size)[None, :] < torch.tensor(widths)[:, None]).float()
+
+
+class MixedLinear(nn.Module):
+    """One MLP layer choosing its width (and, with `skip`, whether it exists).
+
+    x [B, in_width] -> [B, out_width], out_width = max(widths), or
+    max(widths, in_width) with skip (a skipped layer passes x on, zero-padded).
+    probs [..., n] over `widths` (+ skip last):
+        y = act(W x + b) * (probs[:n] @ masks) + probs[skip] * pad(x)
+    A smaller input arrives zero-padded, so the candidate (u -> w) uses W[:w, :u].
+    """
+
+    def __init__(self, in_width: int, widths: tuple[int, ...], skip: bool, activation: str = "relu"):
+        super().__init__()
+        self.widths, self.skip = widths, skip
+        self.linear = OpCall.make("linear", in_features=in_width, out_features=max(widths), activation=activation).build()
+        self.out_width = max(max(widths), in_width) if skip else max(widths)
+        self.register_buffer("masks", prefix_masks(widths, max(widths)), persistent=False)
+
+    def forward(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        n = len(self.widths)
+        y = self.linear(x) * (probs[..., :n] @ self.masks)
+        y = F.pad(y, (0, self.out_width - y.shape[1]))
+        if self.skip:
+            y = y + probs[..., n:] * F.pad(x, (0, self.out_width - x.shape[1]))
+        return y
+
+
+class MixedEmbeddings(nn.Module):
+    """Every feature's table-size and dim choice, in one fused table.
+
+    sparse [B, F] int64, rows_probs [..., F, R], dim_probs [..., F, E] -> [B, F, D].
+    Feature f owns rows [offset_f, offset_f + rows_f[0]) of one
+    [sum_f max rows_f, D] table (D = max dim = the interaction width). The
+    table-size candidate r hashes `id mod rows_f[r]` into the same rows, so all
+    candidates are read with one gather of [B, F, R] indices; a dim candidate is
+    a prefix mask. Gradients are sparse (only the rows a batch touches).
+    """
+
+    def __init__(self, rows: tuple[tuple[int, ...], ...], dims: tuple[int, ...], sparse_grad: bool = True):
+        super().__init__()
+        self.rows, self.dims, self.dim = rows, dims, max(dims)
+        sizes = [r[0] for r in rows]
+        offsets = torch.tensor([0] + sizes[:-1]).cumsum(0)
+        r_max = max(len(r) for r in rows)
+        # Padded table sizes repeat the largest one; their probability is exactly 0.
+        moduli = torch.tensor([list(r) + [r[0]] * (r_max - len(r)) for r in rows])
+        self.register_buffer("offsets", offsets[:, None], persistent=False)  # [F, 1]
+        self.register_buffer("moduli", moduli, persistent=False)  # [F, R]
+        self.register_buffer("masks", prefix_masks(dims, self.dim), persistent=False)  # [E, D]
+        self.table = nn.Embedding(sum(sizes), self.dim, sparse=sparse_grad)
+        with torch.no_grad():  # DLRM's init per feature: uniform in +-1/sqrt(rows)
+            for f, size in enumerate(sizes):
+                bound = size**-0.5
+                self.table.weight[offsets[f] : offsets[f] + size].uniform_(-bound, bound)
+
+    def forward(self, sparse: torch.Tensor, rows_probs: torch.Tensor, dim_probs: torch.Tensor) -> torch.Tensor:
+        idx = self.offsets + sparse[:, :, None] % self.moduli  # [B, F, R]
+        vectors = self.table(idx)  # [B, F, R, D]
+        mixed = (rows_probs.to(vectors.dtype)[..., None] * vectors).sum(-2)  # [B, F, D]
+        return mixed * (dim_probs @ self.masks)
+
+    def feature_table(self, f: int) -> torch.Tensor:
+        """Feature f's slice of the fused table [rows_f[0], D]."""
+        start = int(self.offsets[f, 0])
+        return self.table.weight[start : start + self.rows[f][0]]
+
+
+class MixedInteraction(nn.Module):
+    """dense [B, D], embedded [B, F, D], probs [..., K] -> [B, max_k width_k].
+
+    Every kind runs on the same inputs; each output is zero-padded to the widest
+    and mixed by probs, so the top MLP's first layer sees kind k in its leading
+    width_k columns, as the standalone model's first top layer does.
+    """
+
+    def __init__(self, calls: list[OpCall]):
+        super().__init__()
+        self.kinds = nn.ModuleList(c.build() for c in calls)
+        self.out_width = max(c.output_width() for c in calls)
+
+    def forward(self, dense: torch.Tensor, embedded: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        sparse = embedded.unbind(1)
+        out = 0
+        for k, op in enumerate(self.kinds):
+            z = op(dense, *sparse)
+            out = out + probs[..., k : k + 1] * F.pad(z, (0, self.out_width - z.shape[1]))
+        return out

@@ -1,0 +1,300 @@
+"""The search loop: alternate weight and logit steps, control the budget, checkpoint each epoch.
+
+Run folder `out/`:
+    search_state.pt   checkpoint after each epoch (removed when the run finishes)
+    search_log.csv    one row per epoch (rewritten after each)
+    arch.json         the derived arch (an `Arch`, loadable by `dnas-hw train`)
+    arch_probs.json   {slot: {choice: p}}
+    summary.json      written last: its presence marks a finished run
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+import torch
+from torch import nn
+
+from dnas_hw.data.folder import PreparedData, iterate_batches, num_batches
+from dnas_hw.errors import UserError
+from dnas_hw.files import read_json, write_json_atomic, write_text_atomic
+from dnas_hw.progress import progress
+from dnas_hw.space import SearchSpace
+from dnas_hw.train import make_optimizers, seed_everything, split_parameters
+from lut.predict import predict
+from lut.table import Lut, overhead_call
+from search.budget import BudgetController
+from search.config import SearchConfig
+from search.cost import CostTables, cost_loss, flops_table, latency_table, one_hot_cost, param_bytes_table
+from search.derive import derive
+from search.gumbel import entropy, gumbel_softmax, temperature
+from search.project import project
+from search.state import load_state, save_state
+from search.supernet import Supernet
+
+STATE, LOG, SUMMARY = "search_state.pt", "search_log.csv", "summary.json"
+
+
+def check_inputs(data: PreparedData, space: SearchSpace, lut: Lut, batch_size: int) -> None:
+    """Refuse a space not bound to this data, or a LUT lacking any key the space needs at `batch_size`."""
+    if (space.num_dense, tuple(space.cardinalities)) != (data.num_dense, tuple(data.cardinalities)):
+        raise UserError(f"space {space.name} is not bound to {data.path}'s features (num_dense and cardinalities differ)")
+    lut.require(space.op_calls() | {overhead_call(space.num_dense, space.num_sparse)}, batch_size)
+
+
+def _tables(space: SearchSpace, lut: Lut, batch_size: int, config: SearchConfig) -> CostTables:
+    flops = flops_table(space, batch_size) if config.flops_weight else None
+    params = param_bytes_table(space) if config.param_bytes_weight else None
+    largest = space.largest()
+    return CostTables(
+        latency_table(space, lut, batch_size),
+        flops,
+        params,
+        flops_scale=float(largest.flops(batch_size)),
+        param_bytes_scale=float(largest.num_params() * 4),
+    )
+
+
+def _fingerprint(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.numpy().tobytes()).hexdigest()[:16]
+
+
+def _feasibility(lut: Lut, space: SearchSpace, batch_size: int, budget_us: float, floor: float) -> tuple[str, float, float]:
+    smallest = predict(lut, space.smallest(), batch_size).total_us
+    largest = predict(lut, space.largest(), batch_size).total_us
+    if smallest > budget_us:
+        return "infeasible: even the smallest arch is over the budget", smallest, largest
+    if largest < floor * budget_us:
+        return f"loose: even the largest arch uses less than {floor:.0%} of the budget", smallest, largest
+    return "ok", smallest, largest
+
+
+class _Search:
+    """The mutable state of one search, and its two kinds of steps."""
+
+    def __init__(self, space: SearchSpace, tables: CostTables, budget_us: float, config: SearchConfig):
+        self.space, self.tables, self.budget_us, self.config = space, tables, budget_us, config
+        seed_everything(config.seed)
+        self.net = Supernet(space)
+        dense, sparse = split_parameters(_WeightsView(self.net))
+        self.weight_opts = make_optimizers(dense, sparse, config.weight_optimizer, config.weight_lr)
+        self.arch_opt = torch.optim.Adam(self.net.arch_parameters(), lr=config.arch_lr)
+        self.controller = BudgetController(budget_us, config.target, config.multiplier_lr, config.multiplier_init)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+
+    def sample(self, batch: int, tau: float, detach: bool) -> dict[str, torch.Tensor]:
+        samples = batch if self.config.sampling == "per-sample" else None
+        return {
+            g: gumbel_softmax(t.detach() if detach else t, tau, hard=self.config.hard, samples=samples, generator=self.generator)
+            for g, t in self.net.arch_logits.items()
+        }
+
+    def weight_step(self, dense, sparse, y, tau: float) -> float:
+        for opt in self.weight_opts:
+            opt.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.net(dense, sparse, self.sample(len(y), tau, detach=True)), y)
+        loss.backward()
+        for opt in self.weight_opts:
+            opt.step()
+        return loss.item()
+
+    def arch_step(self, dense, sparse, y, tau: float) -> tuple[float, dict]:
+        self.arch_opt.zero_grad(set_to_none=True)
+        weights = self.net.weight_parameters()
+        for p in weights:
+            p.requires_grad_(False)
+        try:
+            task = self.loss_fn(self.net(dense, sparse, self.sample(len(y), tau, detach=False)), y)
+            cost, details = self.cost(self.net.probabilities())
+            (task + cost).backward()
+        finally:
+            for p in weights:
+                p.requires_grad_(True)
+        self.arch_opt.step()
+        self.controller.update(self.derived_latency_us())
+        return task.item(), details
+
+    def cost(self, probs) -> tuple[torch.Tensor, dict]:
+        c = self.config
+        return cost_loss(
+            self.tables, probs, budget_us=self.budget_us, multiplier=self.controller.multiplier, form=c.penalty,
+            fbnet_beta=c.fbnet_beta, target=c.target, flops_weight=c.flops_weight, param_bytes_weight=c.param_bytes_weight,
+        )
+
+    def derived_latency_us(self) -> float:
+        choices, _ = derive(self.net)
+        return one_hot_cost(self.tables.latency, self.net.layout.one_hot(choices))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "supernet": self.net.state_dict(),
+            "weight_opts": [o.state_dict() for o in self.weight_opts],
+            "arch_opt": self.arch_opt.state_dict(),
+            "controller": self.controller.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["supernet"])
+        for opt, s in zip(self.weight_opts, state["weight_opts"], strict=True):
+            opt.load_state_dict(s)
+        self.arch_opt.load_state_dict(state["arch_opt"])
+        self.controller.load_state_dict(state["controller"])
+        self.generator.set_state(state["generator"])
+
+
+class _WeightsView(nn.Module):
+    """The supernet without its logits, for `split_parameters` (dense vs sparse-gradient weights)."""
+
+    def __init__(self, net: Supernet):
+        super().__init__()
+        self.parts = nn.ModuleList([m for name, m in net.named_children() if name != "arch_logits"])
+
+
+def _run_epoch(search: _Search, data: PreparedData, epoch: int, started: float, elapsed_before: float) -> dict:
+    c = search.config
+    train = data.split("train")
+    cut = int(len(train) * c.split_fraction)
+    tau = temperature(epoch, c.temperature_init, c.temperature_decay)
+    searching = epoch >= c.warmup_epochs
+    n_weight = num_batches(cut, c.train_batch_size, drop_last=False)
+    n_arch = num_batches(len(train) - cut, c.train_batch_size, drop_last=False) if searching else 0
+    every = max(1, n_weight // max(n_arch, 1))
+    weights = iterate_batches(train, c.train_batch_size, shuffle=True, seed=c.seed, epoch=epoch, rows=(0, cut))
+    arch = iterate_batches(train, c.train_batch_size, shuffle=True, seed=c.seed + 1, epoch=epoch, rows=(cut, len(train)))
+    budget_ms = search.budget_us / 1000
+    task_sum = task_n = arch_sum = arch_n = 0
+    details = search.cost(search.net.probabilities())[1]
+    label = f"search epoch {epoch + 1}/{c.epochs}" + ("" if searching else " (warm-up)")
+    with progress(n_weight + n_arch, label, "batches") as bar:
+        for step, (dense, sparse, y) in enumerate(weights):
+            task_sum += search.weight_step(dense, sparse, y, tau) * len(y)
+            task_n += len(y)
+            bar.update(1)
+            if searching and (step + 1) % every == 0:
+                batch = next(arch, None)
+                if batch is not None:
+                    loss, details = search.arch_step(*batch, tau)
+                    arch_sum += loss * len(batch[2])
+                    arch_n += len(batch[2])
+                    bar.update(1)
+            bar.status = f"loss {task_sum / task_n:.4f} E[lat] {details['expected_latency_us'] / 1000:.3f}/{budget_ms:.3f}ms mult {search.controller.multiplier:.3g}"
+    probs = search.net.probabilities()
+    _, details = search.cost(probs)
+    return {
+        "epoch": epoch + 1,
+        "temperature": tau,
+        "multiplier": search.controller.multiplier,
+        "task_loss": task_sum / max(task_n, 1),
+        "arch_task_loss": arch_sum / arch_n if arch_n else float("nan"),
+        "expected_latency_ms": details["expected_latency_us"] / 1000,
+        "derived_latency_ms": search.derived_latency_us() / 1000,
+        "latency_budget_ms": budget_ms,
+        "entropy": float(sum(entropy(p) * p.shape[0] for p in probs.values()) / sum(p.shape[0] for p in probs.values())),
+        "elapsed_s": round(elapsed_before + time.perf_counter() - started, 3),
+        **{f"expected_{k}": details[f"expected_{k}"] for k in ("flops", "param_bytes") if f"expected_{k}" in details},
+    }
+
+
+def run_search(
+    data_dir,
+    space: SearchSpace,
+    lut: Lut,
+    *,
+    budget_us: float,
+    batch_size: int,
+    out,
+    config: SearchConfig,
+    resume: bool = False,
+) -> dict:
+    """Search `space` on `data_dir` for the best arch whose LUT latency at `batch_size` fits `budget_us`.
+
+    Writes the run folder `out` (see the module docstring) and returns summary.json's content.
+    """
+    out = Path(out)
+    if budget_us <= 0 or batch_size < 1:
+        raise UserError("the latency budget and the batch size must be positive")
+    if (out / SUMMARY).exists():
+        if resume:
+            return read_json(out / SUMMARY, "summary")
+        raise UserError(f"{out} holds a finished search; use a new --out")
+    if (out / STATE).exists() and not resume:
+        raise UserError(f"{out} holds an unfinished search: use --resume to continue it or a new --out")
+    data = PreparedData.open(data_dir)
+    check_inputs(data, space, lut, batch_size)
+    tables = _tables(space, lut, batch_size, config)
+    status, smallest_us, largest_us = _feasibility(lut, space, batch_size, budget_us, config.floor)
+    if status != "ok":
+        click.echo(f"search: budget {budget_us / 1000:.3f}ms is {status} "
+                   f"(smallest {smallest_us / 1000:.3f}ms, largest {largest_us / 1000:.3f}ms)", err=True)
+    identity = {
+        "config": {k: v for k, v in config.to_dict().items() if k != "stop_after"},
+        "budget_us": budget_us, "batch_size": batch_size, "space": space.fingerprint(),
+        "lut": _fingerprint(tables.latency.embeddings) + _fingerprint(tables.latency.interaction),
+        "data": str(Path(data_dir).resolve()),
+    }
+    search = _Search(space, tables, budget_us, config)
+    log: list[dict] = []
+    elapsed_before = 0.0
+    if resume and (out / STATE).exists():
+        state = load_state(out / STATE, identity)
+        search.load_state_dict(state)
+        log, elapsed_before = list(state["log"]), float(state["elapsed_s"])
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    last = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
+    for epoch in range(len(log), last):
+        log.append(_run_epoch(search, data, epoch, started, elapsed_before))
+        write_text_atomic(out / LOG, pd.DataFrame(log).to_csv(index=False))
+        elapsed = elapsed_before + time.perf_counter() - started
+        save_state(out / STATE, {"identity": identity, "log": log, "elapsed_s": elapsed, **search.state_dict()})
+    if len(log) < config.epochs:
+        return {"stopped_after_epoch": len(log), "epochs": config.epochs}
+    return _finish(search, out, log, budget_us, batch_size, lut, status, smallest_us, largest_us,
+                   elapsed_before + time.perf_counter() - started)
+
+
+def _finish(search: _Search, out: Path, log, budget_us, batch_size, lut, status, smallest_us, largest_us, elapsed) -> dict:
+    space, config, layout = search.space, search.config, search.net.layout
+    argmax, probs = derive(search.net)
+    choices, moves = project(layout, search.tables.latency, argmax, probs, budget_us, config.floor)
+    for m in moves:
+        click.echo(f"search: projection {m['slot']}: {m['from']} -> {m['to']} (predicted {m['latency_us'] / 1000:.3f}ms)", err=True)
+    arch = space.arch(choices)
+    predicted = predict(lut, arch, batch_size).total_us
+    arch.save(out / "arch.json")
+    write_json_atomic(out / "arch_probs.json", layout.probs_dict(probs))
+    within = predicted <= budget_us
+    if status == "ok" and not (config.floor * budget_us <= predicted <= budget_us):
+        status = f"missed: the derived arch uses {predicted / budget_us:.0%} of the budget"
+    summary = {
+        "predicted_latency_ms": predicted / 1000,
+        "latency_budget_ms": budget_us / 1000,
+        "budget_used": predicted / budget_us,
+        "within_budget": within,
+        "budget_status": status,
+        "batch_size": batch_size,
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "elapsed_s": round(elapsed, 3),
+        "smallest_arch_latency_ms": smallest_us / 1000,
+        "largest_arch_latency_ms": largest_us / 1000,
+        "argmax_latency_ms": one_hot_cost(search.tables.latency, layout.one_hot(argmax)) / 1000,
+        "projection": moves,
+        "choices": choices,
+        "final_multiplier": search.controller.multiplier,
+        "space": space.name,
+        "lut": lut.path,
+        "config": config.to_dict(),
+    }
+    if not within:
+        click.echo(f"search: the returned arch is over the budget ({predicted / 1000:.3f}ms > {budget_us / 1000:.3f}ms): {status}", err=True)
+    write_json_atomic(out / SUMMARY, summary)
+    (out / STATE).unlink(missing_ok=True)
+    return summary

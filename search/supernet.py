@@ -1,0 +1,65 @@
+"""The supernet: every arch of a space in one model, plus the architecture logits."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dnas_hw.ops import OpCall
+from dnas_hw.space import SearchSpace
+from search.layout import Layout
+from search.mixed import MixedEmbeddings, MixedInteraction, MixedLinear
+
+
+def _mlp(in_width: int, widths: tuple[int, ...], layers: int, skip: bool) -> tuple[nn.ModuleList, int]:
+    mods, width = [], in_width
+    for _ in range(layers):
+        mods.append(MixedLinear(width, widths, skip))
+        width = mods[-1].out_width
+    return nn.ModuleList(mods), width
+
+
+class Supernet(nn.Module):
+    """dense [B, num_dense], sparse [B, F], probs {group: [rows, n] or [B, rows, n]} -> logits [B].
+
+    bottom:      MixedLinear per bottom slot, then linear(carry -> D, relu)
+    embeddings:  MixedEmbeddings -> [B, F, D]
+    interaction: MixedInteraction -> [B, K_max]
+    top:         MixedLinear per top slot, then linear(carry -> 1)
+    `arch_logits` ({group: [rows, n]}, -inf on padding) are parameters too, kept
+    apart from the weights by `weight_parameters()` / `arch_parameters()`.
+    """
+
+    def __init__(self, space: SearchSpace):
+        super().__init__()
+        self.space, self.layout = space, Layout(space)
+        d = space.interaction_dim
+        self.bottom, width = _mlp(space.num_dense, space.bottom_widths, space.bottom_layers, space.skip)
+        self.bottom_out = OpCall.make("linear", in_features=width, out_features=d, activation="relu").build()
+        self.embeddings = MixedEmbeddings(tuple(space.rows_choices(f) for f in range(space.num_sparse)), space.emb_dims)
+        self.interaction = MixedInteraction([space.interaction_op(k) for k in space.interactions])
+        self.top, width = _mlp(self.interaction.out_width, space.top_widths, space.top_layers, space.skip)
+        self.top_out = OpCall.make("linear", in_features=width, out_features=1, activation="none").build()
+        self.arch_logits = nn.ParameterDict({g: nn.Parameter(t) for g, t in self.layout.init_logits().items()})
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.arch_logits.values())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def probabilities(self) -> dict[str, torch.Tensor]:
+        """Softmax of the logits, {group: [rows, n]} (0 on padding)."""
+        return {g: torch.softmax(t, dim=-1) for g, t in self.arch_logits.items()}
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = dense
+        for i, layer in enumerate(self.bottom):
+            x = layer(x, probs["bottom"][..., i, :])
+        x = self.bottom_out(x)
+        embedded = self.embeddings(sparse, probs["emb_rows"], probs["emb_dim"])
+        z = self.interaction(x, embedded, probs["interaction"][..., 0, :])
+        for i, layer in enumerate(self.top):
+            z = layer(z, probs["top"][..., i, :])
+        return self.top_out(z).squeeze(1)
