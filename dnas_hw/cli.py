@@ -45,6 +45,9 @@ def _register() -> None:
     from search.cli import search
 
     main.add_command(search)
+    from dnas_hw.data.cli import data
+
+    main.add_command(data)
 
 
 _register()

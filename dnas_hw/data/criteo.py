@@ -1,0 +1,229 @@
+"""The raw Criteo format: reading files in chunks of lines and parsing them.
+
+A raw row is 40 tab-separated fields: `label` (0 or 1), `I1..I13` (integers,
+possibly negative), `C1..C26` (32-bit hashes written as hex, 8 characters in
+the published files); an empty field is missing. Rows whose trailing empty
+fields were stripped (fewer than 40 fields) are padded with missing fields.
+
+Parsing is vectorised over a whole chunk: the positions of tabs and newlines
+give every field's start and end, and each field is decoded from an 8-byte
+window ending at its end (see `swar`). No Python code runs per row or field,
+except to explain the first bad row of a file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from dnas_hw.data import swar
+from dnas_hw.errors import UserError
+
+NUM_DENSE = 13
+NUM_SPARSE = 26
+NUM_FIELDS = 1 + NUM_DENSE + NUM_SPARSE
+DENSE_NAMES = tuple(f"I{i + 1}" for i in range(NUM_DENSE))
+SPARSE_NAMES = tuple(f"C{i + 1}" for i in range(NUM_SPARSE))
+
+# Fields are decoded through windows of up to 16 bytes that end at the field's
+# end; a row's first field may be that close to the start of the buffer.
+_PAD = 16
+_TAB, _LF, _CR, _MINUS, _ZERO, _ONE = 9, 10, 13, ord("-"), ord("0"), ord("1")
+_MAX_DENSE_DIGITS = 16
+_MAX_HEX_DIGITS = 8
+
+
+def log_counts(counts: np.ndarray) -> np.ndarray:
+    """The dense transform: non-negative integer counts -> float32 log(1 + x).
+
+    The one definition, so that `data synth` and `data prepare` agree bit for bit.
+    """
+    return np.log1p(counts.astype(np.float32))
+
+
+@dataclass
+class Rows:
+    """The parsed rows of one chunk, `n` rows (bad rows included, flagged).
+
+    labels:  float32 [n]       0.0 / 1.0
+    dense:   float32 [n, 13]   log(1 + max(x, 0)), missing -> 0
+    hashes:  uint32  [n, 26]   the categorical value as a number (0 if missing)
+    missing: bool    [n, 26]   the categorical field was empty
+    bad:     bool    [n]       the row is malformed (see `explain_bad_line`)
+    """
+
+    labels: np.ndarray
+    dense: np.ndarray
+    hashes: np.ndarray
+    missing: np.ndarray
+    bad: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def select(self, mask: np.ndarray) -> "Rows":
+        return Rows(self.labels[mask], self.dense[mask], self.hashes[mask], self.missing[mask], self.bad[mask])
+
+
+def read_line_blocks(path: Path, chunk_rows: int, read_bytes: int = 1 << 24) -> Iterator[tuple[bytes, int]]:
+    """Yield `(block, nbytes)`: at most `chunk_rows` whole lines, each ending in LF.
+
+    `nbytes` is how many bytes of the file the block covers (for progress); a
+    missing LF at the end of the file is added. Memory stays near
+    `read_bytes` plus one block, whatever the file size.
+    """
+    pending, pending_ends = b"", np.empty(0, np.int64)  # LF positions in `pending`
+    with open(path, "rb") as f:
+        while data := f.read(read_bytes):
+            new_ends = np.flatnonzero(np.frombuffer(data, np.uint8) == _LF) + len(pending)
+            pending += data
+            pending_ends = np.concatenate([pending_ends, new_ends])
+            start = 0
+            for k in range(chunk_rows - 1, len(pending_ends), chunk_rows):
+                stop = int(pending_ends[k]) + 1
+                yield pending[start:stop], stop - start
+                start = stop
+            used = len(pending_ends) // chunk_rows * chunk_rows
+            pending, pending_ends = pending[start:], pending_ends[used:] - start
+    if pending:
+        yield (pending if pending.endswith(b"\n") else pending + b"\n"), len(pending)
+
+
+def count_lines(path: Path, read_bytes: int = 1 << 24) -> int:
+    """The number of rows of a raw file (LF count, plus a last line without LF)."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while data := f.read(read_bytes):
+            lines += data.count(b"\n")
+            last = data[-1:]
+    return lines + (last != b"\n")
+
+
+def _field_bounds(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start and end (exclusive) of the 40 fields of every line, and too-long lines.
+
+    Returns `starts, ends` int64 [n, 40] (positions in `buf`) and `too_many`
+    bool [n]. Missing trailing fields are empty fields at the line's end.
+    """
+    newlines = np.flatnonzero(buf == _LF)
+    n = len(newlines)
+    line_starts = np.empty(n, np.int64)
+    line_starts[0] = _PAD
+    line_starts[1:] = newlines[:-1] + 1
+    line_ends = newlines - (buf[newlines - 1] == _CR)  # tolerate CRLF line ends
+    tabs = np.flatnonzero(buf == _TAB)
+    tabs_per_line = np.diff(np.searchsorted(tabs, newlines), prepend=0)
+    too_many = tabs_per_line > NUM_FIELDS - 1
+
+    ends = np.empty((n, NUM_FIELDS), np.int64)
+    starts = np.empty_like(ends)
+    starts[:, 0] = line_starts
+    if len(tabs) == n * (NUM_FIELDS - 1) and not too_many.any():
+        # The common case: every line has exactly 40 fields.
+        ends[:, :-1] = tabs.reshape(n, NUM_FIELDS - 1)
+        ends[:, -1] = line_ends
+        np.add(ends[:, :-1], 1, out=starts[:, 1:])
+    else:
+        ends[:] = line_ends[:, None]
+        line_of_tab = np.repeat(np.arange(n), tabs_per_line)
+        field_of_tab = np.arange(len(tabs)) - np.repeat(np.cumsum(tabs_per_line) - tabs_per_line, tabs_per_line)
+        keep = ~too_many[line_of_tab]
+        ends[line_of_tab[keep], field_of_tab[keep]] = tabs[keep]
+        # A padded field starts and ends at the line end.
+        np.minimum(ends[:, :-1] + 1, ends[:, 1:], out=starts[:, 1:])
+    return starts, ends, too_many
+
+
+def _parse_dense(words: np.ndarray, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    """Decode integer fields: returns (log1p(max(x, 0)) float32, ok bool), shapes of `starts`."""
+    negative = (ends > starts) & (buf[starts] == _MINUS)
+    digits = ends - starts - negative
+    w = swar.left_fill_zeros(words[ends - 8].astype(np.uint64), np.minimum(digits, 8))
+    ok = swar.decimal_ok(w) & (digits <= _MAX_DENSE_DIGITS) & ~(negative & (digits == 0))
+    value = swar.decimal_value(w)
+    long = np.flatnonzero(digits > 8)
+    if len(long):  # rare: more than 8 digits, decode the 8 before the last 8
+        e, d = ends.ravel()[long], digits.ravel()[long]
+        hw = swar.left_fill_zeros(words[e - 16].astype(np.uint64), np.clip(d - 8, 0, 8))
+        ok.ravel()[long] &= swar.decimal_ok(hw)
+        value.ravel()[long] += swar.decimal_value(hw) * np.uint64(10**8)
+    value[negative] = 0
+    return log_counts(value), ok
+
+
+def _parse_hex(words: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    """Decode hex fields: returns (value uint32, missing bool, ok bool), shapes of `starts`."""
+    length = ends - starts
+    w = swar.left_fill_zeros(words[ends - 8].astype(np.uint64), np.minimum(length, _MAX_HEX_DIGITS))
+    nibbles, ok = swar.hex_nibbles(w)
+    ok &= length <= _MAX_HEX_DIGITS
+    return swar.hex_value(nibbles).astype(np.uint32), length == 0, ok
+
+
+def parse_lines(block: bytes) -> Rows:
+    """Parse a block of whole lines (each ending in LF) in the raw Criteo format."""
+    raw = b"0" * _PAD + block
+    buf = np.frombuffer(raw, np.uint8)
+    # words[i] is the big-endian uint64 made of bytes i..i+7: an 8-byte window
+    # at every position, without copying.
+    words = np.ndarray((len(buf) - 7,), dtype=">u8", buffer=raw, strides=(1,))
+    starts, ends, too_many = _field_bounds(buf)
+
+    label_at = starts[:, 0]
+    label_byte = buf[label_at]
+    label_ok = (ends[:, 0] - label_at == 1) & ((label_byte == _ZERO) | (label_byte == _ONE))
+    dense, dense_ok = _parse_dense(words, buf, starts[:, 1 : 1 + NUM_DENSE], ends[:, 1 : 1 + NUM_DENSE])
+    hashes, missing, hex_ok = _parse_hex(words, starts[:, 1 + NUM_DENSE :], ends[:, 1 + NUM_DENSE :])
+    bad = too_many | ~label_ok | ~dense_ok.all(axis=1) | ~hex_ok.all(axis=1)
+    return Rows((label_byte == _ONE).astype(np.float32), dense, hashes, missing, bad)
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+_HEX = re.compile(r"[0-9a-fA-F]{1,8}")
+
+
+def explain_bad_line(line: bytes) -> str:
+    """Why `parse_lines` rejects this line (without its LF), in a few words.
+
+    Written per field in plain Python: it runs once, for the row reported.
+    """
+    text = line.rstrip(b"\r").decode("utf-8", errors="replace")
+    fields = text.split("\t")
+    if len(fields) > NUM_FIELDS:
+        return f"{len(fields)} fields, expected at most {NUM_FIELDS}"
+    fields += [""] * (NUM_FIELDS - len(fields))
+    if fields[0] not in ("0", "1"):
+        return f"label must be 0 or 1, got {fields[0][:20]!r}"
+    for name, value in zip(DENSE_NAMES, fields[1 : 1 + NUM_DENSE]):
+        if value and not _INTEGER.fullmatch(value):
+            return f"{name}: not an integer: {value[:20]!r}"
+        if len(value.lstrip("-")) > _MAX_DENSE_DIGITS:
+            return f"{name}: integer with more than {_MAX_DENSE_DIGITS} digits"
+    for name, value in zip(SPARSE_NAMES, fields[1 + NUM_DENSE :]):
+        if value and not _HEX.fullmatch(value):
+            return f"{name}: not a hex value of at most {_MAX_HEX_DIGITS} digits: {value[:20]!r}"
+    raise AssertionError(f"row rejected by the parser but not by its explanation: {text[:80]!r}")
+
+
+def first_bad_row(path: Path, first_line: int, block: bytes, bad: np.ndarray) -> UserError:
+    """The one-line error for the first bad row of a block (`first_line` is 1-based)."""
+    i = int(np.argmax(bad))
+    line = block.split(b"\n", i + 1)[i]
+    return UserError(f"{path}:{first_line + i}: {explain_bad_line(line)}")
+
+
+def check_inputs(paths: list[Path]) -> None:
+    """Every input must exist, be a file and hold at least one byte."""
+    if not paths:
+        raise UserError("no input files given")
+    for p in paths:
+        if not p.exists():
+            raise UserError(f"{p}: no such file")
+        if not p.is_file():
+            raise UserError(f"{p}: not a file")
+        if p.stat().st_size == 0:
+            raise UserError(f"{p}: empty input file")

@@ -1,0 +1,106 @@
+"""Categorical hash -> embedding row id, the two ways `data prepare` offers.
+
+Both reserve id 0 for a missing value.
+
+- `HashIds(size)` (`--hash-size`, DLRM's modulo): a value `h` gets
+  `1 + h % (size - 1)`, so every table has exactly `size` rows; no pass over
+  the data is needed and memory does not grow with the input.
+- `Vocabulary` (`--min-count`, as FuxiCTR does): built from the train rows by
+  `VocabCounter`. Values seen at least `min_count` times get ids 2, 3, ... in
+  increasing hash order; all others (rare in train, or unseen) share id 1, the
+  feature's out-of-vocabulary id. A table has `kept + 2` rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MISSING_ID = 0
+OOV_ID = 1
+
+
+@dataclass(frozen=True)
+class HashIds:
+    size: int
+    num_sparse: int = 26
+
+    def cardinalities(self) -> list[int]:
+        return [self.size] * self.num_sparse
+
+    def ids(self, hashes: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """hashes uint32 [n, F], missing bool [n, F] -> ids int32 [n, F]."""
+        ids = (hashes % np.uint32(self.size - 1)).astype(np.int32) + 1
+        ids[missing] = MISSING_ID
+        return ids
+
+    def describe(self) -> dict:
+        return {"kind": "hash", "hash_size": self.size}
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    min_count: int
+    kept: tuple[np.ndarray, ...]  # per feature: sorted uint32 values that get their own id
+
+    def cardinalities(self) -> list[int]:
+        return [len(k) + 2 for k in self.kept]
+
+    def ids(self, hashes: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """hashes uint32 [n, F], missing bool [n, F] -> ids int32 [n, F]."""
+        ids = np.empty(hashes.shape, np.int32)
+        for f, kept in enumerate(self.kept):
+            h = hashes[:, f]
+            pos = np.searchsorted(kept, h)
+            found = kept[np.minimum(pos, len(kept) - 1)] == h if len(kept) else np.zeros(len(h), bool)
+            ids[:, f] = np.where(found, pos + 2, OOV_ID)
+        ids[missing] = MISSING_ID
+        return ids
+
+    def describe(self) -> dict:
+        return {"kind": "vocabulary", "min_count": self.min_count}
+
+
+class VocabCounter:
+    """Counts categorical values per feature over chunks, with sorted merges.
+
+    Chunks are buffered and folded into per-feature sorted (value, count)
+    arrays every `flush_values` buffered values, so the cost is a few sorts
+    per million values and memory is about 12 bytes per distinct value.
+    """
+
+    def __init__(self, num_sparse: int = 26, flush_values: int = 1 << 23):
+        self.num_sparse = num_sparse
+        self.flush_values = flush_values
+        self._values = [np.empty(0, np.uint32) for _ in range(num_sparse)]
+        self._counts = [np.empty(0, np.int64) for _ in range(num_sparse)]
+        self._buffer: list[list[np.ndarray]] = [[] for _ in range(num_sparse)]
+        self._buffered = 0
+
+    def add(self, hashes: np.ndarray, missing: np.ndarray) -> None:
+        """hashes uint32 [n, F], missing bool [n, F]; missing values are not counted."""
+        for f in range(self.num_sparse):
+            self._buffer[f].append(hashes[~missing[:, f], f])
+        self._buffered += hashes.size
+        if self._buffered >= self.flush_values:
+            self._flush()
+
+    def _flush(self) -> None:
+        for f in range(self.num_sparse):
+            buffered = np.concatenate(self._buffer[f]) if self._buffer[f] else np.empty(0, np.uint32)
+            new_values, new_counts = np.unique(buffered, return_counts=True)
+            values = np.concatenate([self._values[f], new_values])
+            counts = np.concatenate([self._counts[f], new_counts])
+            order = np.argsort(values, kind="stable")  # two sorted runs: a linear merge
+            values, counts = values[order], counts[order]
+            if len(values):
+                first = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
+                values, counts = values[first], np.add.reduceat(counts, first)
+            self._values[f], self._counts[f] = values, counts
+            self._buffer[f] = []
+        self._buffered = 0
+
+    def build(self, min_count: int) -> Vocabulary:
+        self._flush()
+        return Vocabulary(min_count, tuple(v[c >= min_count] for v, c in zip(self._values, self._counts)))

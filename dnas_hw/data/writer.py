@@ -1,0 +1,66 @@
+"""Writing a prepared-data folder (see `folder`) chunk by chunk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dnas_hw.data.folder import FORMAT, array_path, check_meta
+from dnas_hw.data.npy import NpyAppender
+from dnas_hw.data.splits import SPLITS
+from dnas_hw.files import write_json_atomic
+
+
+class FolderWriter:
+    """Appends rows to the three splits of the folder at `path`, then writes meta.json.
+
+    Memory is one chunk: rows go straight to the `.npy` files.
+    """
+
+    def __init__(self, path: Path, num_dense: int, num_sparse: int):
+        self.path = Path(path)
+        self.num_dense, self.num_sparse = num_dense, num_sparse
+        self._files = {
+            s: (
+                NpyAppender(array_path(path, s, "dense"), np.float32, (num_dense,)),
+                NpyAppender(array_path(path, s, "sparse"), np.int32, (num_sparse,)),
+                NpyAppender(array_path(path, s, "labels"), np.float32),
+            )
+            for s in SPLITS
+        }
+        self.positives = dict.fromkeys(SPLITS, 0)
+
+    def append(self, codes: np.ndarray, dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray) -> None:
+        """codes int8 [n] (index into SPLITS), dense [n, D], sparse [n, F] ids, labels [n]."""
+        for code, name in enumerate(SPLITS):
+            mask = codes == code
+            if not mask.any():
+                continue
+            d, s, y = self._files[name]
+            d.append(dense[mask])
+            s.append(sparse[mask])
+            y.append(labels[mask])
+            self.positives[name] += int(np.count_nonzero(labels[mask]))
+
+    def rows(self, split: str) -> int:
+        return self._files[split][2].rows
+
+    def finish(self, cardinalities: list[int], skipped_rows: int, source: dict, **extra) -> dict:
+        """Close the arrays and write meta.json; returns the meta."""
+        for files in self._files.values():
+            for f in files:
+                f.close()
+        meta = {
+            "format": FORMAT,
+            "num_dense": self.num_dense,
+            "num_sparse": self.num_sparse,
+            "cardinalities": [int(c) for c in cardinalities],
+            "splits": {s: {"rows": self.rows(s), "positives": self.positives[s]} for s in SPLITS},
+            "skipped_rows": int(skipped_rows),
+            "source": source,
+            **extra,
+        }
+        check_meta(meta, str(self.path / "meta.json"))
+        write_json_atomic(self.path / "meta.json", meta)
+        return meta
