@@ -45,7 +45,7 @@ class SearchConfig:
     # The starting multiplier and its dual-ascent step (in log space, per arch
     # step, scaled by how far the derived arch is from the target).
     multiplier_init: float = 0.1
-    multiplier_lr: float = 0.05
+    multiplier_lr: float = 0.2
     # The controller aims the derived arch at target * budget: a little under,
     # so the argmax, which moves in steps, stays inside the budget.
     target: float = 0.95

@@ -194,17 +194,26 @@ def cost_loss(
     form: str,
     fbnet_beta: float = 0.6,
     target: float = 1.0,
+    derived_us: float | None = None,
     flops_weight: float = 0.0,
     param_bytes_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The whole cost term and what it is made of: `(loss, details)`.
 
     loss = budget_penalty(E[lat]) + flops_weight * E[flops]/max_flops + param_bytes_weight * E[bytes]/max_bytes
+    With `derived_us` (the current argmax arch's latency), the hinge is evaluated
+    at it and differentiated through E[lat]: the hinge then acts exactly while
+    the arch that would be returned is over target, however spread the
+    probabilities still are.
     details: expected_latency_us, latency_ratio (E[lat]/budget), penalty, and the
     expected FLOPs / parameter bytes when their tables are given.
     """
     lat = expected_cost(tables.latency, probs)
-    penalty = budget_penalty(lat, budget_us, multiplier, form, fbnet_beta, target)
+    priced = lat
+    if derived_us is not None and form == "hinge":
+        # Straight-through: the hinge sees the derived arch's latency, its gradient flows through E[lat].
+        priced = lat + (derived_us - lat).detach()
+    penalty = budget_penalty(priced, budget_us, multiplier, form, fbnet_beta, target)
     loss = penalty
     details = {"expected_latency_us": lat.item(), "latency_ratio": lat.item() / budget_us, "penalty": penalty.item()}
     for name, weight, scale in (

@@ -84,7 +84,7 @@ class _Search:
         dense, sparse = split_parameters(_WeightsView(self.net))
         self.weight_opts = make_optimizers(dense, sparse, config.weight_optimizer, config.weight_lr)
         self.arch_opt = torch.optim.Adam(self.net.arch_parameters(), lr=config.arch_lr)
-        self.controller = BudgetController(budget_us, config.target, config.multiplier_lr, config.multiplier_init)
+        self.controller = BudgetController(budget_us, config.target, config.floor, config.multiplier_lr, config.multiplier_init)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.loss_fn = nn.BCEWithLogitsLoss()
 
@@ -111,7 +111,7 @@ class _Search:
             p.requires_grad_(False)
         try:
             task = self.loss_fn(self.net(dense, sparse, self.sample(len(y), tau, detach=False)), y)
-            cost, details = self.cost(self.net.probabilities())
+            cost, details = self.cost(self.net.probabilities(), self.derived_latency_us())
             (task + cost).backward()
         finally:
             for p in weights:
@@ -120,11 +120,11 @@ class _Search:
         self.controller.update(self.derived_latency_us())
         return task.item(), details
 
-    def cost(self, probs) -> tuple[torch.Tensor, dict]:
+    def cost(self, probs, derived_us: float | None = None) -> tuple[torch.Tensor, dict]:
         c = self.config
         return cost_loss(
             self.tables, probs, budget_us=self.budget_us, multiplier=self.controller.multiplier, form=c.penalty,
-            fbnet_beta=c.fbnet_beta, target=c.target, flops_weight=c.flops_weight, param_bytes_weight=c.param_bytes_weight,
+            fbnet_beta=c.fbnet_beta, target=c.target, derived_us=derived_us, flops_weight=c.flops_weight, param_bytes_weight=c.param_bytes_weight,
         )
 
     def derived_latency_us(self) -> float:

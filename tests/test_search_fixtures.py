@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 
 import pandas as pd
+import pytest
+import torch
 
 from dnas_hw.space import SearchSpace, get_space
 from lut.table import COLUMNS, Lut, overhead_call
@@ -35,3 +37,20 @@ def toy_lut(space: SearchSpace, batch_size: int, overhead_us: float = 5.0, drop:
 
 def tiny_space() -> SearchSpace:
     return get_space("dlrm-tiny")
+
+
+def synth_data(out, rows: int = 2000, seed: int = 0):
+    """A tiny planted-teacher data folder (the data package's `data synth`)."""
+    from dnas_hw.data.synth import SynthOptions, synth
+
+    synth(out, SynthOptions(rows=rows, seed=seed))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Torch on one thread while a search test runs: on 2 shared cores more threads only contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,106 @@
+"""The budget controller and the final projection, on a toy LUT."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lut.predict import predict
+from search.budget import BudgetController
+from search.cost import CostTables, cost_loss, expected_cost, latency_table, one_hot_cost, param_bytes_table
+from search.layout import Layout
+from search.project import project
+from test_search_fixtures import one_thread, tiny_space, toy_lut  # noqa: F401 (autouse fixture)
+
+B = 16
+
+
+def _argmax(layout, logits):
+    return layout.choices({g: t.argmax(-1) for g, t in logits.items()})
+
+
+@pytest.mark.parametrize("share", [0.3, 0.6, 0.9])
+def test_dual_ascent_drives_the_derived_arch_into_the_band(share):
+    """Logits pulled towards capacity (a stand-in for the task loss) against the budget term."""
+    space = tiny_space()
+    lut, layout = toy_lut(space, B), Layout(space)
+    tables = CostTables(latency_table(space, lut, B))
+    capacity = param_bytes_table(space)
+    low, high = predict(lut, space.smallest(), B).total_us, predict(lut, space.largest(), B).total_us
+    budget = low + share * (high - low)
+    logits = {g: t.clone().requires_grad_(True) for g, t in layout.init_logits().items()}
+    opt = torch.optim.Adam(logits.values(), lr=0.05)
+    controller = BudgetController(budget, target=0.95, floor=0.8, lr=0.2, multiplier=0.1)
+    scale = space.largest().num_params() * 4
+    for _ in range(400):
+        opt.zero_grad()
+        probs = {g: torch.softmax(t, -1) for g, t in logits.items()}
+        derived = one_hot_cost(tables.latency, layout.one_hot(_argmax(layout, logits)))
+        cost, _ = cost_loss(
+            tables, probs, budget_us=budget, multiplier=controller.multiplier, form="hinge", target=0.95, derived_us=derived
+        )
+        (cost - expected_cost(capacity, probs) / scale).backward()
+        opt.step()
+        controller.update(derived)
+    derived = predict(lut, space.arch(_argmax(layout, logits)), B).total_us
+    assert 0.8 * budget <= derived <= budget
+
+
+def test_without_the_budget_term_capacity_wins():
+    """The control case: the same pull with no budget term ends far over the budget."""
+    space = tiny_space()
+    lut, layout = toy_lut(space, B), Layout(space)
+    capacity = param_bytes_table(space)
+    logits = {g: t.clone().requires_grad_(True) for g, t in layout.init_logits().items()}
+    opt = torch.optim.Adam(logits.values(), lr=0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        (-expected_cost(capacity, {g: torch.softmax(t, -1) for g, t in logits.items()})).backward()
+        opt.step()
+    low, high = predict(lut, space.smallest(), B).total_us, predict(lut, space.largest(), B).total_us
+    assert predict(lut, space.arch(_argmax(layout, logits)), B).total_us > low + 0.9 * (high - low)
+
+
+def test_controller_moves_the_multiplier_both_ways():
+    c = BudgetController(100.0, target=0.9, floor=0.8, lr=0.5, multiplier=1.0)
+    assert c.update(150.0) > 1.0
+    m = c.multiplier
+    assert c.update(85.0) == m  # inside [floor, target]: held
+    assert c.update(50.0) < m
+    c2 = BudgetController(100.0, 0.9, 0.8, 0.5, 1.0)
+    c2.load_state_dict(c.state_dict())
+    assert c2.multiplier == c.multiplier
+
+
+def test_projection_steps_down_then_up_and_logs_each_move():
+    space = tiny_space()
+    lut, layout = toy_lut(space, B), Layout(space)
+    table = latency_table(space, lut, B)
+    probs = {g: torch.softmax(t, -1) for g, t in layout.init_logits().items()}
+    low, high = predict(lut, space.smallest(), B).total_us, predict(lut, space.largest(), B).total_us
+    budget = (low + high) / 2
+    big = _choices_of(space, space.largest())
+    choices, moves = project(layout, table, big, probs, budget, floor=0.8)
+    lat = predict(lut, space.arch(choices), B).total_us
+    assert lat <= budget and moves and moves[-1]["latency_us"] == pytest.approx(lat)
+    small = _choices_of(space, space.smallest())
+    choices, moves = project(layout, table, small, probs, budget, floor=0.8)
+    lat = predict(lut, space.arch(choices), B).total_us
+    assert 0.8 * budget <= lat <= budget and moves
+
+
+def _choices_of(space, arch):
+    """`{slot: choice}` of an extreme arch, recovered by search over the slots' extreme choices."""
+    from dnas_hw.space import SKIP
+
+    pick_big = arch == space.largest()
+    out = {}
+    for s in space.slots():
+        if s.name == "interaction":
+            out[s.name] = arch.interaction
+        elif pick_big:
+            out[s.name] = max(c for c in s.choices if c != SKIP)
+        else:
+            out[s.name] = SKIP if SKIP in s.choices else min(s.choices)
+    assert space.arch(out) == arch
+    return out

@@ -1,0 +1,94 @@
+"""Mixed ops and the supernet: one-hot masks compute exactly the standalone derived model."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from dnas_hw.space import get_space
+from search.extract import extract_model
+from search.gumbel import gumbel_softmax
+from search.supernet import Supernet
+from test_search_fixtures import one_thread, tiny_space  # noqa: F401 (autouse fixture)
+
+
+def _batch(space, n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    dense = torch.randn(n, space.num_dense, generator=g)
+    sparse = torch.stack([torch.randint(0, c, (n,), generator=g) for c in space.cardinalities], 1)
+    return dense, sparse
+
+
+def _trained_like(net: Supernet, seed: int) -> Supernet:
+    """Perturb every weight, so a wrong slice cannot pass by symmetry of the initialisation."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.weight_parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return net
+
+
+SMALL_KAGGLE = get_space("dlrm-kaggle", cardinalities=[50 + 13 * f for f in range(26)])
+
+
+@pytest.mark.parametrize("space", [tiny_space(), SMALL_KAGGLE], ids=lambda s: s.name)
+def test_one_hot_supernet_equals_standalone_model(space):
+    net = _trained_like(Supernet(space), 1)
+    dense, sparse = _batch(space, 32)
+    rng = random.Random(0)
+    for _ in range(6):
+        choices = space.sample_choices(rng)
+        probs = {g: t.float() for g, t in net.layout.one_hot(choices).items()}
+        model = extract_model(net, choices)
+        assert model.arch == space.arch(choices)
+        torch.testing.assert_close(net(dense, sparse, probs), model(dense, sparse), rtol=1e-5, atol=1e-5)
+
+
+def test_per_sample_masks_give_each_sample_its_own_arch():
+    space = tiny_space()
+    net = _trained_like(Supernet(space), 2)
+    n = 8
+    dense, sparse = _batch(space, n, seed=3)
+    rng = random.Random(4)
+    archs = [space.sample_choices(rng) for _ in range(n)]
+    per_sample = {g: torch.stack([net.layout.one_hot(c)[g].float() for c in archs]) for g in net.layout.groups}
+    out = net(dense, sparse, per_sample)
+    for i, choices in enumerate(archs):
+        want = extract_model(net, choices)(dense[i : i + 1], sparse[i : i + 1])
+        torch.testing.assert_close(out[i : i + 1], want, rtol=1e-5, atol=1e-5)
+
+
+def test_gumbel_samples():
+    logits = torch.tensor([[0.0, 1.0, float("-inf")], [2.0, 0.0, -1.0]])
+    soft = gumbel_softmax(logits, 1.0, hard=False, samples=None, generator=torch.Generator().manual_seed(0))
+    again = gumbel_softmax(logits, 1.0, hard=False, samples=None, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(soft, again)
+    torch.testing.assert_close(soft.sum(-1), torch.ones(2))
+    assert soft[0, 2] == 0  # a padded choice is never drawn
+    hard = gumbel_softmax(logits.requires_grad_(True), 0.5, hard=True, samples=64, generator=torch.Generator().manual_seed(1))
+    assert hard.shape == (64, 2, 3)
+    one_hot = torch.zeros_like(hard).scatter_(-1, hard.detach().argmax(-1, keepdim=True), 1.0)
+    torch.testing.assert_close(hard.detach(), one_hot)  # up to the rounding of one_hot + soft - soft
+    (hard[..., 0] * torch.arange(64.0)[:, None]).sum().backward()
+    assert logits.grad.abs().sum() > 0  # straight-through: the soft sample's gradient
+    # Low temperature concentrates on the argmax of logits + noise; high temperature spreads.
+    cold = gumbel_softmax(logits.detach(), 0.05, hard=False, samples=256, generator=torch.Generator().manual_seed(2))
+    hot = gumbel_softmax(logits.detach(), 50.0, hard=False, samples=256, generator=torch.Generator().manual_seed(2))
+    assert cold.max(-1).values.mean() > 0.95 and hot.max(-1).values.mean() < 0.5
+
+
+def test_supernet_training_touches_only_sampled_rows_sparsely():
+    from dnas_hw.train import split_parameters
+    from search.run import _WeightsView
+
+    space = tiny_space()
+    net = Supernet(space)
+    dense_params, sparse_params = split_parameters(_WeightsView(net))
+    assert sparse_params == [net.embeddings.table.weight]
+    assert all(p is not q for p in dense_params for q in net.arch_parameters())
+    dense, sparse = _batch(space, 16)
+    probs = {g: torch.softmax(t, -1) for g, t in net.arch_logits.items()}
+    net(dense, sparse, probs).sum().backward()
+    assert net.embeddings.table.weight.grad.is_sparse
