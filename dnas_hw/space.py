@@ -172,24 +172,22 @@ class SearchSpace:
 
     def largest(self) -> Arch:
         """The most expensive arch: widest layers, no skips, largest tables, costliest interaction."""
-        def pick(s: Slot) -> Choice:
-            if s.name == "interaction":
-                return max(s.choices, key=self._interaction_width)
-            return max(c for c in s.choices if c != SKIP)
-
-        return self.arch({s.name: pick(s) for s in self.slots()})
+        rest = {s.name: max(c for c in s.choices if c != SKIP) for s in self.slots() if s.name != "interaction"}
+        return max(self._with_each_interaction(rest), key=self._cost)
 
     def smallest(self) -> Arch:
         """The cheapest arch: skipped (or narrowest) layers, smallest tables, cheapest interaction."""
-        def pick(s: Slot) -> Choice:
-            if s.name == "interaction":
-                return min(s.choices, key=self._interaction_width)
-            return SKIP if SKIP in s.choices else min(s.choices)
+        rest = {s.name: SKIP if SKIP in s.choices else min(s.choices) for s in self.slots() if s.name != "interaction"}
+        return min(self._with_each_interaction(rest), key=self._cost)
 
-        return self.arch({s.name: pick(s) for s in self.slots()})
+    def _with_each_interaction(self, rest: dict[str, Choice]) -> list[Arch]:
+        return [self.arch({**rest, "interaction": kind}) for kind in self.interactions]
 
-    def _interaction_width(self, kind: str) -> int:
-        return self.interaction_op(kind).output_width()
+    @staticmethod
+    def _cost(arch: Arch) -> tuple[int, int]:
+        # The interaction is judged with the rest of the arch: with the hidden layers
+        # skipped, a wide `cat` output can cost less than `dot`'s Gram matrix.
+        return arch.flops(1), arch.num_params()
 
     # ------------------------------------------------------------------ ops
 

@@ -1,0 +1,137 @@
+"""The op registry, parametrised over every registered op.
+
+Each registered op needs a small case below, with its FLOPs and parameter count
+worked out by hand; `test_every_registered_op_has_a_case` fails for an op
+registered without one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from dnas_hw.onnx_io import export_module, ort_session
+from dnas_hw.ops import OpCall, get_op, interaction_kinds, register_op, registered_ops
+
+BATCH = 5
+
+# op -> (params, FLOPs at BATCH, parameter count), by hand.
+SMALL_CASES = {
+    # 2*B*in*out multiply-adds; weights in*out plus out biases.
+    "linear": ({"in_features": 3, "out_features": 4, "activation": "relu"}, 2 * 5 * 3 * 4, 3 * 4 + 4),
+    # A lookup does no arithmetic; 7 rows of 2 values.
+    "embedding": ({"num_embeddings": 7, "embedding_dim": 2, "pad_to": 3}, 0, 7 * 2),
+    # Gram matrix of 3 vectors of width 4 per sample: 3*3*4 multiply-adds, times 2, times B.
+    "interaction_dot": ({"num_sparse": 2, "dim": 4}, 2 * 5 * 9 * 4, 0),
+    "interaction_cat": ({"num_sparse": 2, "dim": 4}, 0, 0),
+}
+OPS = registered_ops()
+
+
+def small_call(op: str) -> OpCall:
+    return OpCall.make(op, **SMALL_CASES[op][0])
+
+
+def test_every_registered_op_has_a_case():
+    assert set(OPS) == set(SMALL_CASES), "add a hand-worked case for each new op"
+
+
+def test_interaction_kinds_follow_the_registry():
+    assert interaction_kinds() == sorted(n.removeprefix("interaction_") for n in OPS if n.startswith("interaction_"))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_forward_shape_is_output_width(op):
+    call = small_call(op)
+    inputs = call.example_inputs(BATCH, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = call.build()(*inputs)
+    assert out.shape == (BATCH, call.output_width())
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_lut_key_is_canonical_and_deterministic(op):
+    params = SMALL_CASES[op][0]
+    reversed_order = dict(reversed(list(params.items())))
+    a, b = OpCall.make(op, **params), OpCall.make(op, **reversed_order)
+    assert a == b and hash(a) == hash(b)
+    assert a.key(64) == b.key(64) == (op, a.params_json, 64)
+    assert " " not in a.params_json and list(a.params) == sorted(params)
+    assert a.key(64) != a.key(1)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_flops_and_params_by_hand(op):
+    call = small_call(op)
+    _, flops, num_params = SMALL_CASES[op]
+    assert call.flops(BATCH) == flops
+    assert call.num_params() == num_params
+    assert sum(p.numel() for p in call.build().parameters()) == num_params
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_onnx_round_trip_matches_torch(op):
+    call = small_call(op)
+    module = call.build().eval()
+    inputs = call.example_inputs(BATCH, torch.Generator().manual_seed(1))
+    names = [f"x{i}" for i in range(len(inputs))]
+    proto = export_module(module, inputs, names, ["y"])
+    onnx.checker.check_model(proto)
+    # Another batch size than the traced one: the batch axis is dynamic.
+    inputs = call.example_inputs(BATCH + 2, torch.Generator().manual_seed(2))
+    (got,) = ort_session(proto, threads=1).run(None, {n: t.numpy() for n, t in zip(names, inputs)})
+    with torch.no_grad():
+        want = module(*inputs).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_embedding_exports_as_gather_without_loop():
+    call = OpCall.make("embedding", num_embeddings=50, embedding_dim=3, pad_to=4)
+    inputs = call.example_inputs(BATCH, torch.Generator().manual_seed(0))
+    ops = {n.op_type for n in export_module(call.build(), inputs, ["ids"], ["y"]).graph.node}
+    assert "Gather" in ops and "Loop" not in ops
+    # The modulo that makes a small table a hashed one is part of the exported op.
+    assert "Mod" in ops
+
+
+def test_embedding_hashes_ids_and_zero_pads():
+    module = OpCall.make("embedding", num_embeddings=4, embedding_dim=2, pad_to=3).build()
+    ids = torch.tensor([1, 5, 10])  # 5 -> row 1, 10 -> row 2
+    with torch.no_grad():
+        out = module(ids)
+    w = module.table.weight
+    torch.testing.assert_close(out[:, :2], w[[1, 1, 2]])
+    assert torch.all(out[:, 2] == 0)
+
+
+def test_dot_interaction_by_hand():
+    module = OpCall.make("interaction_dot", num_sparse=2, dim=2).build()
+    dense, s1, s2 = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 4.0]]), torch.tensor([[5.0, 6.0]])
+    # dense, then the lower triangle without the diagonal: (s1.d), (s2.d), (s2.s1).
+    expected = torch.tensor([[1.0, 2.0, 11.0, 17.0, 39.0]])
+    torch.testing.assert_close(module(dense, s1, s2), expected)
+
+
+def test_unknown_op_and_wrong_params_are_refused():
+    with pytest.raises(KeyError, match="nope"):
+        get_op("nope")
+    with pytest.raises(ValueError, match="out_features"):
+        OpCall.make("linear", in_features=3, activation="relu")
+    with pytest.raises(ValueError, match="activation"):
+        OpCall.make("linear", in_features=3, out_features=2, activation="gelu-ish").build()
+
+
+def test_duplicate_registration_raises():
+    spec = get_op("linear")
+    with pytest.raises(ValueError, match="already registered"):
+        register_op(
+            "linear",
+            params=spec.param_names,
+            example_inputs=spec.example_inputs,
+            output_width=spec.output_width,
+            flops=spec.flops,
+            num_params=spec.num_params,
+        )(spec.build)
+    assert get_op("linear") is spec
