@@ -32,7 +32,9 @@ from search.budget import BudgetController
 from search.config import SearchConfig
 from search.cost import CostTables, cost_loss, flops_table, latency_table, one_hot_cost, param_bytes_table
 from search.derive import derive
+from search.extremes import extreme_arch
 from search.gumbel import entropy, gumbel_softmax, temperature
+from search.layout import Layout
 from search.project import project
 from search.state import load_state, save_state
 from search.supernet import Supernet
@@ -64,14 +66,15 @@ def _fingerprint(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.numpy().tobytes()).hexdigest()[:16]
 
 
-def _feasibility(lut: Lut, space: SearchSpace, batch_size: int, budget_us: float, floor: float) -> tuple[str, float, float]:
-    smallest = predict(lut, space.smallest(), batch_size).total_us
-    largest = predict(lut, space.largest(), batch_size).total_us
-    if smallest > budget_us:
-        return "infeasible: even the smallest arch is over the budget", smallest, largest
-    if largest < floor * budget_us:
-        return f"loose: even the largest arch uses less than {floor:.0%} of the budget", smallest, largest
-    return "ok", smallest, largest
+def _feasibility(tables: CostTables, layout: Layout, budget_us: float, floor: float) -> tuple[str, float, float]:
+    """(status, fastest arch's latency, slowest arch's latency), the extremes found exactly."""
+    fastest, _ = extreme_arch(tables.latency, layout, cheapest=True)
+    slowest, _ = extreme_arch(tables.latency, layout, cheapest=False)
+    if fastest > budget_us:
+        return "infeasible: even the fastest arch of the space is over the budget", fastest, slowest
+    if slowest < floor * budget_us:
+        return f"loose: even the slowest arch of the space uses less than {floor:.0%} of the budget", fastest, slowest
+    return "ok", fastest, slowest
 
 
 class _Search:
@@ -185,8 +188,9 @@ def _run_epoch(search: _Search, data: PreparedData, epoch: int, started: float, 
                     arch_n += len(batch[2])
                     bar.update(1)
             bar.status = f"loss {task_sum / task_n:.4f} E[lat] {details['expected_latency_us'] / 1000:.3f}/{budget_ms:.3f}ms mult {search.controller.multiplier:.3g}"
-    probs = search.net.probabilities()
-    _, details = search.cost(probs)
+    with torch.no_grad():
+        probs = search.net.probabilities()
+        _, details = search.cost(probs)
     return {
         "epoch": epoch + 1,
         "temperature": tau,
@@ -229,10 +233,10 @@ def run_search(
     data = PreparedData.open(data_dir)
     check_inputs(data, space, lut, batch_size)
     tables = _tables(space, lut, batch_size, config)
-    status, smallest_us, largest_us = _feasibility(lut, space, batch_size, budget_us, config.floor)
+    status, fastest_us, slowest_us = _feasibility(tables, Layout(space), budget_us, config.floor)
     if status != "ok":
         click.echo(f"search: budget {budget_us / 1000:.3f}ms is {status} "
-                   f"(smallest {smallest_us / 1000:.3f}ms, largest {largest_us / 1000:.3f}ms)", err=True)
+                   f"(fastest arch {fastest_us / 1000:.3f}ms, slowest {slowest_us / 1000:.3f}ms)", err=True)
     identity = {
         "config": {k: v for k, v in config.to_dict().items() if k != "stop_after"},
         "budget_us": budget_us, "batch_size": batch_size, "space": space.fingerprint(),
@@ -256,14 +260,20 @@ def run_search(
         save_state(out / STATE, {"identity": identity, "log": log, "elapsed_s": elapsed, **search.state_dict()})
     if len(log) < config.epochs:
         return {"stopped_after_epoch": len(log), "epochs": config.epochs}
-    return _finish(search, out, log, budget_us, batch_size, lut, status, smallest_us, largest_us,
+    return _finish(search, out, log, budget_us, batch_size, lut, status, fastest_us, slowest_us,
                    elapsed_before + time.perf_counter() - started)
 
 
-def _finish(search: _Search, out: Path, log, budget_us, batch_size, lut, status, smallest_us, largest_us, elapsed) -> dict:
+def _finish(search: _Search, out: Path, log, budget_us, batch_size, lut, status, fastest_us, slowest_us, elapsed) -> dict:
     space, config, layout = search.space, search.config, search.net.layout
     argmax, probs = derive(search.net)
-    choices, moves = project(layout, search.tables.latency, argmax, probs, budget_us, config.floor)
+    # A floor the slowest arch cannot reach is no floor: then the argmax stands unless over budget.
+    floor = config.floor if status == "ok" else 0.0
+    choices, moves = project(layout, search.tables.latency, argmax, probs, budget_us, floor)
+    if status.startswith("infeasible"):
+        fastest_us, fastest = extreme_arch(search.tables.latency, layout, cheapest=True)
+        moves.append({"slot": "*", "from": "projected argmax", "to": "the fastest arch", "latency_us": fastest_us})
+        choices = fastest
     for m in moves:
         click.echo(f"search: projection {m['slot']}: {m['from']} -> {m['to']} (predicted {m['latency_us'] / 1000:.3f}ms)", err=True)
     arch = space.arch(choices)
@@ -283,8 +293,8 @@ def _finish(search: _Search, out: Path, log, budget_us, batch_size, lut, status,
         "epochs": config.epochs,
         "seed": config.seed,
         "elapsed_s": round(elapsed, 3),
-        "smallest_arch_latency_ms": smallest_us / 1000,
-        "largest_arch_latency_ms": largest_us / 1000,
+        "fastest_arch_latency_ms": fastest_us / 1000,
+        "slowest_arch_latency_ms": slowest_us / 1000,
         "argmax_latency_ms": one_hot_cost(search.tables.latency, layout.one_hot(argmax)) / 1000,
         "projection": moves,
         "choices": choices,

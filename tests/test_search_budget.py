@@ -104,3 +104,25 @@ def _choices_of(space, arch):
             out[s.name] = SKIP if SKIP in s.choices else min(s.choices)
     assert space.arch(out) == arch
     return out
+
+
+def test_extreme_archs_match_exhaustive_enumeration():
+    import itertools
+
+    from dnas_hw.space import SearchSpace
+    from search.extremes import extreme_arch
+
+    space = SearchSpace(
+        name="enum", cardinalities=(40,), num_dense=3, bottom_widths=(8, 16), bottom_layers=2,
+        top_widths=(4, 8), top_layers=2, emb_dims=(2, 4), emb_row_fractions=(1.0, 0.25), interactions=("dot", "cat"),
+    )
+    lut, layout = toy_lut(space, B), Layout(space)
+    table = latency_table(space, lut, B)
+    slots = space.slots()
+    prices = [predict(lut, space.arch(dict(zip([s.name for s in slots], combo))), B).total_us
+              for combo in itertools.product(*(s.choices for s in slots))]
+    low, low_choices = extreme_arch(table, layout, cheapest=True)
+    high, high_choices = extreme_arch(table, layout, cheapest=False)
+    assert low == pytest.approx(min(prices)) and high == pytest.approx(max(prices))
+    assert predict(lut, space.arch(low_choices), B).total_us == pytest.approx(low)
+    assert predict(lut, space.arch(high_choices), B).total_us == pytest.approx(high)

@@ -1,0 +1,147 @@
+"""The search loop end to end on tiny data: files, budget, resume, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from dnas_hw.arch import Arch
+from dnas_hw.cli import main
+from dnas_hw.data.folder import PreparedData
+from dnas_hw.space import get_space
+from lut.predict import predict
+from lut.table import LutMissError
+from search.config import SearchConfig
+from search.run import run_search
+from test_search_fixtures import one_thread, synth_data, toy_lut  # noqa: F401 (autouse fixture)
+
+B = 16
+FAST = dict(epochs=3, warmup_epochs=1, train_batch_size=128)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return synth_data(tmp_path_factory.mktemp("search") / "data", rows=2000)
+
+
+@pytest.fixture(scope="module")
+def space(data):
+    return get_space("dlrm-tiny", cardinalities=PreparedData.open(data).cardinalities)
+
+
+def _budget(lut, space, share):
+    low, high = predict(lut, space.smallest(), B).total_us, predict(lut, space.largest(), B).total_us
+    return low + share * (high - low)
+
+
+def test_search_writes_a_run_folder_within_budget(data, space, tmp_path):
+    lut = toy_lut(space, B)
+    budget = _budget(lut, space, 0.5)
+    summary = run_search(data, space, lut, budget_us=budget, batch_size=B, out=tmp_path / "run", config=SearchConfig(**FAST))
+    run = tmp_path / "run"
+    arch = Arch.load(run / "arch.json")
+    assert predict(lut, arch, B).total_us == pytest.approx(summary["predicted_latency_ms"] * 1000)
+    assert 0.8 * budget <= summary["predicted_latency_ms"] * 1000 <= budget
+    assert summary["budget_status"] == "ok" and summary["within_budget"]
+    for key in ("latency_budget_ms", "batch_size", "epochs", "seed", "elapsed_s"):
+        assert key in summary
+    probs = json.loads((run / "arch_probs.json").read_text())
+    assert set(probs) == {s.name for s in space.slots()}
+    for slot, dist in probs.items():
+        assert sum(dist.values()) == pytest.approx(1.0, abs=1e-5), slot
+    log = pd.read_csv(run / "search_log.csv")
+    assert len(log) == FAST["epochs"]
+    for col in ("temperature", "multiplier", "task_loss", "expected_latency_ms", "latency_budget_ms", "entropy"):
+        assert col in log.columns
+    assert (log["temperature"].diff().dropna() < 0).all()
+    assert not (run / "search_state.pt").exists()
+
+
+def test_resume_after_stopping_gives_the_same_arch(data, space, tmp_path):
+    lut = toy_lut(space, B)
+    budget = _budget(lut, space, 0.5)
+    kw = dict(budget_us=budget, batch_size=B)
+    run_search(data, space, lut, out=tmp_path / "full", config=SearchConfig(**FAST), **kw)
+    stopped = run_search(data, space, lut, out=tmp_path / "part", config=SearchConfig(**FAST, stop_after=2), **kw)
+    assert stopped["stopped_after_epoch"] == 2 and (tmp_path / "part" / "search_state.pt").exists()
+    with pytest.raises(Exception, match="--resume"):
+        run_search(data, space, lut, out=tmp_path / "part", config=SearchConfig(**FAST), **kw)
+    run_search(data, space, lut, out=tmp_path / "part", config=SearchConfig(**FAST), resume=True, **kw)
+    for name in ("arch.json", "arch_probs.json"):
+        assert (tmp_path / "full" / name).read_text() == (tmp_path / "part" / name).read_text()
+    full, part = pd.read_csv(tmp_path / "full" / "search_log.csv"), pd.read_csv(tmp_path / "part" / "search_log.csv")
+    pd.testing.assert_frame_equal(full.drop(columns="elapsed_s"), part.drop(columns="elapsed_s"))
+
+
+def test_lut_miss_fails_before_training(data, space, tmp_path):
+    lut = toy_lut(space, B, drop=3)
+    with pytest.raises(LutMissError, match="no row for 3 key"):
+        run_search(data, space, lut, budget_us=1000.0, batch_size=B, out=tmp_path / "run", config=SearchConfig(**FAST))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(LutMissError):
+        run_search(data, space, toy_lut(space, B), budget_us=1000.0, batch_size=B + 1, out=tmp_path / "run", config=SearchConfig(**FAST))
+
+
+def test_infeasible_budget_is_said_plainly_and_still_returns_the_smallest_we_can(data, space, tmp_path):
+    lut = toy_lut(space, B)
+    smallest = predict(lut, space.smallest(), B).total_us
+    summary = run_search(data, space, lut, budget_us=smallest / 4, batch_size=B, out=tmp_path / "run", config=SearchConfig(**{**FAST, "epochs": 2}))
+    assert summary["budget_status"].startswith("infeasible") and not summary["within_budget"]
+    assert summary["predicted_latency_ms"] == pytest.approx(summary["fastest_arch_latency_ms"])
+    assert summary["fastest_arch_latency_ms"] <= smallest / 1000
+    assert Arch.load(tmp_path / "run" / "arch.json")
+
+
+def test_config_rejects_unknown_and_bad_fields():
+    with pytest.raises(Exception, match="unknown field"):
+        SearchConfig.from_dict({"epochs": 2, "temprature": 3})
+    with pytest.raises(Exception, match="penalty"):
+        SearchConfig(penalty="quadratic")
+    with pytest.raises(Exception, match="warmup"):
+        SearchConfig(epochs=2, warmup_epochs=2)
+
+
+def _write_lut(lut, path):
+    lut.save(path)
+    return str(path)
+
+
+def test_cli_search_and_its_errors(data, space, tmp_path):
+    lut = toy_lut(space, B)
+    lut_path = _write_lut(lut, tmp_path / "toy.csv")
+    budget_ms = _budget(lut, space, 0.7) / 1000
+    runner = CliRunner()
+    common = ["search", "--data", str(data), "--space", "dlrm-tiny", "--batch-size", str(B),
+              "--epochs", "2", "--warmup-epochs", "1", "--train-batch-size", "256"]
+    args = common + ["--lut", lut_path]
+    result = runner.invoke(main, args + ["--latency-budget", f"{budget_ms:.4f}ms", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "budget" in result.output and (tmp_path / "run" / "summary.json").exists()
+    # A finished run is not overwritten.
+    again = runner.invoke(main, args + ["--latency-budget", f"{budget_ms:.4f}ms", "--out", str(tmp_path / "run")])
+    assert again.exit_code == 2 and "finished search" in again.output
+    # A bare number has no unit.
+    bad = runner.invoke(main, args + ["--latency-budget", "0.8", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2
+    # A LUT for another device, when the device is asked for.
+    other = runner.invoke(main, args + ["--latency-budget", "1ms", "--out", str(tmp_path / "y"), "--device", "cuda"])
+    assert other.exit_code == 2 and other.output.count("\n") == 1 and "device" in other.output
+    # A LUT lacking rows: one line, exit 2, nothing written.
+    toy_lut(space, B, drop=1).save(tmp_path / "holes.csv")
+    miss = runner.invoke(main, common + ["--lut", str(tmp_path / "holes.csv"), "--latency-budget", "1ms", "--out", str(tmp_path / "z")])
+    assert miss.exit_code == 2 and miss.output.startswith("error:") and "no row for 1 key" in miss.output
+    assert not (tmp_path / "z").exists()
+
+
+def test_corrupt_checkpoint_is_one_clear_error(data, space, tmp_path):
+    lut = toy_lut(space, B)
+    kw = dict(budget_us=_budget(lut, space, 0.5), batch_size=B, out=tmp_path / "run")
+    run_search(data, space, lut, config=SearchConfig(**FAST, stop_after=1), **kw)
+    (tmp_path / "run" / "search_state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match="unreadable search checkpoint"):
+        run_search(data, space, lut, config=SearchConfig(**FAST), resume=True, **kw)
+    shutil.rmtree(tmp_path / "run")
