@@ -38,7 +38,7 @@ def _summary(path: Path, meta: dict, seconds: float) -> str:
         parts.append(f"{s} {rows:,} ({pos / rows:.1%} positive)" if rows else f"{s} 0")
     total = sum(meta["splits"][s]["rows"] for s in SPLITS)
     return (f"wrote {path}: " + ", ".join(parts) + f"; {meta['skipped_rows']:,} bad rows skipped; "
-            f"{seconds:.1f} s, {total / max(seconds, 1e-9):,.0f} rows/s")
+            f"{seconds:.2f} s, {total / max(seconds, 1e-9):,.0f} rows/s")
 
 
 @click.group()
