@@ -23,7 +23,7 @@ from dnas_hw.cli_types import DURATION_US
 @click.option("--warmup-epochs", default=None, type=int, help="Weight-only epochs before the logits move [default: 1].")
 @click.option("--penalty", default=None, type=click.Choice(["hinge", "linear-log", "fbnet"]), help="Budget term form [default: hinge].")
 @click.option("--sampling", default=None, type=click.Choice(["per-batch", "per-sample"]), help="One Gumbel draw per batch or per sample.")
-@click.option("--hard", is_flag=True, default=None, help="Straight-through hard Gumbel samples.")
+@click.option("--hard/--soft", default=None, help="Straight-through one-hot samples (single-path weight steps) or soft mixtures [default: hard].")
 @click.option("--temperature-init", default=None, type=float)
 @click.option("--temperature-decay", default=None, type=float, help="Per-epoch factor of the temperature.")
 @click.option("--flops-weight", default=None, type=float, help="Weight of an expected-FLOPs term (fraction of the largest arch).")

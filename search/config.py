@@ -37,7 +37,10 @@ class SearchConfig:
     # Weights train on the first 80% of the train split, logits on the rest.
     split_fraction: float = 0.8
     sampling: str = "per-batch"
-    hard: bool = False  # straight-through: one-hot forward, soft gradient
+    # Hard (straight-through) samples: one-hot forward, soft gradient. Weight steps
+    # then run only the sampled arch (single path), so they cost an average arch,
+    # not the largest; the soft mixture is the alternative (--soft).
+    hard: bool = True
     # The budget term; see `search.cost.budget_penalty`. `hinge` with dual ascent
     # needs no coefficient from the user; the paper forms are for comparison.
     penalty: str = "hinge"

@@ -23,7 +23,8 @@ def gumbel_softmax(
     logits [rows, n] (-inf marks a choice that does not exist) ->
     [rows, n] when `samples` is None (one draw shared by the whole batch), else
     [samples, rows, n] (one draw per sample). With `hard`, the forward value is
-    the one-hot argmax and the gradient is the soft sample's (straight-through).
+    the one-hot argmax and the gradient is the soft sample's (straight-through);
+    for logits that need no gradient it is the exact one-hot.
     The noise comes from `generator`, so a run is reproducible from its seed.
     """
     shape = logits.shape if samples is None else (samples, *logits.shape)
@@ -33,7 +34,8 @@ def gumbel_softmax(
     if not hard:
         return soft
     one_hot = torch.zeros_like(soft).scatter_(-1, soft.argmax(-1, keepdim=True), 1.0)
-    return one_hot + soft - soft.detach()
+    # Without a gradient to carry, the exact one-hot (mixed ops then run one candidate only).
+    return one_hot + soft - soft.detach() if logits.requires_grad else one_hot
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,12 @@ Probabilities come per batch (`[n]`, `[F, n]`) or per sample (`[B, n]`,
 `[B, F, n]`); the masks broadcast either way. At a one-hot probability a mixed
 op computes exactly its candidate, with the candidate's weights being the
 leading slice of the shared ones (see `search.extract`).
+
+Single-path fast path: when per-batch probabilities are an exact one-hot that
+needs no gradient (weight steps with hard sampling), a mixed op runs only the
+chosen candidate on the weight slice, so the step costs the sampled arch, not
+the largest. Activations then keep their true width (a narrower input than a
+layer's full one is zero-padded, or the weight sliced, as each path needs).
 """
 
 from __future__ import annotations
@@ -13,6 +19,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnas_hw.ops import OpCall
+
+
+def fixed_choice(probs: torch.Tensor) -> int | None:
+    """The chosen index when `probs` is one per-batch one-hot that needs no gradient, else None."""
+    if probs.dim() != 1 or probs.requires_grad:
+        return None
+    j = int(probs.argmax())
+    return j if probs[j] == 1.0 and probs.sum() == 1.0 else None
+
+
+def pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
+    return F.pad(x, (0, width - x.shape[-1])) if x.shape[-1] < width else x
+
+
+def sliced_linear(layer: nn.Module, x: torch.Tensor, out_features: int | None = None) -> torch.Tensor:
+    """A LinearAct on x [B, u] with u <= its input width, restricted to its first `out_features` outputs."""
+    lin, act = layer[0], layer[1]
+    out = lin.out_features if out_features is None else out_features
+    return act(F.linear(x, lin.weight[:out, : x.shape[1]], lin.bias[:out]))
 
 
 def prefix_masks(widths: tuple[int, ...], size: int) -> torch.Tensor:
@@ -39,6 +64,10 @@ class MixedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         n = len(self.widths)
+        j = fixed_choice(probs)
+        if j is not None:
+            return x if j == n else sliced_linear(self.linear, x, self.widths[j])
+        x = pad_to(x, self.linear[0].in_features)
         y = self.linear(x) * (probs[..., :n] @ self.masks)
         y = F.pad(y, (0, self.out_width - y.shape[1]))
         if self.skip:
@@ -75,6 +104,10 @@ class MixedEmbeddings(nn.Module):
                 self.table.weight[offsets[f] : offsets[f] + size].uniform_(-bound, bound)
 
     def forward(self, sparse: torch.Tensor, rows_probs: torch.Tensor, dim_probs: torch.Tensor) -> torch.Tensor:
+        if rows_probs.dim() == 2 and not rows_probs.requires_grad and bool((rows_probs.max(-1).values == 1.0).all()):
+            # One table size per feature, fixed for the batch: one lookup per feature instead of R.
+            moduli = (self.moduli * rows_probs.to(self.moduli.dtype)).sum(-1)  # [F]
+            return self.table(self.offsets[:, 0] + sparse % moduli) * (dim_probs @ self.masks)
         idx = self.offsets + sparse[:, :, None] % self.moduli  # [B, F, R]
         vectors = self.table(idx)  # [B, F, R, D]
         mixed = (rows_probs.to(vectors.dtype)[..., None] * vectors).sum(-2)  # [B, F, D]
@@ -101,6 +134,9 @@ class MixedInteraction(nn.Module):
 
     def forward(self, dense: torch.Tensor, embedded: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         sparse = embedded.unbind(1)
+        k = fixed_choice(probs)
+        if k is not None:
+            return self.kinds[k](dense, *sparse)
         out = 0
         for k, op in enumerate(self.kinds):
             z = op(dense, *sparse)

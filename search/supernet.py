@@ -8,7 +8,7 @@ from torch import nn
 from dnas_hw.ops import OpCall
 from dnas_hw.space import SearchSpace
 from search.layout import Layout
-from search.mixed import MixedEmbeddings, MixedInteraction, MixedLinear
+from search.mixed import MixedEmbeddings, MixedInteraction, MixedLinear, sliced_linear
 
 
 def _mlp(in_width: int, widths: tuple[int, ...], layers: int, skip: bool) -> tuple[nn.ModuleList, int]:
@@ -57,9 +57,9 @@ class Supernet(nn.Module):
         x = dense
         for i, layer in enumerate(self.bottom):
             x = layer(x, probs["bottom"][..., i, :])
-        x = self.bottom_out(x)
+        x = sliced_linear(self.bottom_out, x)
         embedded = self.embeddings(sparse, probs["emb_rows"], probs["emb_dim"])
         z = self.interaction(x, embedded, probs["interaction"][..., 0, :])
         for i, layer in enumerate(self.top):
             z = layer(z, probs["top"][..., i, :])
-        return self.top_out(z).squeeze(1)
+        return sliced_linear(self.top_out, z).squeeze(1)

@@ -33,14 +33,16 @@ def _trained_like(net: Supernet, seed: int) -> Supernet:
 SMALL_KAGGLE = get_space("dlrm-kaggle", cardinalities=[50 + 13 * f for f in range(26)])
 
 
+@pytest.mark.parametrize("path", ["masked", "single-path"])
 @pytest.mark.parametrize("space", [tiny_space(), SMALL_KAGGLE], ids=lambda s: s.name)
-def test_one_hot_supernet_equals_standalone_model(space):
+def test_one_hot_supernet_equals_standalone_model(space, path):
+    """Both the masked mixture (probabilities that carry a gradient) and the single-path fast path."""
     net = _trained_like(Supernet(space), 1)
     dense, sparse = _batch(space, 32)
     rng = random.Random(0)
     for _ in range(6):
         choices = space.sample_choices(rng)
-        probs = {g: t.float() for g, t in net.layout.one_hot(choices).items()}
+        probs = {g: t.float().requires_grad_(path == "masked") for g, t in net.layout.one_hot(choices).items()}
         model = extract_model(net, choices)
         assert model.arch == space.arch(choices)
         torch.testing.assert_close(net(dense, sparse, probs), model(dense, sparse), rtol=1e-5, atol=1e-5)
