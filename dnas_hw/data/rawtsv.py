@@ -17,17 +17,18 @@ _TAB, _LF, _MINUS = 9, 10, ord("-")
 
 def _int_fields(values: np.ndarray, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """values int64 [n, k] (|v| < 10**_DIGITS) -> bytes, mask uint8/bool [n, k, 2 + _DIGITS]: tab, sign, digits."""
-    n, k = values.shape
     width = 2 + _DIGITS
-    magnitude = np.abs(values)
-    powers = 10 ** np.arange(_DIGITS - 1, -1, -1, dtype=np.int64)
-    out = np.empty((n, k, width), np.uint8)
+    out = np.empty((*values.shape, width), np.uint8)
     out[..., 0] = _TAB
     out[..., 1] = _MINUS
-    out[..., 2:] = (magnitude[..., None] // powers % 10 + ord("0")).astype(np.uint8)
-    num_digits = np.maximum(1, np.floor(np.log10(np.maximum(magnitude, 1))).astype(np.int64) + 1)
-    position = np.arange(width)
-    mask = position >= width - num_digits[..., None]
+    rest = np.abs(values)
+    num_digits = np.ones(values.shape, np.int64)
+    for i in range(width - 1, 1, -1):  # digits from the last; division by a constant is fast
+        quotient = rest // 10
+        out[..., i] = rest - quotient * 10 + ord("0")
+        num_digits += quotient > 0
+        rest = quotient
+    mask = np.arange(width) >= width - num_digits[..., None]
     mask[..., 1] = values < 0  # the masked-out leading zeros between sign and digits drop out
     mask &= ~missing[..., None]
     mask[..., 0] = True

@@ -75,7 +75,7 @@ DENSE_SIGNAL = (0, 2, 5, 10)  # I1, I3, I6, I11
 TEACHER_DIM = 16
 POSITIVE_RATE = 0.25
 # Standard deviations of each group's contribution to the logit.
-DEEP_STD, DEEP_DENSE_STD, WEAK_STD, CROSS_STD, DENSE_STD = 1.6, 0.5, 0.6, 0.5, 0.5
+DEEP_STD, DEEP_DENSE_STD, WEAK_STD, CROSS_STD, DENSE_STD = 1.6, 0.5, 0.8, 0.5, 0.7
 
 BLOCK_ROWS = 1 << 16  # rows per random stream; part of what "same seed" means
 
@@ -129,7 +129,7 @@ class Teacher:
     seed: int
     bias: float = 0.0
     vectors: dict[int, np.ndarray] = field(default_factory=dict)  # f -> [card + 1, TEACHER_DIM]
-    dense_maps: dict[int, np.ndarray] = field(default_factory=dict)  # f -> [TEACHER_DIM, NUM_DENSE]
+    dense_maps: dict[int, np.ndarray] = field(default_factory=dict)  # f -> U_f P_f: [card + 1, NUM_DENSE]
     weak: dict[int, np.ndarray] = field(default_factory=dict)  # f -> [card + 1]
     crosses: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (f, g) -> [card_f + 1, card_g + 1]
     dense_weights: np.ndarray = field(default_factory=lambda: np.zeros(len(DENSE_SIGNAL)))
@@ -146,7 +146,8 @@ class Teacher:
             t.vectors[f] = rng.normal(0, s, (cardinalities[f] + 1, TEACHER_DIM))
             # <u, P z> with z ~ standard: variance d s^2 q^2 * NUM_DENSE per feature.
             q = DEEP_DENSE_STD / math.sqrt(len(IMPORTANT) * TEACHER_DIM * NUM_DENSE) / s
-            t.dense_maps[f] = rng.normal(0, q, (TEACHER_DIM, NUM_DENSE))
+            # Stored as U_f P_f, so that <U_f[v], P_f z> is one row-wise dot product.
+            t.dense_maps[f] = t.vectors[f] @ rng.normal(0, q, (TEACHER_DIM, NUM_DENSE))
         for f in WEAK:
             t.weak[f] = rng.normal(0, WEAK_STD / math.sqrt(len(WEAK)), cardinalities[f] + 1)
         for f, g in CROSSES:
@@ -162,7 +163,7 @@ class Teacher:
         for i, f in enumerate(IMPORTANT):
             for g in IMPORTANT[i + 1 :]:
                 out += np.einsum("nd,nd->n", vecs[f], vecs[g])
-            out += np.einsum("nd,nd->n", vecs[f], z @ self.dense_maps[f].T)
+            out += np.einsum("nd,nd->n", self.dense_maps[f][ids[:, f]], z)
         for f in WEAK:
             out += self.weak[f][ids[:, f]]
         for (f, g), cells in self.crosses.items():
