@@ -5,6 +5,8 @@ Run folder `out/`:
     search_log.csv    one row per epoch (rewritten after each)
     arch.json         the derived arch (an `Arch`, loadable by `dnas-hw train`)
     arch_probs.json   {slot: {choice: p}}
+    arch_probs_epochs.json  [{"epoch": e, "probs": {slot: {choice: p}}}] after each epoch (rewritten after each)
+    derived_init.pt   the derived model holding the supernet's weights (a `model.pt`)
     summary.json      written last: its presence marks a finished run
 """
 
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from dnas_hw.data.folder import PreparedData, iterate_batches, num_batches
+from dnas_hw.checkpoint import save_checkpoint
 from dnas_hw.errors import UserError
 from dnas_hw.files import read_json, write_json_atomic, write_text_atomic
 from dnas_hw.progress import progress
@@ -32,6 +35,7 @@ from search.budget import BudgetController
 from search.config import SearchConfig
 from search.cost import CostTables, cost_loss, flops_table, latency_table, one_hot_cost, param_bytes_table
 from search.derive import derive
+from search.extract import extract_model
 from search.extremes import extreme_arch
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
@@ -39,7 +43,8 @@ from search.project import project
 from search.state import load_state, save_state
 from search.supernet import Supernet
 
-STATE, LOG, SUMMARY = "search_state.pt", "search_log.csv", "summary.json"
+STATE, LOG, SUMMARY, INIT = "search_state.pt", "search_log.csv", "summary.json", "derived_init.pt"
+PROBS_LOG = "arch_probs_epochs.json"
 
 
 def check_inputs(data: PreparedData, space: SearchSpace, lut: Lut, batch_size: int) -> None:
@@ -245,19 +250,25 @@ def run_search(
     }
     search = _Search(space, tables, budget_us, config)
     log: list[dict] = []
+    probs_log: list[dict] = []
     elapsed_before = 0.0
     if resume and (out / STATE).exists():
         state = load_state(out / STATE, identity)
         search.load_state_dict(state)
         log, elapsed_before = list(state["log"]), float(state["elapsed_s"])
+        probs_log = list(state.get("probs_log", []))
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     last = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
     for epoch in range(len(log), last):
         log.append(_run_epoch(search, data, epoch, started, elapsed_before))
         write_text_atomic(out / LOG, pd.DataFrame(log).to_csv(index=False))
+        with torch.no_grad():
+            probs_log.append({"epoch": epoch + 1, "probs": search.net.layout.probs_dict(search.net.probabilities())})
+        write_json_atomic(out / PROBS_LOG, probs_log)
         elapsed = elapsed_before + time.perf_counter() - started
-        save_state(out / STATE, {"identity": identity, "log": log, "elapsed_s": elapsed, **search.state_dict()})
+        save_state(out / STATE, {"identity": identity, "log": log, "probs_log": probs_log, "elapsed_s": elapsed,
+                                 **search.state_dict()})
     if len(log) < config.epochs:
         return {"stopped_after_epoch": len(log), "epochs": config.epochs}
     return _finish(search, out, log, budget_us, batch_size, lut, status, fastest_us, slowest_us,
@@ -279,6 +290,8 @@ def _finish(search: _Search, out: Path, log, budget_us, batch_size, lut, status,
     arch = space.arch(choices)
     predicted = predict(lut, arch, batch_size).total_us
     arch.save(out / "arch.json")
+    # The derived model with the supernet's weights: retraining may warm-start from it.
+    save_checkpoint(out / INIT, extract_model(search.net, choices), extra={"source": "supernet", "seed": config.seed})
     write_json_atomic(out / "arch_probs.json", layout.probs_dict(probs))
     within = predicted <= budget_us
     if status == "ok" and not (config.floor * budget_us <= predicted <= budget_us):
@@ -297,6 +310,7 @@ def _finish(search: _Search, out: Path, log, budget_us, batch_size, lut, status,
         "slowest_arch_latency_ms": slowest_us / 1000,
         "argmax_latency_ms": one_hot_cost(search.tables.latency, layout.one_hot(argmax)) / 1000,
         "projection": moves,
+        "derived_init": INIT,
         "choices": choices,
         "final_multiplier": search.controller.multiplier,
         "space": space.name,
