@@ -1,0 +1,176 @@
+"""Searched arch vs random search at equal compute vs the DLRM Kaggle reference, on planted synthetic data.
+
+For each budget (placed between the fastest and the slowest arch of the space
+by the LUT at --batch-size):
+
+1. `run_search` (compute: its wall time), then retrain the derived arch from
+   scratch with `train_arch` (compute: its wall time). The supernet-warm-started
+   retraining is measured beside it (not counted as compute; it answers whether
+   the pipeline should warm-start).
+2. Random search: archs drawn uniformly from the space, kept if their predicted
+   latency lies in [floor, 1] x budget, each trained with the same TrainConfig,
+   until their training time reaches the search's total (search + retraining).
+   The best by validation logloss is reported on test.
+3. The DLRM Kaggle reference config, trained once (same TrainConfig).
+
+Also: where the search put embedding capacity, per planted role of the teacher
+(important / weak / cross / noise, from the data's meta.json).
+
+    .venv/bin/python benchmarks/search_quality.py --data DIR --out DIR [--lut LUT.csv] [--shares 0.2,0.5,0.8]
+
+Without --lut the LUT is profiled first (`profiler.run.profile_to_lut`, torch, cpu, 1 thread).
+Everything runs on one torch thread (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dnas_hw.arch import dlrm_kaggle_reference
+from dnas_hw.checkpoint import load_checkpoint
+from dnas_hw.data.folder import PreparedData
+from dnas_hw.space import get_space
+from dnas_hw.train import TrainConfig, evaluate, fit
+from dnas_hw.train_cli import train_arch
+from lut.predict import predict
+from lut.table import Lut, LutMissError
+from search.config import SearchConfig
+from search.cost import latency_table, one_hot_cost
+from search.extremes import extreme_arch
+from search.layout import Layout
+from search.run import run_search
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def sample_in_band(space, table, layout, budget_us, floor, rng, tries=20000):
+    """A uniformly drawn arch whose predicted latency lies in [floor, 1] x budget (else the best under budget)."""
+    fallback = None
+    for _ in range(tries):
+        choices = space.sample_choices(rng)
+        us = one_hot_cost(table, layout.one_hot(choices))
+        if floor * budget_us <= us <= budget_us:
+            return choices, us
+        if us <= budget_us and (fallback is None or us > fallback[1]):
+            fallback = (choices, us)
+    return fallback
+
+
+def capacity_by_role(arch, meta) -> dict:
+    roles = meta["teacher"]["roles"]
+    cards = meta["cardinalities"]
+    out = {}
+    for role in ("important", "weak", "cross", "noise"):
+        fs = [f for f in range(len(cards)) if roles[f"C{f + 1}"] == role]
+        out[role] = {
+            "features": len(fs),
+            "mean_dim": float(np.mean([arch.emb_dims[f] for f in fs])),
+            "mean_rows_fraction": float(np.mean([arch.emb_rows[f] / cards[f] for f in fs])),
+            "dims": [arch.emb_dims[f] for f in fs],
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--space", default="dlrm-kaggle")
+    ap.add_argument("--lut", default=None)
+    ap.add_argument("--batch-size", type=int, default=64, help="serving batch size of the budget")
+    ap.add_argument("--shares", default="0.2,0.5,0.8", help="budgets as positions between the fastest and slowest arch")
+    ap.add_argument("--search-epochs", type=int, default=SearchConfig.epochs)
+    ap.add_argument("--train-epochs", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = PreparedData.open(args.data)
+    space = get_space(args.space, cardinalities=data.cardinalities)
+    B = args.batch_size
+    if args.lut:
+        lut = Lut.load(args.lut)
+    else:
+        from profiler.run import profile_to_lut
+
+        lut_path = out / "lut.csv"
+        if not lut_path.exists():
+            _, secs = timed(lambda: profile_to_lut(space, lut_path, backend="torch", device="cpu", threads=1, batch_sizes=[B]))
+            print(f"profiled {lut_path} in {secs:.0f}s", flush=True)
+        lut = Lut.load(lut_path)
+    table, layout = latency_table(space, lut, B), Layout(space)
+    fastest, _ = extreme_arch(table, layout, cheapest=True)
+    slowest, _ = extreme_arch(table, layout, cheapest=False)
+    train_cfg = TrainConfig(epochs=args.train_epochs, batch_size=256, seed=args.seed)
+    config = SearchConfig(epochs=args.search_epochs, seed=args.seed)
+    report = {"data": str(args.data), "train_rows": len(data.split("train")), "space": space.name, "batch_size": B,
+              "fastest_ms": fastest / 1000, "slowest_ms": slowest / 1000, "train_config": asdict(train_cfg),
+              "search_config": config.to_dict(), "budgets": []}
+
+    ref = dlrm_kaggle_reference(data.cardinalities)
+    ref_metrics, ref_s = timed(lambda: train_arch(args.data, ref, out / "reference", train_cfg, force=True))
+    try:  # the reference's ops (interaction width 16) are usually not among the space's keys
+        ref_ms = predict(lut, ref, B).total_ms
+    except LutMissError:
+        ref_ms = None
+    report["reference"] = {"predicted_ms": ref_ms, "val": ref_metrics["val"], "test": ref_metrics["test"], "train_s": ref_s}
+    print(f"reference: predicted {ref_ms} ms, test logloss {ref_metrics['test']['logloss']:.4f}", flush=True)
+
+    for share in [float(s) for s in args.shares.split(",")]:
+        budget = fastest + share * (slowest - fastest)
+        tag = f"share{share:g}"
+        run = out / tag / "search"
+        summary, search_s = timed(lambda: run_search(args.data, space, lut, budget_us=budget, batch_size=B, out=run, config=config, resume=True))
+        from dnas_hw.arch import Arch
+
+        arch = Arch.load(run / "arch.json")
+        searched, retrain_s = timed(lambda: train_arch(args.data, arch, out / tag / "retrain", train_cfg, force=True))
+        warm_model, _ = load_checkpoint(run / "derived_init.pt")
+        warm_model.train()
+        fit(warm_model, data, train_cfg)
+        warm = {"val": evaluate(warm_model, data.split("val")), "test": evaluate(warm_model, data.split("test"))}
+        compute = search_s + retrain_s
+        rng = random.Random(args.seed * 1000 + int(share * 100))
+        trials, spent = [], 0.0
+        while spent < compute:
+            drawn = sample_in_band(space, table, layout, budget, config.floor, rng)
+            if drawn is None:
+                break
+            choices, us = drawn
+            metrics, secs = timed(lambda: train_arch(args.data, space.arch(choices), out / tag / f"random{len(trials)}", train_cfg, force=True))
+            spent += secs
+            trials.append({"predicted_ms": us / 1000, "val": metrics["val"], "test": metrics["test"], "train_s": secs})
+        best = min(trials, key=lambda t: t["val"]["logloss"]) if trials else None
+        entry = {
+            "share": share, "budget_ms": budget / 1000, "search_s": search_s, "retrain_s": retrain_s,
+            "searched": {"predicted_ms": summary["predicted_latency_ms"], "within_budget": summary["within_budget"],
+                         "budget_status": summary["budget_status"], "projection_moves": len(summary["projection"]),
+                         "val": searched["val"], "test": searched["test"], "arch": arch.to_dict()},
+            "searched_warm_start": warm,
+            "random": {"trials": len(trials), "compute_s": spent, "best": best,
+                       "all_test_logloss": [t["test"]["logloss"] for t in trials]},
+            "capacity_by_role": capacity_by_role(arch, data.meta),
+        }
+        report["budgets"].append(entry)
+        print(f"budget {budget / 1000:.3f}ms: searched {summary['predicted_latency_ms']:.3f}ms test logloss {searched['test']['logloss']:.4f} "
+              f"auc {searched['test']['auc']:.4f} (warm start {warm['test']['logloss']:.4f}); random best of {len(trials)} "
+              f"{best['test']['logloss'] if best else float('nan'):.4f}", flush=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
