@@ -31,7 +31,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[DLRM, dict[str, Any]]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
-        raise UserError(f"{path}: not a readable dnas-hw checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        raise UserError(f"{path}: not a readable dnas-hw checkpoint ({type(e).__name__}: {_first_line(e)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path}: not a dnas-hw checkpoint (expected format {FORMAT!r})")
     arch = Arch.from_dict(payload.get("arch"))
@@ -39,6 +39,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[DLRM, dict[str, Any]]:
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: weights do not match the stored arch ({str(e).splitlines()[0][:120]})") from None
+        raise UserError(f"{path}: weights do not match the stored arch ({_first_line(e)})") from None
     model.eval()
     return model, payload.get("extra", {})
+
+
+def _first_line(error: Exception, limit: int = 120) -> str:
+    """An exception's message cut to one line (some torch errors have an empty message)."""
+    lines = str(error).splitlines()
+    return lines[0][:limit] if lines else "no message"

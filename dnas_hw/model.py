@@ -7,20 +7,120 @@ ops the profiler measures and the LUT prices.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dnas_hw.arch import Arch
 
 
 class SparseArch(nn.Module):
-    """sparse ids [B, F] int64 -> F tensors [B, D]: one hashed, padded lookup per feature."""
+    """sparse ids [B, F] int64 -> F tensors [B, D]: one hashed, padded lookup per feature.
+
+    Each feature's module is its registry op (`HashedEmbedding`), and in eval
+    mode, so in every export, each feature runs exactly that op: one `Mod` and
+    one `Gather` per feature, as the LUT prices it.
+
+    Training takes a faster route to the same numbers. The weights of all
+    tables of one embedding dim are views into one packed buffer (row offsets
+    `offsets`), so one `gather` serves them all, and the backward pass hands
+    each table the sparse gradient `nn.Embedding(sparse=True)` would give it
+    (see `PackedLookup`). Anything that moves a table to its own storage (a
+    device move, `load_state_dict(assign=True)`) only sends training back to
+    the per-feature route, as does setting `packed = False` (for comparisons).
+    """
 
     def __init__(self, tables: list[nn.Module]):
         super().__init__()
         self.tables = nn.ModuleList(tables)
+        self.groups = [_PackedGroup(self.tables, dim) for dim in sorted({t.table.embedding_dim for t in tables})]
+        # Features in group order -> features in input order (None: the groups already are).
+        order = torch.cat([g.features for g in self.groups])
+        self.register_buffer("unpermute", torch.argsort(order) if len(self.groups) > 1 else None, persistent=False)
+        self.packed = True
 
     def forward(self, sparse: torch.Tensor) -> list[torch.Tensor]:
+        if self.training and self.packed and all(g.is_packed() for g in self.groups):
+            return self._packed_forward(sparse)
         return [table(ids) for table, ids in zip(self.tables, sparse.unbind(1))]
+
+    def _packed_forward(self, sparse: torch.Tensor) -> list[torch.Tensor]:
+        width = self.tables[0].table.embedding_dim + self.tables[0].pad
+        parts = [g.lookup(sparse, width) for g in self.groups]  # [B, F_g, D] each
+        out = parts[0] if self.unpermute is None else torch.cat(parts, dim=1).index_select(1, self.unpermute)
+        return list(out.unbind(1))
+
+
+class _PackedGroup:
+    """The tables of one embedding dim, their weights made views into one buffer [sum of rows, dim].
+
+    Not a module: it holds references to the tables' parameters, never
+    parameters of its own, so the state dict and `parameters()` are unchanged.
+    """
+
+    def __init__(self, tables: nn.ModuleList, dim: int):
+        members = [f for f, t in enumerate(tables) if t.table.embedding_dim == dim]
+        self.tables = [tables[f] for f in members]
+        self.features = torch.tensor(members, dtype=torch.long)
+        rows = [t.num_embeddings for t in self.tables]
+        self.rows = torch.tensor(rows, dtype=torch.long)
+        starts = [0]
+        for r in rows[:-1]:
+            starts.append(starts[-1] + r)
+        self.offsets = torch.tensor(starts, dtype=torch.long)
+        first = self.tables[0].table.weight
+        self.buffer = torch.empty(sum(rows), dim, dtype=first.dtype, device=first.device)
+        with torch.no_grad():
+            # One table at a time, so each old weight is freed as soon as it is copied.
+            for t, start, r in zip(self.tables, starts, rows):
+                view = self.buffer[start : start + r]
+                view.copy_(t.table.weight)
+                t.table.weight = nn.Parameter(view, requires_grad=t.table.weight.requires_grad)
+        self._addresses = self._current_addresses()
+
+    def _current_addresses(self) -> list[int]:
+        return [t.table.weight.data_ptr() for t in self.tables]
+
+    def is_packed(self) -> bool:
+        """Whether every table's weight still lives at its place in the buffer."""
+        return self._current_addresses() == self._addresses
+
+    def lookup(self, sparse: torch.Tensor, width: int) -> torch.Tensor:
+        """sparse [B, F] (all features) -> [B, F_g, width]: this group's lookups, zero-padded."""
+        ids = sparse if len(self.tables) == sparse.shape[1] else sparse.index_select(1, self.features)
+        local = ids % self.rows  # [B, F_g], the registry op's modulo
+        out = PackedLookup.apply(local, self.offsets, self.buffer, *(t.table.weight for t in self.tables))
+        dim = self.buffer.shape[1]
+        return F.pad(out, (0, width - dim)) if width > dim else out
+
+
+class PackedLookup(torch.autograd.Function):
+    """Lookups of F tables packed in one buffer, with each table's own sparse gradient.
+
+    forward(local [B, F] row ids per table, offsets [F] first row of each table in
+    `buffer`, buffer [R, d], *weights: the F tables, views into `buffer`) -> [B, F, d].
+    The gradient of table f is the uncoalesced sparse tensor with indices
+    `local[:, f]` and values `grad[:, f]`, as `nn.Embedding(sparse=True)` gives.
+    """
+
+    @staticmethod
+    def forward(ctx, local, offsets, buffer, *weights):
+        ctx.save_for_backward(local)
+        ctx.sizes = [w.shape for w in weights]
+        flat = (local + offsets).reshape(-1)
+        return buffer.index_select(0, flat).view(local.shape[0], local.shape[1], buffer.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (local,) = ctx.saved_tensors
+        ids = local.t().contiguous()  # [F, B]: contiguous per table, so autograd keeps it without a copy
+        values = grad.transpose(0, 1).contiguous()  # [F, B, d]
+        grads = [
+            torch.sparse_coo_tensor(ids[f : f + 1], values[f], size, is_coalesced=False, check_invariants=False)
+            if ctx.needs_input_grad[3 + f]
+            else None
+            for f, size in enumerate(ctx.sizes)
+        ]
+        return (None, None, None, *grads)
 
 
 class DLRM(nn.Module):

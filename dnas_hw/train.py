@@ -61,13 +61,90 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
 def make_optimizers(params: list[nn.Parameter], sparse: list[nn.Parameter], name: str, lr: float) -> list[torch.optim.Optimizer]:
     """Optimizers covering dense `params` and sparse-gradient `sparse` weights."""
     if name == "sgd":
-        return [torch.optim.SGD(params + sparse, lr=lr)]
+        opts: list[torch.optim.Optimizer] = [torch.optim.SGD(params, lr=lr)] if params else []
+        return opts + ([SparseSGD(sparse, lr=lr)] if sparse else [])
     if name == "adagrad":
         return [torch.optim.Adagrad(params + sparse, lr=lr)]
     if name == "adam":
-        opts: list[torch.optim.Optimizer] = [torch.optim.Adam(params, lr=lr)] if params else []
+        opts = [torch.optim.Adam(params, lr=lr)] if params else []
         return opts + ([torch.optim.SparseAdam(sparse, lr=lr)] if sparse else [])
     raise UserError(f"optimizer {name!r}: use one of {list(OPTIMIZERS)}")
+
+
+class SparseSGD(torch.optim.Optimizer):
+    """Plain SGD for embedding tables with sparse gradients: `w -= lr * grad`, duplicate rows adding up.
+
+    The same arithmetic as `torch.optim.SGD`, but tables whose weights are views
+    into one buffer (`dnas_hw.model.SparseArch` packs the tables of equal dim)
+    are updated together: their gradient rows, shifted to each table's first
+    row in the buffer, go in with one `index_add_` instead of one update per table.
+    """
+
+    def __init__(self, params, lr: float):
+        super().__init__(params, {"lr": lr})
+        self._plan_key: tuple[int, ...] = ()
+        self._plan: list[_SharedRows] = []
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for shared in self._shared_rows([p for p in group["params"] if p.grad is not None]):
+                shared.add_grad(-group["lr"])
+        return None
+
+    def _shared_rows(self, params: list[torch.Tensor]) -> list["_SharedRows"]:
+        """`params` grouped by the buffer they are rows of; the grouping is cached by their addresses."""
+        key = tuple(p.data_ptr() for p in params)
+        if key != self._plan_key:
+            groups: dict[object, list[torch.Tensor]] = {}
+            for p in params:
+                rows_of_a_buffer = p.dim() == 2 and p.is_contiguous() and p.storage_offset() % p.shape[1] == 0
+                buffer = (p.untyped_storage().data_ptr(), p.shape[1], p.dtype) if rows_of_a_buffer else id(p)
+                groups.setdefault(buffer, []).append(p)
+            self._plan_key, self._plan = key, [_SharedRows(ps) for ps in groups.values()]
+        return self._plan
+
+
+class _SharedRows:
+    """Weights [rows, d] that are row ranges of one buffer (or one tensor of any shape)."""
+
+    def __init__(self, params: list[torch.Tensor]):
+        self.params = params
+        p = params[0]
+        if len(params) > 1:
+            storage, d = p.untyped_storage(), p.shape[1]
+            self.buffer = torch.empty(0, dtype=p.dtype, device=p.device).set_(storage, 0, (storage.nbytes() // (p.element_size() * d), d))
+            self.first_rows = torch.tensor([q.storage_offset() // d for q in params], device=p.device)
+
+    def add_grad(self, scale: float) -> None:
+        """weights += scale * their gradients."""
+        grads = [p.grad for p in self.params]
+        if len(self.params) == 1 or not all(g.is_sparse for g in grads):
+            for p, g in zip(self.params, grads):
+                p.add_(g, alpha=scale)
+            return
+        rows = torch.cat([g._indices()[0] for g in grads])
+        counts = torch.tensor([g._nnz() for g in grads], device=rows.device)
+        rows += torch.repeat_interleave(self.first_rows, counts, output_size=len(rows))
+        self.buffer.index_add_(0, rows, torch.cat([g._values() for g in grads]), alpha=scale)
+
+
+def train_step(
+    model: nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    loss_fn: nn.Module,
+    dense: torch.Tensor,
+    sparse: torch.Tensor,
+    labels: torch.Tensor,
+) -> torch.Tensor:
+    """One optimisation step on a batch (dense [B, D], sparse [B, F], labels [B]); returns the loss (detached)."""
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model(dense, sparse), labels)
+    loss.backward()
+    for opt in optimizers:
+        opt.step()
+    return loss.detach()
 
 
 @torch.no_grad()
@@ -104,12 +181,7 @@ def train_epoch(
     steps = num_batches(len(split), config.batch_size, drop_last=False)
     with progress(steps * config.batch_size, f"{label} epoch {epoch + 1}/{config.epochs}", "samples") as bar:
         for dense, sparse, y in iterate_batches(split, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch):
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(dense, sparse), y)
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
+            loss = train_step(model, optimizers, loss_fn, dense, sparse, y)
             total += loss.item() * len(y)
             count += len(y)
             bar.update(len(y), status=f"loss {total / count:.4f}")

@@ -1,0 +1,178 @@
+"""Training throughput of the DLRM Kaggle reference configuration, through `dnas_hw.train.train_step`.
+
+Configuration (issue 2, item 9): 26 tables of 100,000 rows, dim 16, bottom MLP
+13-512-256-64-16, top MLP 512-256-1, dot interaction, batch 128, SGD at lr 0.1
+with sparse embedding gradients, random data. Reference: facebookresearch/dlrm
+(`dlrm_s_pytorch.py`) runs it at about 7.0 ms per iteration, 18,000 samples/s,
+on this 2-core machine; the target is 1.5 times that.
+
+The model, optimizers and step are the project's own (`build_model`,
+`split_parameters`, `make_optimizers`, `train_step`). Two routes are timed,
+interleaved run by run so that both see the same machine load:
+
+- `packed`: what `dnas-hw train` does (tables packed, one gather, `SparseSGD`);
+- `per-feature`: the same model trained through each feature's registry op
+  (`SparseArch.packed = False`), one lookup and one update per table.
+
+Batches are drawn before timing from a pool of random ids over the full
+tables and random dense values and labels, so data loading is not timed.
+
+    .venv/bin/python benchmarks/train_throughput.py --runs 7 --iters 200 --out train_throughput.json
+    .venv/bin/python benchmarks/train_throughput.py --profile   # where the time goes, per op
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from datetime import datetime, timezone
+
+import click
+import torch
+from torch import nn
+
+from dnas_hw.arch import dlrm_kaggle_reference
+from dnas_hw.bench import machine_info
+from dnas_hw.files import write_json_atomic
+from dnas_hw.model import build_model
+from dnas_hw.progress import progress
+from dnas_hw.train import make_optimizers, split_parameters, train_step
+
+REFERENCE_SAMPLES_PER_S = 18_000  # facebookresearch/dlrm on this machine, 7.0 ms/iter at batch 128
+TARGET_RATIO = 1.5
+ROWS, TABLES, DIM, NUM_DENSE = 100_000, 26, 16, 13
+ROUTES = ("packed", "per-feature")
+
+
+class Trainer:
+    """One model with its optimizers, stepping through a fixed pool of random batches."""
+
+    def __init__(self, route: str, batch_size: int, lr: float, pool: int, seed: int):
+        arch = dlrm_kaggle_reference([ROWS] * TABLES, dim=DIM)
+        self.model = build_model(arch, seed=seed)
+        self.model.sparse_arch.packed = route == "packed"
+        self.model.train()
+        self.optimizers = make_optimizers(*split_parameters(self.model), "sgd", lr)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        g = torch.Generator().manual_seed(seed)
+        self.batches = [
+            (
+                torch.rand(batch_size, NUM_DENSE, generator=g),
+                torch.randint(0, ROWS, (batch_size, TABLES), generator=g),
+                torch.randint(0, 2, (batch_size,), generator=g).float(),
+            )
+            for _ in range(pool)
+        ]
+        self.i = 0
+
+    def steps(self, n: int) -> torch.Tensor:
+        loss = torch.zeros(())
+        for _ in range(n):
+            loss = train_step(self.model, self.optimizers, self.loss_fn, *self.batches[self.i % len(self.batches)])
+            self.i += 1
+        return loss
+
+
+def time_routes(routes, runs: int, iters: int, warmup: int, batch_size: int, lr: float, pool: int, seed: int) -> dict:
+    """ms/iter of each route for `runs` runs of `iters` steps, the routes interleaved run by run."""
+    trainers = {r: Trainer(r, batch_size, lr, pool, seed) for r in routes}
+    for t in trainers.values():
+        t.steps(warmup)
+    ms: dict[str, list[float]] = {r: [] for r in routes}
+    with progress(runs * len(routes) * iters, "training steps", "steps") as bar:
+        for _ in range(runs):
+            for route, trainer in trainers.items():
+                start = time.perf_counter()
+                loss = trainer.steps(iters)
+                ms[route].append((time.perf_counter() - start) / iters * 1e3)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"{route}: the loss diverged ({loss.item()})")
+                bar.update(iters, status=f"{route} {ms[route][-1]:.2f} ms/iter")
+    out = {}
+    for route, values in ms.items():
+        median = statistics.median(values)
+        samples_per_s = batch_size / median * 1e3
+        out[route] = {
+            "ms_per_iter_median": median,
+            "ms_per_iter_min": min(values),
+            "ms_per_iter_max": max(values),
+            "ms_per_iter_runs": values,
+            "samples_per_s": samples_per_s,
+            "ratio_to_reference": samples_per_s / REFERENCE_SAMPLES_PER_S,
+        }
+    return out
+
+
+def profile_route(route: str, iters: int, batch_size: int, lr: float, seed: int, rows: int) -> str:
+    """The torch profiler's per-op table (self CPU time) for `iters` steps of one route."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer = Trainer(route, batch_size, lr, pool=16, seed=seed)
+    trainer.steps(10)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.steps(iters)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+@click.command()
+@click.option("--runs", default=7, show_default=True, help="Timed runs per route; the figure is their median.")
+@click.option("--iters", default=200, show_default=True, help="Training steps per run.")
+@click.option("--warmup", default=30, show_default=True, help="Untimed steps per route first.")
+@click.option("--batch-size", default=128, show_default=True)
+@click.option("--lr", default=0.1, show_default=True)
+@click.option("--pool", default=64, show_default=True, help="Distinct random batches cycled through.")
+@click.option("--threads", default=None, type=int, help="torch intra-op threads (default: torch's, one per core).")
+@click.option("--route", "routes", multiple=True, type=click.Choice(ROUTES), default=ROUTES, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--profile", "profile_iters", default=0, help="Instead of timing, profile this many steps of each route.")
+@click.option("--out", type=click.Path(), default=None, help="Also write the figures as JSON.")
+def main(runs, iters, warmup, batch_size, lr, pool, threads, routes, seed, profile_iters, out) -> None:
+    """Training samples/s of the DLRM Kaggle reference configuration, against the 18,000 samples/s reference."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if profile_iters:
+        for route in routes:
+            click.echo(f"== {route}: {profile_iters} steps")
+            click.echo(profile_route(route, profile_iters, batch_size, lr, seed, rows=30))
+        return
+    load_before = load_average()
+    results = time_routes(routes, runs, iters, warmup, batch_size, lr, pool, seed)
+    report = {
+        "config": {"tables": TABLES, "rows": ROWS, "dim": DIM, "bottom_mlp": [NUM_DENSE, 512, 256, 64, DIM],
+                   "top_mlp": [512, 256, 1], "interaction": "dot", "batch_size": batch_size, "optimizer": "sgd",
+                   "lr": lr, "runs": runs, "iters": iters, "warmup": warmup},
+        "machine": {**machine_info(), "torch_threads": torch.get_num_threads(),
+                    "load_average_before": load_before, "load_average_after": load_average()},
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "reference_samples_per_s": REFERENCE_SAMPLES_PER_S,
+        "target_samples_per_s": TARGET_RATIO * REFERENCE_SAMPLES_PER_S,
+        "results": results,
+    }
+    click.echo(f"{report['machine']['cpu']}, {report['machine']['cores']} cores, torch {torch.__version__}, "
+               f"{torch.get_num_threads()} threads; load average {load_before} -> {report['machine']['load_average_after']}")
+    for route, r in results.items():
+        met = "meets" if r["ratio_to_reference"] >= TARGET_RATIO else "below"
+        click.echo(f"{route:12s} {r['ms_per_iter_median']:6.2f} ms/iter (runs {r['ms_per_iter_min']:.2f}-"
+                   f"{r['ms_per_iter_max']:.2f})  {r['samples_per_s']:8,.0f} samples/s  "
+                   f"{r['ratio_to_reference']:.2f}x the 18,000 reference ({met} the {TARGET_RATIO}x target)")
+    if out:
+        write_json_atomic(out, report)
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+if __name__ == "__main__":
+    main()

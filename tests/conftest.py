@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny data and an architecture that trains on it in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dnas_hw.arch import Arch
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A prepared-data folder of 3,000 synthetic rows (planted teacher, seed 0). Read-only: copy it to change it."""
+    from dnas_hw.data.synth import SynthOptions, synth
+
+    out = tmp_path_factory.mktemp("data") / "synth"
+    synth(out, SynthOptions(rows=3000, seed=0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_arch() -> Arch:
+    """A small DLRM for the 13 + 26 features of Criteo-shaped data: mixed dims, hashed tables of <= 64 rows."""
+    return Arch(
+        num_dense=13,
+        bottom_mlp=(16, 8),
+        emb_dims=tuple(8 if f % 3 else 4 for f in range(26)),
+        emb_rows=tuple(64 - f for f in range(26)),
+        interaction="dot",
+        top_mlp=(16,),
+    )
+
+
+@pytest.fixture
+def tiny_arch_file(tmp_path, tiny_arch) -> Path:
+    """`tiny_arch` as a JSON file, as `dnas-hw train --arch` reads it."""
+    path = tmp_path / "arch.json"
+    tiny_arch.save(path)
+    return path

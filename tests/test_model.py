@@ -1,0 +1,188 @@
+"""The DLRM built from an `Arch`: shapes, the registry modules it is made of, the packed
+training route against the per-feature ops, and `model.pt` checkpoints."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from dnas_hw.arch import Arch
+from dnas_hw.checkpoint import load_checkpoint, save_checkpoint
+from dnas_hw.errors import UserError
+from dnas_hw.model import Probability, build_model
+from dnas_hw.ops import HashedEmbedding, LinearAct
+from dnas_hw.train import make_optimizers, split_parameters, train_step
+
+ARCHS = {
+    "dot-equal-dims": Arch(num_dense=4, bottom_mlp=(8, 4), emb_dims=(4, 4, 4), emb_rows=(10, 20, 5),
+                           interaction="dot", top_mlp=(6,)),
+    "dot-mixed-dims": Arch(num_dense=4, bottom_mlp=(8,), emb_dims=(2, 8, 4, 8, 1), emb_rows=(10, 3, 7, 1, 50),
+                           interaction="dot", top_mlp=(6, 3)),
+    "cat-mixed-dims": Arch(num_dense=2, bottom_mlp=(5, 4), emb_dims=(4, 2, 3), emb_rows=(9, 9, 2),
+                           interaction="cat", top_mlp=()),
+    "cat-one-feature": Arch(num_dense=1, bottom_mlp=(3,), emb_dims=(3,), emb_rows=(4,), interaction="cat",
+                            top_mlp=(2,)),
+}
+# Ids far beyond every table: lookups hash them with the modulo.
+MAX_ID = 1000
+
+
+def batch(arch: Arch, b: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, arch.num_dense, generator=g),
+            torch.randint(0, MAX_ID, (b, arch.num_sparse), generator=g),
+            torch.randint(0, 2, (b,), generator=g).float())
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_shapes_of_every_part(name):
+    arch = ARCHS[name]
+    model = build_model(arch, seed=0)
+    dense, sparse, _ = batch(arch, 7)
+    d = arch.interaction_dim
+    assert model.dense_arch(dense).shape == (7, d)
+    for train in (True, False):
+        embedded = model.sparse_arch.train(train)(sparse)
+        assert len(embedded) == arch.num_sparse and all(e.shape == (7, d) for e in embedded)
+    z = model.interaction(model.dense_arch(dense), *embedded)
+    assert z.shape == (7, arch.ops().interaction.output_width())
+    assert model(dense, sparse).shape == (7,)
+    assert model(dense[:1], sparse[:1]).shape == (1,)
+    p = Probability(model)(dense, sparse)
+    assert torch.all((p > 0) & (p < 1))
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_modules_are_the_archs_registry_ops(name):
+    arch = ARCHS[name]
+    model = build_model(arch)
+    ops = arch.ops()
+    linears = [m for m in model.dense_arch] + [m for m in model.over_arch]
+    assert all(isinstance(m, LinearAct) for m in linears)
+    assert [(m[0].in_features, m[0].out_features) for m in linears] == [
+        (c.params["in_features"], c.params["out_features"]) for c in ops.bottom + ops.top
+    ]
+    assert isinstance(model.over_arch[-1][1], nn.Identity)  # the logit layer has no activation
+    for table, call in zip(model.sparse_arch.tables, ops.embeddings):
+        assert isinstance(table, HashedEmbedding)
+        assert tuple(table.table.weight.shape) == (call.params["num_embeddings"], call.params["embedding_dim"])
+    assert sum(p.numel() for p in model.parameters()) == arch.num_params()
+
+
+def test_lookups_hash_ids_and_pad_with_zeros():
+    arch = ARCHS["dot-mixed-dims"]
+    model = build_model(arch, seed=0)
+    sparse = torch.tensor([[10 + 3, 3 * 5 + 2, 7 + 6, 999, 50 * 3 + 49]])
+    for train in (True, False):
+        embedded = model.sparse_arch.train(train)(sparse)
+        for f, (e, rows) in enumerate(zip(embedded, arch.emb_rows)):
+            w = model.sparse_arch.tables[f].table.weight
+            dim = arch.emb_dims[f]
+            torch.testing.assert_close(e[0, :dim], w[sparse[0, f] % rows])
+            assert torch.all(e[0, dim:] == 0)
+
+
+def test_seeded_builds_are_reproducible_and_leave_the_global_rng_alone():
+    arch = ARCHS["dot-mixed-dims"]
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    a, b, c = build_model(arch, seed=1), build_model(arch, seed=1), build_model(arch, seed=2)
+    assert torch.equal(torch.rand(3), before)
+    for (ka, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(va, vb), ka
+    assert not all(torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values()))
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_packed_training_route_equals_the_per_feature_ops(name):
+    """Training looks up packed tables; eval (and export) runs each feature's registry op: same numbers."""
+    arch = ARCHS[name]
+    packed, per_feature = build_model(arch, seed=0), build_model(arch, seed=0)
+    per_feature.sparse_arch.packed = False
+    dense, sparse, y = batch(arch, 9)
+    out = []
+    for model in (packed, per_feature):
+        model.train()
+        logits = model(dense, sparse)
+        nn.functional.binary_cross_entropy_with_logits(logits, y).backward()
+        out.append((logits, [t.table.weight.grad for t in model.sparse_arch.tables]))
+    (logits_a, grads_a), (logits_b, grads_b) = out
+    torch.testing.assert_close(logits_a, logits_b)
+    torch.testing.assert_close(packed.eval()(dense, sparse), logits_b)
+    for ga, gb in zip(grads_a, grads_b):
+        assert ga.is_sparse and gb.is_sparse
+        torch.testing.assert_close(ga.coalesce().to_dense(), gb.coalesce().to_dense())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "adam"])
+def test_training_steps_match_the_per_feature_route(optimizer):
+    """Packed lookups and the fused sparse SGD update give the weights of plain per-table training."""
+    arch = ARCHS["dot-mixed-dims"]
+    models = [build_model(arch, seed=0), build_model(arch, seed=0)]
+    models[1].sparse_arch.packed = False
+    plain_sgd = [torch.optim.SGD(models[1].parameters(), lr=0.1)] if optimizer == "sgd" else None
+    opts = [make_optimizers(*split_parameters(models[0]), optimizer, 0.1),
+            plain_sgd or make_optimizers(*split_parameters(models[1]), optimizer, 0.1)]
+    for step in range(5):
+        dense, sparse, y = batch(arch, 16, seed=step)
+        sparse[:4, 0] = sparse[4:8, 0]  # repeated rows in one batch must add up
+        for model, opt in zip(models, opts):
+            train_step(model.train(), opt, nn.BCEWithLogitsLoss(), dense, sparse, y)
+    for (name, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert not torch.equal(models[0].sparse_arch.tables[0].table.weight, build_model(arch, seed=0).sparse_arch.tables[0].table.weight)
+
+
+def test_tables_moved_off_their_packing_still_train_correctly():
+    arch = ARCHS["cat-mixed-dims"]
+    model = build_model(arch, seed=0)
+    moved = copy.deepcopy(model)  # every table gets its own storage
+    dense, sparse, y = batch(arch, 8)
+    outs = []
+    for m in (model, moved):
+        opt = make_optimizers(*split_parameters(m), "sgd", 0.5)
+        train_step(m.train(), opt, nn.BCEWithLogitsLoss(), dense, sparse, y)
+        outs.append(m.eval()(dense, sparse))
+    torch.testing.assert_close(outs[0], outs[1])
+
+
+def test_checkpoint_round_trip(tmp_path):
+    arch = ARCHS["dot-mixed-dims"]
+    model = build_model(arch, seed=3)
+    save_checkpoint(tmp_path / "model.pt", model, extra={"note": "x"})
+    loaded, extra = load_checkpoint(tmp_path / "model.pt")
+    assert loaded.arch == arch and extra == {"note": "x"} and not loaded.training
+    dense, sparse, _ = batch(arch, 5)
+    torch.testing.assert_close(loaded(dense, sparse), model.eval()(dense, sparse))
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(payload) == {"format", "arch", "state_dict", "extra"}
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", "truncated"])
+def test_corrupt_checkpoint_is_a_user_error(tmp_path, content):
+    path = tmp_path / "model.pt"
+    if content == "truncated":
+        save_checkpoint(path, build_model(ARCHS["cat-one-feature"]))
+        content = path.read_bytes()[:200]
+    path.write_bytes(content)
+    with pytest.raises(UserError, match="model.pt"):
+        load_checkpoint(path)
+
+
+def test_foreign_or_mismatched_checkpoints_are_user_errors(tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(UserError, match="not a dnas-hw checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    model = build_model(ARCHS["cat-one-feature"])
+    payload = {"format": "dnas-hw-model/1", "arch": ARCHS["dot-equal-dims"].to_dict(),
+               "state_dict": model.state_dict(), "extra": {}}
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(UserError, match="do not match"):
+        load_checkpoint(tmp_path / "mismatch.pt")
+    with pytest.raises(UserError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
