@@ -42,6 +42,9 @@ def _register() -> None:
     from dnas_hw.bench_cli import bench
 
     main.add_command(bench)
+    from dnas_hw.pipeline_cli import pipeline
+
+    main.add_command(pipeline)
     from search.cli import search
 
     main.add_command(search)

@@ -1,0 +1,325 @@
+"""`dnas-hw pipeline`: data -> LUT -> search per budget -> retrain -> export -> bench -> report.
+
+Run folder `RUN/`, one subfolder per stage::
+
+    pipeline.json            the options that decide the data, the LUT and the models (a rerun must agree)
+    data/                    synthetic prepared data (absent when --data names a folder)
+    lut/lut.csv, .meta.json  the LUT (from the LUT cache when one fits, else profiled into it)
+    search/<budget>/         one search run folder per latency budget (arch.json, search_log.csv, ...)
+    train/<model>/           model.pt and metrics.json of each searched arch and reference, retrained
+    export/<model>.onnx      the exported model
+    bench/<model>.json       its measured latency (`dnas-hw bench` JSON)
+    results.json             one record per model (what report.md shows)
+    report.md, *.png         the report
+
+A stage whose outputs exist is not redone, so a second run (or a run after a
+kill) redoes only what is missing; the searches and trainings it calls resume
+from their last finished epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dnas_hw.arch import Arch, dlrm_kaggle_reference
+from dnas_hw.errors import UserError
+from dnas_hw.files import read_json, write_json_atomic
+from dnas_hw.space import SearchSpace, get_space
+
+# Defaults sized so that `make demo` finishes in under 10 minutes on a 2-core CPU
+# (measured; see docs/workflow.md).
+DEFAULT_ROWS = 200_000
+DEFAULT_SPACE = "dlrm-kaggle"
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_SEARCH_EPOCHS = 3
+DEFAULT_TRAIN_EPOCHS = 1
+# Default budgets: these fractions of the way from the space's smallest to its
+# largest predicted latency, on a log scale (latencies of archs spread over
+# orders of magnitude, mostly near the small end).
+DEFAULT_BUDGET_FRACTIONS = (0.25, 0.5)
+REFERENCES = ("dlrm-kaggle-reference", "space-smallest", "space-largest")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    out: Path
+    data_dir: Path | None = None  # None: synthetic data of `rows` rows in RUN/data
+    rows: int = DEFAULT_ROWS
+    space: str = DEFAULT_SPACE
+    budgets_us: tuple[float, ...] | None = None  # None: chosen from the LUT (DEFAULT_BUDGET_FRACTIONS)
+    backend: str = "onnxruntime"
+    device: str = "cpu"
+    threads: int = 1
+    batch_size: int = DEFAULT_BATCH_SIZE
+    search_epochs: int = DEFAULT_SEARCH_EPOCHS
+    train_epochs: int = DEFAULT_TRAIN_EPOCHS
+    seed: int = 0
+    lut_cache: Path | None = None  # None: default_lut_cache()
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the run's data, LUT and models; budgets may be added on a rerun."""
+        d = asdict(self)
+        for k in ("out", "budgets_us", "lut_cache"):
+            d.pop(k)
+        d["data_dir"] = str(Path(self.data_dir).resolve()) if self.data_dir else None
+        if self.data_dir:
+            d.pop("rows")
+        return d
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model the pipeline trains, exports and benches: a searched arch or a reference point."""
+
+    name: str
+    kind: str  # "searched" or "reference"
+    arch: Arch
+    budget_us: float | None = None
+    search: dict[str, Any] = field(default_factory=dict)  # the search's summary.json
+
+
+def default_lut_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dnas-hw" / "luts"
+
+
+def budget_label(budget_us: float) -> str:
+    return f"{budget_us / 1000:.3f}ms"
+
+
+def say(stage: str, text: str) -> None:
+    click.echo(f"[{stage}] {text}", err=True)
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def stage_data(run: Path, opts: PipelineOptions) -> Path:
+    """The prepared-data folder: --data as given, else synthetic rows made once in RUN/data."""
+    if opts.data_dir is not None:
+        say("data", f"using {opts.data_dir}")
+        return Path(opts.data_dir)
+    folder = run / "data"
+    if (folder / "meta.json").is_file():
+        say("data", f"{folder}: done earlier")
+        return folder
+    from dnas_hw.data.synth import SynthOptions, synth
+    from dnas_hw.progress import progress
+
+    with progress(opts.rows, "synth", "rows") as bar:
+        synth(folder, SynthOptions(opts.rows, opts.seed), force=True, progress=bar.update)
+    say("data", f"{folder}: {opts.rows:,} synthetic rows")
+    return folder
+
+
+def lut_cache_path(cache: Path, space: SearchSpace, opts: PipelineOptions) -> Path:
+    """The cache entry for this machine's CPU, the target and the space (by fingerprint)."""
+    from dnas_hw.bench import machine_info
+
+    cpu = hashlib.sha256(str(machine_info()["cpu"]).encode()).hexdigest()[:8]
+    return cache / f"{opts.backend}-{opts.device}-t{opts.threads}-cpu{cpu}-{space.fingerprint()}.csv"
+
+
+def stage_lut(run: Path, space: SearchSpace, opts: PipelineOptions) -> Path:
+    """RUN/lut/lut.csv covering the space at the serving batch size; profiled only when no cached LUT covers it."""
+    from lut.table import Lut, meta_path, overhead_call
+
+    target = run / "lut" / "lut.csv"
+    if target.is_file() and meta_path(target).is_file():
+        say("lut", f"{target}: done earlier")
+        return target
+    needed = space.op_calls() | {overhead_call(space.num_dense, space.num_sparse)}
+    cached = lut_cache_path(Path(opts.lut_cache or default_lut_cache()), space, opts)
+    if not (cached.is_file() and not Lut.load(cached).missing(needed, opts.batch_size)):
+        from profiler.run import profile_to_lut
+
+        say("lut", f"profiling {len(needed)} keys of space {space.name} into the cache {cached}")
+        profile_to_lut(space, cached, backend=opts.backend, device=opts.device, threads=opts.threads,
+                       batch_sizes=[opts.batch_size], resume=cached.is_file())
+    else:
+        say("lut", f"reusing the cached LUT {cached}")
+    lut = Lut.load(cached)
+    lut.check_target(backend=opts.backend, device=opts.device, threads=opts.threads)
+    lut.require(needed, opts.batch_size)
+    lut.save(target)
+    return target
+
+
+def default_budgets_us(lut, space: SearchSpace, batch_size: int) -> tuple[float, ...]:
+    """Budgets DEFAULT_BUDGET_FRACTIONS of the way (log scale) from the smallest to the largest arch's latency."""
+    from lut.predict import predict
+
+    lo = predict(lut, space.smallest(), batch_size).total_us
+    hi = predict(lut, space.largest(), batch_size).total_us
+    # Rounded to 10 us so that folder names and the report read well.
+    return tuple(round(lo * (hi / lo) ** f, -1) for f in DEFAULT_BUDGET_FRACTIONS)
+
+
+def stage_search(run: Path, data_dir: Path, space: SearchSpace, lut, budget_us: float, opts: PipelineOptions) -> Candidate:
+    from search.config import SearchConfig
+    from search.run import SUMMARY, run_search
+
+    folder = run / "search" / budget_label(budget_us)
+    if (folder / SUMMARY).is_file():
+        say("search", f"{folder}: done earlier")
+        summary = read_json(folder / SUMMARY, "search summary")
+    else:
+        say("search", f"budget {budget_label(budget_us)} at batch {opts.batch_size} -> {folder}")
+        config = SearchConfig(epochs=opts.search_epochs, seed=opts.seed)
+        summary = run_search(data_dir, space, lut, budget_us=budget_us, batch_size=opts.batch_size, out=folder,
+                             config=config, resume=True)
+    return Candidate(f"budget-{budget_label(budget_us)}", "searched", Arch.load(folder / "arch.json"), budget_us, summary)
+
+
+def references(space: SearchSpace, cardinalities) -> list[Candidate]:
+    """The DLRM Kaggle reference config on the data's tables, and the space's smallest and largest archs."""
+    archs = (dlrm_kaggle_reference(cardinalities), space.smallest(), space.largest())
+    return [Candidate(name, "reference", arch) for name, arch in zip(REFERENCES, archs)]
+
+
+def stage_train(run: Path, data_dir: Path, cand: Candidate, opts: PipelineOptions) -> Path:
+    from dnas_hw.train import TrainConfig
+    from dnas_hw.train_cli import train_arch
+
+    folder = run / "train" / cand.name
+    if (folder / "metrics.json").is_file() and (folder / "model.pt").is_file():
+        say("train", f"{folder}: done earlier")
+    else:
+        say("train", f"{cand.name}: {cand.arch.num_params():,} parameters -> {folder}")
+        # resume: continue from the last finished epoch; force: a run killed after writing
+        # model.pt but before metrics.json is finished again (its state holds every epoch).
+        train_arch(data_dir, cand.arch, folder, TrainConfig(epochs=opts.train_epochs, seed=opts.seed), resume=True,
+                   force=(folder / "model.pt").is_file())
+    return folder
+
+
+def stage_export(run: Path, cand: Candidate, checkpoint: Path) -> Path:
+    from dnas_hw.export import export_checkpoint
+
+    path = run / "export" / f"{cand.name}.onnx"
+    if path.is_file():
+        say("export", f"{path}: done earlier")
+    else:
+        result = export_checkpoint(checkpoint, path, seed=0)
+        say("export", f"{path}: parity max abs diff {max(result.max_abs_diff.values()):.1e}")
+    return path
+
+
+def stage_bench(run: Path, cand: Candidate, onnx_path: Path, checkpoint: Path, opts: PipelineOptions) -> dict:
+    from dnas_hw.bench import bench
+
+    path = run / "bench" / f"{cand.name}.json"
+    if path.is_file():
+        say("bench", f"{path}: done earlier")
+        return read_json(path, "bench report")
+    report = bench(onnx_path, [opts.batch_size], opts.backend, opts.device, opts.threads,
+                   checkpoint=checkpoint if opts.backend == "torch" else None, seed=opts.seed)
+    write_json_atomic(path, report)
+    say("bench", f"{cand.name}: p50 {report['results'][0]['p50_us'] / 1000:.3f} ms at batch {opts.batch_size}")
+    return report
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def check_identity(run: Path, opts: PipelineOptions) -> dict[str, Any]:
+    """RUN/pipeline.json: written on the first run; a rerun with other deciding options is refused."""
+    path = run / "pipeline.json"
+    mine = opts.identity()
+    if path.is_file():
+        saved = read_json(path, "pipeline options")
+        stored = saved.get("options", {})
+        differ = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
+        if differ:
+            shown = ", ".join(f"{k}={stored.get(k)!r} (now {mine.get(k)!r})" for k in differ[:4])
+            raise UserError(f"{run} was made with other options: {shown}; use a new --out")
+        return saved
+    saved = {"options": mine}
+    write_json_atomic(path, saved)
+    return saved
+
+
+def predicted_us(lut, arch: Arch, batch_size: int) -> float | None:
+    """The LUT's latency for `arch`, or None when the LUT lacks its keys (an arch outside the space)."""
+    from lut.predict import predict
+    from lut.table import LutMissError
+
+    try:
+        return predict(lut, arch, batch_size).total_us
+    except LutMissError:
+        return None
+
+
+def record(cand: Candidate, lut, metrics: dict, bench_report: dict, opts: PipelineOptions, run: Path) -> dict[str, Any]:
+    """What the report says about one model."""
+    measured = bench_report["results"][0]
+    return {
+        "name": cand.name,
+        "kind": cand.kind,
+        "budget_ms": cand.budget_us / 1000 if cand.budget_us else None,
+        "predicted_ms": (p / 1000) if (p := predicted_us(lut, cand.arch, opts.batch_size)) is not None else None,
+        "measured_p50_ms": measured["p50_us"] / 1000,
+        "measured_p90_ms": measured["p90_us"] / 1000,
+        "within_budget": (measured["p50_us"] <= cand.budget_us) if cand.budget_us else None,
+        "test_logloss": metrics["test"]["logloss"],
+        "test_auc": metrics["test"]["auc"],
+        "params": cand.arch.num_params(),
+        "embedding_bytes": cand.arch.embedding_bytes(),
+        "arch": cand.arch.to_dict(),
+        "search_dir": str(run / "search" / budget_label(cand.budget_us)) if cand.budget_us else None,
+        "search_status": cand.search.get("budget_status"),
+    }
+
+
+def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
+    """Run (or complete) the pipeline in `opts.out`; returns results.json's content."""
+    from dnas_hw.data.folder import PreparedData
+    from dnas_hw.report import write_report
+    from lut.table import Lut
+
+    if opts.batch_size < 1 or opts.threads < 1 or opts.search_epochs < 2 or opts.train_epochs < 1:
+        raise UserError("batch size, threads and training epochs must be positive, and search epochs at least 2")
+    started = time.perf_counter()
+    run = Path(opts.out)
+    run.mkdir(parents=True, exist_ok=True)
+    saved = check_identity(run, opts)
+    data_dir = stage_data(run, opts)
+    data = PreparedData.open(data_dir)
+    space = get_space(opts.space, cardinalities=data.cardinalities)
+    lut = Lut.load(stage_lut(run, space, opts))
+    budgets = opts.budgets_us or tuple(saved.get("default_budgets_us") or ())
+    if not budgets:
+        budgets = default_budgets_us(lut, space, opts.batch_size)
+        write_json_atomic(run / "pipeline.json", {**saved, "default_budgets_us": list(budgets)})
+        say("budgets", f"chosen from the LUT: {', '.join(budget_label(b) for b in budgets)}")
+    candidates = [stage_search(run, data_dir, space, lut, b, opts) for b in budgets]
+    candidates += references(space, data.cardinalities)
+    records = []
+    for cand in candidates:
+        train_dir = stage_train(run, data_dir, cand, opts)
+        onnx_path = stage_export(run, cand, train_dir / "model.pt")
+        bench_report = stage_bench(run, cand, onnx_path, train_dir / "model.pt", opts)
+        records.append(record(cand, lut, read_json(train_dir / "metrics.json", "metrics"), bench_report, opts, run))
+    results = {
+        "options": opts.identity(),
+        "data": str(data_dir),
+        "space": space.name,
+        "lut": str(run / "lut" / "lut.csv"),
+        "lut_meta": lut.meta,
+        "batch_size": opts.batch_size,
+        "budgets_ms": [b / 1000 for b in budgets],
+        "models": records,
+    }
+    write_json_atomic(run / "results.json", results)
+    write_report(run, results)
+    say("pipeline", f"done in {time.perf_counter() - started:.0f} s: {run / 'report.md'}")
+    return results

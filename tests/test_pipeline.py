@@ -1,0 +1,113 @@
+"""`dnas-hw pipeline` end to end on tiny settings, a second run that redoes nothing, and the report pieces."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from dnas_hw.cli import main
+from dnas_hw.report import PLOTS, mean_probs_by_kind, pareto_front
+
+TINY = ["--space", "dlrm-tiny", "--rows", "4000", "--batch-size", "16", "--search-epochs", "2", "--train-epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("pipeline") / "run"
+    cache = run.parent / "lut-cache"
+    args = ["pipeline", "--out", str(run), "--lut-cache", str(cache), *TINY]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return run, args, result.output
+
+
+def test_pipeline_writes_report_plots_and_every_stage(first_run):
+    run, _, output = first_run
+    report = (run / "report.md").read_text()
+    results = json.loads((run / "results.json").read_text())
+    for plot in PLOTS:
+        assert (run / plot).stat().st_size > 1000
+        assert f"]({plot})" in report
+    searched = [m for m in results["models"] if m["kind"] == "searched"]
+    references = {m["name"] for m in results["models"] if m["kind"] == "reference"}
+    assert len(searched) == 2  # the default budgets, chosen from the LUT
+    assert references == {"dlrm-kaggle-reference", "space-smallest", "space-largest"}
+    for m in results["models"]:
+        assert (run / "train" / m["name"] / "model.pt").is_file()
+        assert (run / "export" / f"{m['name']}.onnx").is_file()
+        assert (run / "bench" / f"{m['name']}.json").is_file()
+        assert m["measured_p50_ms"] > 0 and 0 < m["test_auc"] < 1 and m["params"] > 0
+    for m in searched:
+        assert m["predicted_ms"] is not None and m["budget_ms"] > 0
+        assert f"| {m['budget_ms']:.3f} |" in report  # one table row per budget
+        epochs = json.loads((run / "search" / f"{m['budget_ms']:.3f}ms" / "arch_probs_epochs.json").read_text())
+        assert [e["epoch"] for e in epochs] == [1, 2]
+    assert (run / "lut" / "lut.csv").is_file() and (run / "data" / "meta.json").is_file()
+    assert "wrote" in output
+
+
+def test_second_run_redoes_no_stage(first_run, monkeypatch):
+    run, args, _ = first_run
+    import dnas_hw.bench
+    import dnas_hw.data.synth
+    import dnas_hw.export
+    import dnas_hw.train_cli
+    import profiler.run
+    import search.run
+
+    def refuse(*a, **k):
+        raise AssertionError("a finished stage ran again")
+
+    for module, name in [(dnas_hw.data.synth, "synth"), (profiler.run, "profile_to_lut"), (search.run, "run_search"),
+                         (dnas_hw.train_cli, "train_arch"), (dnas_hw.export, "export_checkpoint"), (dnas_hw.bench, "bench")]:
+        monkeypatch.setattr(module, name, refuse)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.suffix in (".pt", ".onnx", ".csv") or p.name == "summary.json"}
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "done earlier" in result.output
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_a_new_run_reuses_the_cached_lut(first_run, tmp_path, monkeypatch):
+    run, args, _ = first_run
+    import profiler.run
+
+    monkeypatch.setattr(profiler.run, "profile_to_lut", lambda *a, **k: pytest.fail("profiled although a cached LUT fits"))
+    other = tmp_path / "run2"
+    out_at = args.index("--out") + 1
+    # One explicit budget, to keep the test short; the data, space and LUT target are the same.
+    budget = json.loads((run / "results.json").read_text())["budgets_ms"][0]
+    new_args = args[:out_at] + [str(other)] + args[out_at + 1 :] + ["--latency-budget", f"{budget}ms"]
+    result = CliRunner().invoke(main, new_args)
+    assert result.exit_code == 0, result.output
+    assert "reusing the cached LUT" in result.output
+    assert (other / "lut" / "lut.csv").read_text() == (run / "lut" / "lut.csv").read_text()
+
+
+def test_rerun_with_other_options_is_refused(first_run):
+    run, args, _ = first_run
+    changed = [a if a != "4000" else "5000" for a in args]
+    result = CliRunner().invoke(main, changed)
+    assert result.exit_code == 2
+    assert "made with other options" in result.output and "rows" in result.output
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = [(1.0, 0.50), (2.0, 0.45), (1.5, 0.55), (3.0, 0.46), (4.0, 0.40)]
+    assert pareto_front(points) == [(1.0, 0.50), (2.0, 0.45), (4.0, 0.40)]
+
+
+def test_mean_probs_by_kind_averages_slots_and_labels_row_fractions():
+    probs = {
+        "bottom.0": {"8": 0.2, "skip": 0.8},
+        "bottom.1": {"8": 0.6, "skip": 0.4},
+        "emb_rows.0": {"100": 0.9, "10": 0.1},
+        "emb_rows.1": {"50": 0.5, "5": 0.5},
+        "interaction": {"dot": 0.7, "cat": 0.3},
+    }
+    got = mean_probs_by_kind(probs)
+    assert got["bottom"] == pytest.approx({"8": 0.4, "skip": 0.6})
+    assert got["emb_rows"] == pytest.approx({"rows x1": 0.7, "rows x0.1": 0.3})
+    assert got["interaction"] == pytest.approx({"dot": 0.7, "cat": 0.3})
