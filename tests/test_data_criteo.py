@@ -250,3 +250,20 @@ def test_show(tmp_path):
     assert "train          1,714" in r.stdout and "source: criteo" in r.stdout
     r = run("show", tmp_path / "missing")
     assert r.exit_code == 2 and "no such data folder" in r.stderr
+
+
+@needs_sample
+def test_several_files_one_day_each(tmp_path):
+    lines = SAMPLE.read_text().splitlines(keepends=True)
+    day0, day1 = tmp_path / "day_0", tmp_path / "day_1"
+    day0.write_text("".join(lines[:1500]))
+    day1.write_text("".join(lines[1500:]))  # 499 rows: test 250, val 249
+    assert prepare(tmp_path, [day0, day1], "--hash-size", "100").exit_code == 0
+    data = PreparedData.open(tmp_path / "out")
+    assert {s: v["rows"] for s, v in data.meta["splits"].items()} == {"train": 1500, "val": 249, "test": 250}
+    labels = np.array([int(line[0]) for line in lines], np.float32)
+    np.testing.assert_array_equal(data.split("test").labels, labels[1500:1750])
+    # A bad row is reported with its own file's line number.
+    day1.write_text("".join(lines[1500:1510]) + "3" + lines[1510][1:])
+    r = prepare(tmp_path, [day0, day1], "--hash-size", "100", "--force")
+    assert error(r) == f"error: {day1}:11: label must be 0 or 1, got '3'"
