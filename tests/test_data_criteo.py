@@ -267,3 +267,16 @@ def test_several_files_one_day_each(tmp_path):
     day1.write_text("".join(lines[1500:1510]) + "3" + lines[1510][1:])
     r = prepare(tmp_path, [day0, day1], "--hash-size", "100", "--force")
     assert error(r) == f"error: {day1}:11: label must be 0 or 1, got '3'"
+
+
+@pytest.mark.parametrize("read_bytes", [5, 64, 1 << 20])
+@pytest.mark.parametrize("final_lf", [True, False])
+def test_reader_cuts_whole_lines(tmp_path, read_bytes, final_lf):
+    lines = [ROW, "", "0\t1", ROW.replace("\t5\t", "\t123456\t")] * 3
+    raw = tmp_path / "raw.tsv"
+    raw.write_text("\n".join(lines) + ("\n" if final_lf else ""))
+    blocks = list(criteo.read_line_blocks(raw, chunk_rows=2, read_bytes=read_bytes))
+    assert all(len(b) <= 2 for b, _ in blocks)
+    assert [b.line(i).decode() for b, _ in blocks for i in range(len(b))] == lines
+    assert sum(n for _, n in blocks) == raw.stat().st_size
+    assert criteo.count_lines(raw) == len(lines)

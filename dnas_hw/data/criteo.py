@@ -69,28 +69,71 @@ class Rows:
         return Rows(self.labels[mask], self.dense[mask], self.hashes[mask], self.missing[mask], self.bad[mask])
 
 
-def read_line_blocks(path: Path, chunk_rows: int, read_bytes: int = 1 << 24) -> Iterator[tuple[bytes, int]]:
-    """Yield `(block, nbytes)`: at most `chunk_rows` whole lines, each ending in LF.
+@dataclass(frozen=True)
+class LineBlock:
+    """Whole lines: `data[start:stop]`, each ending in LF at the positions `newlines`.
+
+    `data` (uint8) starts with `_PAD` filler bytes and is shared by the blocks
+    of one read, so cutting blocks copies nothing; bytes before `start` are
+    never decoded, only read through windows and masked off.
+    """
+
+    data: np.ndarray
+    start: int
+    stop: int
+    newlines: np.ndarray  # int64 [lines], positions in `data`
+
+    @classmethod
+    def of(cls, text: bytes) -> "LineBlock":
+        """A block of whole lines from text (a missing final LF is added)."""
+        data = np.frombuffer(b"0" * _PAD + text + (b"" if text.endswith(b"\n") else b"\n"), np.uint8)
+        return cls(data, _PAD, len(data), np.flatnonzero(data == _LF))
+
+    def __len__(self) -> int:
+        return len(self.newlines)
+
+    def line(self, i: int) -> bytes:
+        """Line i of the block, without its LF."""
+        begin = self.start if i == 0 else int(self.newlines[i - 1]) + 1
+        return self.data[begin : int(self.newlines[i])].tobytes()
+
+
+def read_line_blocks(path: Path, chunk_rows: int, read_bytes: int = 1 << 24) -> Iterator[tuple[LineBlock, int]]:
+    """Yield `(block, nbytes)`: blocks of at most `chunk_rows` lines of the file, in order.
 
     `nbytes` is how many bytes of the file the block covers (for progress); a
-    missing LF at the end of the file is added. Memory stays near
-    `read_bytes` plus one block, whatever the file size.
+    missing LF at the end of the file is added. Each read lands in a fresh
+    buffer after the filler and the previous read's partial last line, so
+    memory stays near two reads of `read_bytes`, whatever the file size.
     """
-    pending, pending_ends = b"", np.empty(0, np.int64)  # LF positions in `pending`
+    tail = np.empty(0, np.uint8)  # a partial last line, carried to the next read
     with open(path, "rb") as f:
-        while data := f.read(read_bytes):
-            new_ends = np.flatnonzero(np.frombuffer(data, np.uint8) == _LF) + len(pending)
-            pending += data
-            pending_ends = np.concatenate([pending_ends, new_ends])
-            start = 0
-            for k in range(chunk_rows - 1, len(pending_ends), chunk_rows):
-                stop = int(pending_ends[k]) + 1
-                yield pending[start:stop], stop - start
-                start = stop
-            used = len(pending_ends) // chunk_rows * chunk_rows
-            pending, pending_ends = pending[start:], pending_ends[used:] - start
-    if pending:
-        yield (pending if pending.endswith(b"\n") else pending + b"\n"), len(pending)
+        while True:
+            buf = np.empty(_PAD + len(tail) + read_bytes + 1, np.uint8)
+            buf[:_PAD] = _ZERO
+            buf[_PAD : _PAD + len(tail)] = tail
+            got = f.readinto(memoryview(buf)[_PAD + len(tail) : -1])
+            end = _PAD + len(tail) + got
+            if got == 0:
+                break
+            newlines = np.flatnonzero(buf[_PAD + len(tail) : end] == _LF) + _PAD + len(tail)
+            if len(newlines):
+                yield from _cut_blocks(buf, newlines, chunk_rows)
+            tail = buf[(int(newlines[-1]) + 1 if len(newlines) else _PAD) : end].copy()
+    if len(tail):
+        buf[_PAD : _PAD + len(tail)] = tail
+        buf[_PAD + len(tail)] = _LF
+        for block, nbytes in _cut_blocks(buf, np.array([_PAD + len(tail)]), chunk_rows):
+            yield block, nbytes - 1
+
+
+def _cut_blocks(data: np.ndarray, newlines: np.ndarray, chunk_rows: int) -> Iterator[tuple[LineBlock, int]]:
+    """Cut `_PAD` filler + whole lines (LFs at `newlines`) into blocks of at most `chunk_rows` lines."""
+    for k in range(0, len(newlines), chunk_rows):
+        ends = newlines[k : k + chunk_rows]
+        start = _PAD if k == 0 else int(newlines[k - 1]) + 1
+        stop = int(ends[-1]) + 1
+        yield LineBlock(data, start, stop, ends), stop - start
 
 
 def count_lines(path: Path, read_bytes: int = 1 << 24) -> int:
@@ -103,19 +146,19 @@ def count_lines(path: Path, read_bytes: int = 1 << 24) -> int:
     return lines + (last != b"\n")
 
 
-def _field_bounds(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _field_bounds(block: LineBlock, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Start and end (exclusive) of the 40 fields of every line, and too-long lines.
 
     Returns `starts, ends` int64 [n, 40] (positions in `buf`) and `too_many`
     bool [n]. Missing trailing fields are empty fields at the line's end.
     """
-    newlines = np.flatnonzero(buf == _LF)
+    newlines = block.newlines
     n = len(newlines)
     line_starts = np.empty(n, np.int64)
-    line_starts[0] = _PAD
+    line_starts[0] = block.start
     line_starts[1:] = newlines[:-1] + 1
     line_ends = newlines - (buf[newlines - 1] == _CR)  # tolerate CRLF line ends
-    tabs = np.flatnonzero(buf == _TAB)
+    tabs = np.flatnonzero(buf[block.start : block.stop] == _TAB) + block.start
     tabs_per_line = np.diff(np.searchsorted(tabs, newlines), prepend=0)
     too_many = tabs_per_line > NUM_FIELDS - 1
 
@@ -164,14 +207,15 @@ def _parse_hex(words: np.ndarray, starts: np.ndarray, ends: np.ndarray):
     return swar.hex_value(nibbles).astype(np.uint32), length == 0, ok
 
 
-def parse_lines(block: bytes) -> Rows:
-    """Parse a block of whole lines (each ending in LF) in the raw Criteo format."""
-    raw = b"0" * _PAD + block
-    buf = np.frombuffer(raw, np.uint8)
+def parse_lines(block: LineBlock | bytes) -> Rows:
+    """Parse whole lines in the raw Criteo format (a `LineBlock`, or text for convenience)."""
+    if isinstance(block, bytes):
+        block = LineBlock.of(block)
+    buf = block.data
     # words[i] is the big-endian uint64 made of bytes i..i+7: an 8-byte window
     # at every position, without copying.
-    words = np.ndarray((len(buf) - 7,), dtype=">u8", buffer=raw, strides=(1,))
-    starts, ends, too_many = _field_bounds(buf)
+    words = np.ndarray((len(buf) - 7,), dtype=">u8", buffer=buf, strides=(1,))
+    starts, ends, too_many = _field_bounds(block, buf)
 
     label_at = starts[:, 0]
     label_byte = buf[label_at]
@@ -209,11 +253,10 @@ def explain_bad_line(line: bytes) -> str:
     raise AssertionError(f"row rejected by the parser but not by its explanation: {text[:80]!r}")
 
 
-def first_bad_row(path: Path, first_line: int, block: bytes, bad: np.ndarray) -> UserError:
+def first_bad_row(path: Path, first_line: int, block: LineBlock, bad: np.ndarray) -> UserError:
     """The one-line error for the first bad row of a block (`first_line` is 1-based)."""
     i = int(np.argmax(bad))
-    line = block.split(b"\n", i + 1)[i]
-    return UserError(f"{path}:{first_line + i}: {explain_bad_line(line)}")
+    return UserError(f"{path}:{first_line + i}: {explain_bad_line(block.line(i))}")
 
 
 def check_inputs(paths: list[Path]) -> None:
