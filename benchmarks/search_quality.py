@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dnas_hw.arch import dlrm_kaggle_reference
+from dnas_hw.arch import Arch, dlrm_kaggle_reference
 from dnas_hw.checkpoint import load_checkpoint
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.space import get_space
@@ -134,8 +134,6 @@ def main() -> None:
         tag = f"share{share:g}"
         run = out / tag / "search"
         summary, search_s = timed(lambda: run_search(args.data, space, lut, budget_us=budget, batch_size=B, out=run, config=config, resume=True))
-        from dnas_hw.arch import Arch
-
         arch = Arch.load(run / "arch.json")
         searched, retrain_s = timed(lambda: train_arch(args.data, arch, out / tag / "retrain", train_cfg, force=True))
         warm_model, _ = load_checkpoint(run / "derived_init.pt")

@@ -145,3 +145,17 @@ def test_corrupt_checkpoint_is_one_clear_error(data, space, tmp_path):
     with pytest.raises(Exception, match="unreadable search checkpoint"):
         run_search(data, space, lut, config=SearchConfig(**FAST), resume=True, **kw)
     shutil.rmtree(tmp_path / "run")
+
+
+def test_end_to_end_on_dlrm_tiny_with_a_profiled_lut(data, space, tmp_path):
+    """The real chain: the profiler measures dlrm-tiny's ops, the search reads them (seconds)."""
+    profiler_run = pytest.importorskip("profiler.run", reason="the profiler (profile_to_lut) has not landed yet")
+    from lut.table import Lut
+
+    lut_path = tmp_path / "tiny.csv"
+    profiler_run.profile_to_lut(space, lut_path, backend="torch", device="cpu", threads=1, batch_sizes=[B])
+    lut = Lut.load(lut_path)
+    budget = _budget(lut, space, 0.5)
+    summary = run_search(data, space, lut, budget_us=budget, batch_size=B, out=tmp_path / "run", config=SearchConfig(**FAST))
+    assert summary["within_budget"]
+    assert predict(lut, Arch.load(tmp_path / "run" / "arch.json"), B).total_us <= budget
