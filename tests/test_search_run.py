@@ -159,3 +159,18 @@ def test_end_to_end_on_dlrm_tiny_with_a_profiled_lut(data, space, tmp_path):
     summary = run_search(data, space, lut, budget_us=budget, batch_size=B, out=tmp_path / "run", config=SearchConfig(**FAST))
     assert summary["within_budget"]
     assert predict(lut, Arch.load(tmp_path / "run" / "arch.json"), B).total_us <= budget
+
+
+@pytest.mark.parametrize("options", [
+    dict(penalty="fbnet", sampling="per-sample", hard=False),
+    dict(penalty="linear-log", sampling="per-batch", hard=False, flops_weight=0.1, param_bytes_weight=0.1),
+])
+def test_other_penalty_forms_and_sampling_modes_run_and_respect_the_budget(data, space, tmp_path, options):
+    lut = toy_lut(space, B)
+    budget = _budget(lut, space, 0.5)
+    config = SearchConfig(**{**FAST, "epochs": 2}, **options)
+    summary = run_search(data, space, lut, budget_us=budget, batch_size=B, out=tmp_path / "run", config=config)
+    assert summary["within_budget"] and summary["config"]["penalty"] == options["penalty"]
+    log = pd.read_csv(tmp_path / "run" / "search_log.csv")
+    if options.get("flops_weight"):
+        assert {"expected_flops", "expected_param_bytes"} <= set(log.columns)
