@@ -222,7 +222,12 @@ def parse_lines(block: LineBlock | bytes) -> Rows:
     label_ok = (ends[:, 0] - label_at == 1) & ((label_byte == _ZERO) | (label_byte == _ONE))
     dense, dense_ok = _parse_dense(words, buf, starts[:, 1 : 1 + NUM_DENSE], ends[:, 1 : 1 + NUM_DENSE])
     hashes, missing, hex_ok = _parse_hex(words, starts[:, 1 + NUM_DENSE :], ends[:, 1 + NUM_DENSE :])
-    bad = too_many | ~label_ok | ~dense_ok.all(axis=1) | ~hex_ok.all(axis=1)
+    bad = too_many | ~label_ok
+    # Per-row reductions are slow; they are only needed when some field is bad.
+    if not dense_ok.all():
+        bad |= ~dense_ok.all(axis=1)
+    if not hex_ok.all():
+        bad |= ~hex_ok.all(axis=1)
     return Rows((label_byte == _ONE).astype(np.float32), dense, hashes, missing, bad)
 
 

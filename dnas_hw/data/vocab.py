@@ -90,10 +90,13 @@ class Vocabulary:
 
     def ids(self, hashes: np.ndarray, missing: np.ndarray) -> np.ndarray:
         """hashes uint32 [n, F], missing bool [n, F] -> ids int32 [n, F]."""
-        ids = np.empty(hashes.shape, np.int32)
+        by_feature = np.ascontiguousarray(hashes.T)  # [F, n]: each feature's values contiguous
+        ids = np.empty(by_feature.shape, np.int32)
         for f, lookup in enumerate(self._lookups):
-            pos, found = lookup.find(np.ascontiguousarray(hashes[:, f]))
-            ids[:, f] = np.where(found, pos + 2, OOV_ID)
+            pos, found = lookup.find(by_feature[f])
+            np.add(pos, 2, out=ids[f], where=found, casting="unsafe")
+            ids[f, ~found] = OOV_ID
+        ids = ids.T
         ids[missing] = MISSING_ID
         return ids
 
