@@ -7,6 +7,9 @@
    start and imports included), the prepare time the command reports (read,
    parse, transform, split, write), rows/s of both, and the child's peak
    resident memory (`ru_maxrss` from `wait4`).
+   Also: rows per CPU second (user + system time of the child, which depends
+   less on other jobs than wall time), and peak memory of `--hash-size` on a
+   tenth of the input and on all of it (it must not grow with the input).
 3. Prints medians and the machine (CPU model, cores, load average), as a
    markdown table for benchmarks/RESULTS.md.
 
@@ -45,17 +48,22 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def run_child(args: list[str]) -> tuple[float, float, str]:
-    """Run a command; returns (wall seconds, peak RSS in MiB, its stdout)."""
+def run_child(args: list[str]) -> dict:
+    """Run a command; returns its wall and CPU seconds, peak RSS (MiB) and stdout."""
     start = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(args)}")
-    return seconds, usage.ru_maxrss / 1024, out
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"failed ({os.waitstatus_to_exitcode(status)}): {' '.join(args)}")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss / 1024, "out": out}
+
+
+def head_lines(src: Path, dst: Path, lines: int) -> None:
+    with open(src, "rb") as f, open(dst, "wb") as g:
+        for _, line in zip(range(lines), f):
+            g.write(line)
 
 
 def main() -> None:
@@ -71,37 +79,51 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     raw = work / f"synth_{args.rows}_{args.scale}.tsv"
     if not raw.exists():
-        seconds, _, _ = run_child([*CLI, "synth", "--rows", str(args.rows), "--scale", str(args.scale),
-                                   "--out", str(work / "synth"), "--raw-tsv", str(raw), "--force"])
-        print(f"made {raw} ({raw.stat().st_size / 2**20:,.0f} MiB) in {seconds:.1f} s", flush=True)
+        made = run_child([*CLI, "synth", "--rows", str(args.rows), "--scale", str(args.scale),
+                          "--out", str(work / "synth"), "--raw-tsv", str(raw), "--force"])
+        print(f"made {raw} ({raw.stat().st_size / 2**20:,.0f} MiB) in {made['wall']:.1f} s", flush=True)
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()}; "
           f"{dt.date.today().isoformat()}", flush=True)
+    baseline = run_child([*CLI, "--help"])["rss"]
+    print(f"peak RSS of the command doing nothing (interpreter and imports): {baseline:,.0f} MiB", flush=True)
 
     results = {}
     for mode in args.modes:
         runs = []
         for i in range(args.runs):
             load = os.getloadavg()[0]
-            cmd = [*CLI, "prepare", str(raw), "--out", str(work / "prepared"), "--force", *MODES[mode]]
-            wall, rss, out = run_child(cmd)
-            inner = float(re.search(r"; ([0-9.]+) s, [0-9,]+ rows/s", out).group(1))
-            runs.append({"wall": wall, "inner": inner, "rss": rss, "load": load})
-            print(f"{mode:9s} run {i + 1}: {args.rows / wall:>9,.0f} rows/s whole command ({wall:.2f} s), "
-                  f"{args.rows / inner:>9,.0f} rows/s prepare ({inner:.2f} s), peak RSS {rss:,.0f} MiB, "
+            r = run_child([*CLI, "prepare", str(raw), "--out", str(work / "prepared"), "--force", *MODES[mode]])
+            r["inner"] = float(re.search(r"; ([0-9.]+) s, [0-9,]+ rows/s", r["out"]).group(1))
+            r["load"] = load
+            runs.append(r)
+            print(f"{mode:9s} run {i + 1}: {args.rows / r['wall']:>9,.0f} rows/s whole command ({r['wall']:.2f} s), "
+                  f"{args.rows / r['inner']:>9,.0f} rows/s prepare ({r['inner']:.2f} s), "
+                  f"{args.rows / r['cpu']:>9,.0f} rows per CPU second, peak RSS {r['rss']:,.0f} MiB, "
                   f"load before {load:.1f}", flush=True)
         results[mode] = runs
 
-    print("\n| mode | rows | rows/s, whole command (median) | rows/s, prepare (median) | peak RSS MiB (max) "
+    print("\n| mode | rows | rows/s, whole command | rows/s, prepare | rows per CPU second | peak RSS MiB "
           "| load avg before runs |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for mode, runs in results.items():
-        wall = statistics.median(r["wall"] for r in runs)
-        inner = statistics.median(r["inner"] for r in runs)
+        med = {k: statistics.median(r[k] for r in runs) for k in ("wall", "inner", "cpu")}
         loads = ", ".join(f"{r['load']:.1f}" for r in runs)
-        print(f"| {' '.join(MODES[mode])} | {args.rows:,} | {args.rows / wall:,.0f} | {args.rows / inner:,.0f} "
+        print(f"| `{' '.join(MODES[mode])}` | {args.rows:,} | {args.rows / med['wall']:,.0f} "
+              f"| {args.rows / med['inner']:,.0f} | {args.rows / med['cpu']:,.0f} "
               f"| {max(r['rss'] for r in runs):,.0f} | {loads} |")
-    print(f"\ncommand: {' '.join(cmd[:2])} -m dnas_hw.cli data prepare RAW --out DIR --force <mode>; "
-          f"raw file {raw.stat().st_size / 2**20:,.0f} MiB")
+    print(f"(medians of {args.runs} runs; raw file {raw.stat().st_size / 2**20:,.0f} MiB; "
+          f"command: python -m dnas_hw.cli data prepare RAW --out DIR --force <mode>)")
+
+    if "hash" in args.modes:  # memory must not grow with the input in hash mode
+        print("\npeak RSS of --hash-size vs input size:")
+        for fraction in (0.1, 1.0):
+            lines = int(args.rows * fraction)
+            part = work / f"head_{lines}.tsv"
+            if fraction < 1:
+                head_lines(raw, part, lines)
+            r = run_child([*CLI, "prepare", str(part if fraction < 1 else raw), "--out", str(work / "prepared"),
+                           "--force", *MODES["hash"]])
+            print(f"  {lines:>10,} rows: {r['rss']:,.0f} MiB")
     if not args.workdir:
         shutil.rmtree(work)
 
