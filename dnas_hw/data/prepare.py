@@ -63,6 +63,23 @@ class PrepareOptions:
             raise UserError(f"--chunk-rows must be positive, got {self.chunk_rows}")
 
 
+def _map_ahead(fn: Callable, items: Iterator, threads: int) -> Iterator[tuple]:
+    """Yield `(item, fn(item))` in the order of `items`, computed on `threads` threads.
+
+    At most `2 * threads` items are in flight, so memory stays bounded.
+    """
+    with ThreadPoolExecutor(threads) as pool:
+        in_flight: deque = deque()
+        for item in items:
+            in_flight.append((item, pool.submit(fn, item)))
+            if len(in_flight) > 2 * threads:
+                item, future = in_flight.popleft()
+                yield item, future.result()
+        while in_flight:
+            item, future = in_flight.popleft()
+            yield item, future.result()
+
+
 def _parsed_chunks(paths: list[Path], options: PrepareOptions, progress: Progress) -> Iterator[tuple[int, int, Rows]]:
     """Yield `(file_index, first_line, rows)` in file order, 0-based `first_line`.
 
@@ -71,25 +88,12 @@ def _parsed_chunks(paths: list[Path], options: PrepareOptions, progress: Progres
     for file_index, path in enumerate(paths):
         blocks = criteo.read_line_blocks(path, options.chunk_rows)
         line = 0
-        with ThreadPoolExecutor(options.threads) as pool:
-            in_flight: deque = deque()
-            done = False
-            while in_flight or not done:
-                while not done and len(in_flight) < 2 * options.threads:
-                    block = next(blocks, None)
-                    if block is None:
-                        done = True
-                    else:
-                        in_flight.append((block, pool.submit(criteo.parse_lines, block[0])))
-                if not in_flight:
-                    break
-                (block, nbytes), future = in_flight.popleft()
-                rows = future.result()
-                if options.on_bad_row == "error" and rows.bad.any():
-                    raise criteo.first_bad_row(path, line + 1, block, rows.bad)
-                yield file_index, line, rows
-                line += len(rows)
-                progress(nbytes, len(rows))
+        for (block, nbytes), rows in _map_ahead(lambda b: criteo.parse_lines(b[0]), blocks, options.threads):
+            if options.on_bad_row == "error" and rows.bad.any():
+                raise criteo.first_bad_row(path, line + 1, block, rows.bad)
+            yield file_index, line, rows
+            line += len(rows)
+            progress(nbytes, len(rows))
 
 
 def _splitter(paths: list[Path], options: PrepareOptions):
