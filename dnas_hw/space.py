@@ -29,6 +29,7 @@ import random
 import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Union
 
 from dnas_hw.arch import Arch, mlp_ops
@@ -51,6 +52,22 @@ KAGGLE_HASH_CAP = 1_000_000
 
 class SpaceError(UserError):
     """An invalid search space; the message names the key."""
+
+
+def hashed_rows(cardinality: int, fractions: tuple[float, ...]) -> tuple[int, ...]:
+    """Distinct table sizes `ceil(fraction * cardinality)`, largest first (fractions can coincide)."""
+    return tuple(sorted({max(1, math.ceil(cardinality * q)) for q in fractions}, reverse=True))
+
+
+def mlp_input_widths(start_widths: set[int], widths: tuple[int, ...], layers: int, skip: bool) -> list[set[int]]:
+    """Possible input widths of each of `layers` hidden layers, and (last entry) of the layer after them.
+
+    A hidden layer outputs one of `widths`, or, when it may be skipped, passes its input on.
+    """
+    possible = [set(start_widths)]
+    for _ in range(layers):
+        possible.append(set(widths) | (possible[-1] if skip else set()))
+    return possible
 
 
 @dataclass(frozen=True)
@@ -124,9 +141,7 @@ class SearchSpace:
 
     def rows_choices(self, feature: int) -> tuple[int, ...]:
         """Distinct table sizes for a feature, largest first (fractions can coincide)."""
-        card = self.cardinalities[feature]
-        rows = {max(1, math.ceil(card * q)) for q in self.emb_row_fractions}
-        return tuple(sorted(rows, reverse=True))
+        return hashed_rows(self.cardinalities[feature], self.emb_row_fractions)
 
     def slots(self) -> list[Slot]:
         hidden_extra = (SKIP,) if self.skip else ()
@@ -196,11 +211,7 @@ class SearchSpace:
 
     def mlp_input_widths(self, start_widths: set[int], widths: tuple[int, ...], layers: int) -> list[set[int]]:
         """Possible input widths of each hidden layer, and (last entry) of the layer after them."""
-        possible = [set(start_widths)]
-        for _ in range(layers):
-            nxt = set(widths) | (possible[-1] if self.skip else set())
-            possible.append(nxt)
-        return possible
+        return mlp_input_widths(start_widths, widths, layers, self.skip)
 
     def op_calls(self) -> set[OpCall]:
         """Every op (with its shape) that any arch of this space is built from."""
@@ -238,14 +249,18 @@ class SearchSpace:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "SearchSpace":
-        path = Path(path)
-        try:
-            d = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise SpaceError(f"{path}: space file not found") from None
-        except tomllib.TOMLDecodeError as e:
-            raise SpaceError(f"{path}: not valid TOML ({e})") from None
-        return cls.from_dict(d, name=str(path))
+        return cls.from_dict(read_space_toml(path), name=str(path))
+
+
+def read_space_toml(path: str | Path) -> dict[str, Any]:
+    """A space file's TOML table; a missing or malformed file is a `SpaceError`."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpaceError(f"{path}: space file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpaceError(f"{path}: not valid TOML ({e})") from None
 
 
 _BUILTIN: dict[str, SearchSpace] = {
@@ -267,16 +282,21 @@ _BUILTIN: dict[str, SearchSpace] = {
 }
 
 
+BUILTIN_SPACES = MappingProxyType(_BUILTIN)
+
+
 def builtin_spaces() -> list[str]:
     return sorted(_BUILTIN)
 
 
 def get_space(name_or_path: str, cardinalities: tuple[int, ...] | list[int] | None = None) -> SearchSpace:
-    """A built-in space by name, or a TOML file; bound to `cardinalities` when given."""
-    if name_or_path in _BUILTIN:
-        space = _BUILTIN[name_or_path]
-    elif name_or_path.endswith(".toml"):
-        space = SearchSpace.from_toml(name_or_path)
-    else:
-        raise SpaceError(f"unknown space {name_or_path!r}: use one of {builtin_spaces()} or a .toml file")
+    """A built-in space by name, or a TOML file; bound to `cardinalities` when given.
+
+    Names and files of every registered model family are found (`dnas_hw.family`:
+    a TOML's `family` key picks it, default `dlrm`), so the result is a DLRM
+    `SearchSpace` unless a file or name of another family is given.
+    """
+    from dnas_hw.family import load_space  # here: dnas_hw.family imports this module
+
+    space = load_space(name_or_path)
     return space.bind(cardinalities) if cardinalities is not None else space

@@ -1,0 +1,269 @@
+"""Model families: which arch type, model builder and search space belong together.
+
+A *family* is a kind of CTR model the toolkit can search over: DLRM (built in,
+registered here as `dlrm`) or one a user adds (`examples/dcn` is the worked
+example). It bundles:
+
+- `arch_type`: a frozen dataclass, the derived architecture as plain data, with
+  `to_dict()` / `from_dict(d)` (its JSON form), `ops()` (an object whose
+  `named()` lists `(slot, OpCall)` in execution order: every op the model is
+  built from, so `lut.predict` prices it), `num_dense`, `num_sparse`,
+  `emb_rows`, `num_params()`, `flops(batch_size)`, `check_data(...)`, `save`.
+  `ArchMethods` below supplies the members that follow from `ops()`/`to_dict()`;
+- `build_model(arch, seed=None) -> nn.Module` with an `.arch` attribute and
+  `forward(dense [B, num_dense] float32, sparse [B, num_sparse] int64) -> logits [B]`,
+  DLRM's signature, so training, checkpoints, export and bench work unchanged;
+- `space_type`: a frozen dataclass with the protocol of `dnas_hw.space.SearchSpace`
+  (`name`, `num_dense`, `num_sparse`, `cardinalities`, `slots()`, `arch(choices)`,
+  `op_calls()`, `fingerprint()`, `bind()`, `sample()`, `largest()`, `smallest()`),
+  its built-in spaces by name and `space_from_dict(d, name)` for TOML files;
+- later (phase 2) `supernet(space) -> nn.Module` for the search.
+
+Which family a file belongs to: an arch's JSON form names it under `"family"`
+(absent means `dlrm`, so every DLRM file stays valid), and since checkpoints and
+ONNX metadata store that JSON form, they record it too. A space TOML names it
+under the top-level key `family` (absent: `dlrm`).
+
+Families beyond DLRM register themselves when their module is imported. The
+modules named in the environment variable `DNAS_HW_PLUGINS` (comma-separated,
+e.g. `examples.dcn`) and the entry points of group `dnas_hw.families` of
+installed packages are imported the first time a family or space name is not
+found, so `dnas-hw` commands find them with no code change.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import os
+from dataclasses import dataclass, fields
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from torch import nn
+
+from dnas_hw.errors import UserError
+
+DEFAULT_FAMILY = "dlrm"
+# The key naming the family in an arch's JSON form and in a space TOML.
+FAMILY_KEY = "family"
+PLUGINS_ENV = "DNAS_HW_PLUGINS"
+ENTRY_POINT_GROUP = "dnas_hw.families"
+
+
+class FamilyError(UserError):
+    """An unknown family or space name, or a plugin that cannot be imported."""
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    arch_type: type
+    build_model: Callable[..., nn.Module]  # (arch, seed=None) -> module with .arch
+    space_type: type
+    space_from_dict: Callable[[dict[str, Any], str], Any]  # (TOML mapping without `family`, name) -> space
+    spaces: Mapping[str, Any]  # built-in spaces by name
+    supernet: Callable[[Any], nn.Module] | None = None  # phase 2: (space) -> supernet
+
+
+_FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_family(
+    name: str,
+    *,
+    arch_type: type,
+    build_model: Callable[..., nn.Module],
+    space_type: type,
+    space_from_dict: Callable[[dict[str, Any], str], Any],
+    spaces: Mapping[str, Any] = MappingProxyType({}),
+    supernet: Callable[[Any], nn.Module] | None = None,
+) -> ModelFamily:
+    """Register a model family. A second family of the same name, or a built-in
+    space name another family already has, raises: names are what files store."""
+    if name in _FAMILIES:
+        raise ValueError(f"model family {name!r} is already registered")
+    taken = sorted(set(spaces) & {s for f in _FAMILIES.values() for s in f.spaces})
+    if taken:
+        raise ValueError(f"model family {name!r}: space name(s) {taken} belong to another family")
+    family = ModelFamily(name, arch_type, build_model, space_type, space_from_dict, MappingProxyType(dict(spaces)), supernet)
+    _FAMILIES[name] = family
+    return family
+
+
+def registered_families() -> list[str]:
+    load_plugins()
+    return sorted(_FAMILIES)
+
+
+def get_family(name: str) -> ModelFamily:
+    if name not in _FAMILIES:
+        load_plugins()
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise FamilyError(
+            f"unknown model family {name!r} (registered: {sorted(_FAMILIES)}); name the module that registers it "
+            f"in {PLUGINS_ENV} (e.g. {PLUGINS_ENV}=examples.dcn) or install a package with a "
+            f"{ENTRY_POINT_GROUP!r} entry point"
+        ) from None
+
+
+def family_of(obj: Any) -> ModelFamily:
+    """The family of an arch, a space or a model (through its `.arch`)."""
+    for family in _FAMILIES.values():
+        if isinstance(obj, (family.arch_type, family.space_type)):
+            return family
+    arch = getattr(obj, "arch", None)
+    if arch is not None and arch is not obj:
+        return family_of(arch)
+    raise TypeError(f"{type(obj).__name__} belongs to no registered model family")
+
+
+# --------------------------------------------------------------------------- plugins
+
+_loaded_plugins: set[str] = set()
+
+
+def load_plugins() -> None:
+    """Import the modules in `DNAS_HW_PLUGINS` and the `dnas_hw.families` entry points, once each."""
+    names = [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
+    for module in names:
+        if module not in _loaded_plugins:
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                raise FamilyError(f"{PLUGINS_ENV}: cannot import {module!r} ({type(e).__name__}: {e})") from None
+            _loaded_plugins.add(module)
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value not in _loaded_plugins:
+            ep.load()
+            _loaded_plugins.add(ep.value)
+
+
+# --------------------------------------------------------------------------- archs and models
+
+
+def arch_from_dict(d: Any) -> Any:
+    """An arch of any family from its JSON form (`"family"` picks the family; absent: dlrm)."""
+    name = d.get(FAMILY_KEY, DEFAULT_FAMILY) if isinstance(d, dict) else DEFAULT_FAMILY
+    if not isinstance(name, str):
+        raise FamilyError(f"arch field {FAMILY_KEY}: expected a family name, got {name!r}")
+    return get_family(name).arch_type.from_dict(d)
+
+
+def load_arch(path: str | os.PathLike) -> Any:
+    """An arch JSON file of any family."""
+    from dnas_hw.files import read_json
+
+    try:
+        return arch_from_dict(read_json(path, "arch file"))
+    except FamilyError:
+        raise
+    except UserError as e:
+        raise type(e)(f"{path}: {e}") from None
+
+
+def build_model(arch: Any, seed: int | None = None) -> nn.Module:
+    """The model of `arch`, built by its family's builder (reproducible initial weights with a seed)."""
+    return family_of(arch).build_model(arch, seed=seed)
+
+
+class ArchMethods:
+    """Members of the arch protocol that follow from `ops()` and `to_dict()` (a mixin for family authors)."""
+
+    def num_params(self) -> int:
+        return sum(c.num_params() for _, c in self.ops().named())
+
+    def flops(self, batch_size: int) -> int:
+        return sum(c.flops(batch_size) for _, c in self.ops().named())
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    def save(self, path: str | os.PathLike) -> None:
+        from dnas_hw.files import write_json_atomic
+
+        write_json_atomic(path, self.to_dict())
+
+    def check_data(self, num_dense: int, num_sparse: int, where: str = "data") -> None:
+        """Refuse an arch whose feature counts differ from the data's."""
+        if (self.num_dense, self.num_sparse) != (num_dense, num_sparse):
+            raise UserError(
+                f"arch has {self.num_dense} dense and {self.num_sparse} categorical features, "
+                f"but {where} has {num_dense} and {num_sparse}"
+            )
+
+
+def fields_from_dict(cls: type, d: Any, where: str, error: type[UserError], ignore: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`d`'s values for the dataclass `cls`'s fields; an unknown or missing key is an `error` naming it.
+
+    Lists stay lists (the dataclass normalises them); keys in `ignore` are
+    dropped (e.g. `family`, checked by the caller).
+    """
+    if not isinstance(d, dict):
+        raise error(f"{where}: expected a JSON object, got {type(d).__name__}")
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(d) - set(names) - set(ignore))
+    if unknown:
+        raise error(f"{where}: unknown key(s) {unknown}; known: {names}")
+    missing = [n for n in names if n not in d]
+    if missing:
+        raise error(f"{where}: missing key(s) {missing}")
+    return {n: d[n] for n in names}
+
+
+# --------------------------------------------------------------------------- spaces
+
+
+def builtin_space_names() -> list[str]:
+    load_plugins()
+    return sorted(s for f in _FAMILIES.values() for s in f.spaces)
+
+
+def _builtin_space(name: str) -> Any | None:
+    for family in _FAMILIES.values():
+        if name in family.spaces:
+            return family.spaces[name]
+    return None
+
+
+def load_space(name_or_path: str) -> Any:
+    """A built-in space of any family by name, or a TOML file whose `family` key picks the family."""
+    from dnas_hw.space import SpaceError, read_space_toml
+
+    if not name_or_path.endswith(".toml"):
+        if _builtin_space(name_or_path) is None:
+            load_plugins()
+        space = _builtin_space(name_or_path)
+        if space is None:
+            raise SpaceError(f"unknown space {name_or_path!r}: use one of {builtin_space_names()} or a .toml file")
+        return space
+    d = read_space_toml(name_or_path)
+    name = d.pop(FAMILY_KEY, DEFAULT_FAMILY)
+    if not isinstance(name, str):
+        raise SpaceError(f"{name_or_path}: key {FAMILY_KEY} must name a model family, got {name!r}")
+    try:
+        family = get_family(name)
+    except FamilyError as e:
+        raise SpaceError(f"{name_or_path}: {e}") from None
+    return family.space_from_dict(d, str(name_or_path))
+
+
+def _register_dlrm() -> None:
+    from dnas_hw.arch import Arch
+    from dnas_hw.model import build_model as build_dlrm
+    from dnas_hw.space import BUILTIN_SPACES, SearchSpace
+
+    register_family(
+        DEFAULT_FAMILY,
+        arch_type=Arch,
+        build_model=build_dlrm,
+        space_type=SearchSpace,
+        space_from_dict=lambda d, name: SearchSpace.from_dict(d, name=name),
+        spaces=BUILTIN_SPACES,
+    )
+
+
+_register_dlrm()
