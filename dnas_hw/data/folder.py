@@ -149,6 +149,20 @@ def _block_orders(start: int, stop: int, shuffle: bool, seed: int, epoch: int) -
         yield b + rng.permutation(min(SHUFFLE_BLOCK_ROWS, stop - b))
 
 
+def _take(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`array[rows]` for row indices of (mostly) one block.
+
+    Where the rows cover most of their span (one process reading a whole
+    block), the span is read as one contiguous slice, with the memory map's
+    read-ahead, and the rows are picked in RAM; sparser rows (a rank's share)
+    are read one by one, so a rank reads only its own rows.
+    """
+    lo, hi = int(rows.min()), int(rows.max()) + 1
+    if hi - lo <= 2 * len(rows):
+        return np.asarray(array[lo:hi])[rows - lo]
+    return np.asarray(array[rows])
+
+
 def iterate_batches(
     split: Split,
     batch_size: int,
@@ -187,19 +201,26 @@ def iterate_batches(
         b = batches.shape[1]
         own = batches[:, rank * b // world : (rank + 1) * b // world]
         idx, m = own.ravel(), own.shape[1]
-        dense = np.asarray(split.dense[idx])
-        sparse = np.asarray(split.sparse[idx], dtype=np.int64)
-        labels = np.asarray(split.labels[idx])
+        if not len(idx):
+            return
+        dense, sparse, labels = _take(split.dense, idx), _take(split.sparse, idx), _take(split.labels, idx)
+        sparse = sparse.astype(np.int64)
         for i in range(len(own)):
             s = slice(i * m, (i + 1) * m)
             yield torch.from_numpy(dense[s]), torch.from_numpy(sparse[s]), torch.from_numpy(labels[s])
 
-    pending = np.empty(0, np.int64)
+    pending = np.empty(0, np.int64)  # the global order's rows not yet in a batch
     for order in _block_orders(start, stop, shuffle, seed, epoch):
-        pending = np.concatenate([pending, order])
-        full = len(pending) // batch_size * batch_size
+        if len(pending):  # the batch that straddles two blocks, on its own
+            head = batch_size - len(pending)
+            if head > len(order):
+                pending = np.concatenate([pending, order])
+                continue
+            yield from emit(np.concatenate([pending, order[:head]])[None, :])
+            order = order[head:]
+        full = len(order) // batch_size * batch_size
         if full:
-            yield from emit(pending[:full].reshape(-1, batch_size))
-            pending = pending[full:]
+            yield from emit(order[:full].reshape(-1, batch_size))
+        pending = order[full:]
     if len(pending) and not drop_last:
         yield from emit(pending[None, :])
