@@ -1,0 +1,28 @@
+"""DCN-v2 as a second model family: the worked example of docs/extending.md.
+
+Importing this package registers its ops (`dcn_stack`, `cross_lowrank`) and the
+family `dcn` (arch `DCNArch`, builder `build_dcn`, space `DCNSpace` with the
+built-in spaces `dcn-tiny` and `dcn-kaggle`). It uses only public extension
+points: `dnas_hw.ops.register_op`, `dnas_hw.family.register_family` and the
+core's building blocks. From the repository root:
+
+    DNAS_HW_PLUGINS=examples.dcn python -m dnas_hw.cli profile --space examples/dcn/space.toml ...
+"""
+
+from dnas_hw.family import register_family
+
+from examples.dcn import ops  # noqa: F401  (registers the ops)
+from examples.dcn.arch import FAMILY, DCNArch, DCNArchError
+from examples.dcn.model import DCN, build_dcn
+from examples.dcn.space import BUILTIN, DCNSpace
+
+register_family(
+    FAMILY,
+    arch_type=DCNArch,
+    build_model=build_dcn,
+    space_type=DCNSpace,
+    space_from_dict=DCNSpace.from_dict,
+    spaces=BUILTIN,
+)
+
+__all__ = ["DCN", "DCNArch", "DCNArchError", "DCNSpace", "build_dcn"]
