@@ -92,9 +92,9 @@ def synth(rows, out, seed, scale, val_frac, test_frac, raw_tsv, force):
     from dnas_hw.data.synth import SynthOptions, synth as synth_folder
 
     start = time.perf_counter()
-    with progress(rows, "synth", "rows") as bar:
+    with ExitStack() as stack:
         meta = synth_folder(out, SynthOptions(rows, seed, scale, val_frac, test_frac), raw_tsv=raw_tsv, force=force,
-                            progress=bar.update)
+                            progress=lambda stage: stack.enter_context(progress(rows, stage, "rows")).update)
     click.echo(_summary(out, meta, time.perf_counter() - start))
     if raw_tsv:
         click.echo(f"wrote {raw_tsv}")

@@ -61,6 +61,8 @@ class PrepareOptions:
             raise UserError(f"--on-bad-row must be error or skip, got {self.on_bad_row!r}")
         if self.chunk_rows < 1:
             raise UserError(f"--chunk-rows must be positive, got {self.chunk_rows}")
+        if self.threads < 1:
+            raise UserError(f"--threads must be positive, got {self.threads}")
 
 
 def _map_ahead(fn: Callable, items: Iterator, threads: int) -> Iterator[tuple]:

@@ -258,18 +258,21 @@ def synth(
     *,
     raw_tsv: Path | None = None,
     force: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[str], Callable[[int], None]] | None = None,
 ) -> dict:
     """Write a prepared-data folder at `out` (and the same rows as raw text at `raw_tsv`); returns meta.
 
-    `progress(rows)` is called after each block.
+    `progress("synth")`, called once the arguments are checked, returns a
+    callback that is given the number of rows made after each block.
     """
     options.check()
-    if raw_tsv is not None and Path(raw_tsv).exists() and not force:
-        raise UserError(f"{raw_tsv}: already exists (use --force to replace it)")
+    for path in (out, raw_tsv):
+        if path is not None and Path(path).exists() and not force:
+            raise UserError(f"{path}: already exists (use --force to replace it)")
     cards = synth_cardinalities(options.scale)
     teacher = Teacher.build(cards, options.seed)
     splitter = RandomSplit(options.val_frac, options.test_frac, options.seed)
+    update = progress("synth") if progress else (lambda rows: None)
     with atomic_dir(out, force) as tmp, (atomic_path(raw_tsv) if raw_tsv else nullcontext()) as tsv_path:
         writer = FolderWriter(tmp, NUM_DENSE, NUM_SPARSE)
         tsv = open(tsv_path, "wb") if tsv_path else None
@@ -286,8 +289,7 @@ def synth(
                 if tsv:
                     hashes = np.stack([value_hash(f, features.ids[:, f]) for f in range(NUM_SPARSE)], axis=1)
                     tsv.write(rawtsv.format_rows(labels, features.dense, features.dense_missing, hashes, features.ids == 0))
-                if progress:
-                    progress(n)
+                update(n)
         finally:
             if tsv:
                 tsv.close()
