@@ -245,7 +245,7 @@ def explain_bad_line(line: bytes) -> str:
 
     Written per field in plain Python: it runs once, for the row reported.
     """
-    text = line.rstrip(b"\r").decode("utf-8", errors="replace")
+    text = line.removesuffix(b"\r").decode("utf-8", errors="replace")  # one CR, as the parser does
     fields = text.split("\t")
     if len(fields) > NUM_FIELDS:
         return f"{len(fields)} fields, expected at most {NUM_FIELDS}"
