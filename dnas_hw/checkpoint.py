@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from dnas_hw.arch import Arch
 from dnas_hw.errors import UserError
+from dnas_hw.family import arch_from_dict, build_model
 from dnas_hw.files import atomic_path
-from dnas_hw.model import DLRM, build_model
+from dnas_hw.model import DLRM
 
 FORMAT = "dnas-hw-model/1"
 
@@ -34,7 +34,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[DLRM, dict[str, Any]]:
         raise UserError(f"{path}: not a readable dnas-hw checkpoint ({type(e).__name__}: {_first_line(e)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path}: not a dnas-hw checkpoint (expected format {FORMAT!r})")
-    arch = Arch.from_dict(payload.get("arch"))
+    arch = arch_from_dict(payload.get("arch"))  # of any model family (its JSON form names it)
     model = build_model(arch)
     try:
         model.load_state_dict(payload["state_dict"])

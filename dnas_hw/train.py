@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dnas_hw import distributed
 from dnas_hw.data.folder import PreparedData, Split, iterate_batches, num_batches
 from dnas_hw.errors import UserError
 from dnas_hw.metrics import ctr_metrics
@@ -136,12 +137,16 @@ def train_step(
     dense: torch.Tensor,
     sparse: torch.Tensor,
     labels: torch.Tensor,
+    loss_weight: float = 1.0,
 ) -> torch.Tensor:
-    """One optimisation step on a batch (dense [B, D], sparse [B, F], labels [B]); returns the loss (detached)."""
+    """One optimisation step on a batch (dense [B, D], sparse [B, F], labels [B]); returns the loss (detached).
+
+    The gradient is that of `loss_weight * loss` (see `distributed.loss_weight`); the loss returned is unweighted.
+    """
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
     loss = loss_fn(model(dense, sparse), labels)
-    loss.backward()
+    (loss * loss_weight if loss_weight != 1.0 else loss).backward()
     for opt in optimizers:
         opt.step()
     return loss.detach()
@@ -174,17 +179,26 @@ def train_epoch(
     epoch: int,
     label: str = "train",
 ) -> float:
-    """One pass over `split`; returns the mean training loss."""
+    """One pass over `split`; returns the mean training loss.
+
+    With several processes (`dnas_hw.distributed`), each takes its shard of every
+    global batch of `config.batch_size` rows, and the loss is the mean over all ranks.
+    """
     model.train()
     loss_fn = nn.BCEWithLogitsLoss()
     total, count = 0.0, 0
+    rank, world = distributed.shard()
     steps = num_batches(len(split), config.batch_size, drop_last=False)
-    with progress(steps * config.batch_size, f"{label} epoch {epoch + 1}/{config.epochs}", "samples") as bar:
-        for dense, sparse, y in iterate_batches(split, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch):
-            loss = train_step(model, optimizers, loss_fn, dense, sparse, y)
+    label += f" epoch {epoch + 1}/{config.epochs}" + (f" rank {rank}/{world}" if world > 1 else "")
+    batches = iterate_batches(split, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch, shard=(rank, world))
+    with progress(steps * config.batch_size // world, label, "samples") as bar:
+        for step, (dense, sparse, y) in enumerate(batches):
+            global_rows = min(config.batch_size, len(split) - step * config.batch_size)
+            loss = train_step(model, optimizers, loss_fn, dense, sparse, y, distributed.loss_weight(len(y), global_rows))
             total += loss.item() * len(y)
             count += len(y)
             bar.update(len(y), status=f"loss {total / count:.4f}")
+    total, count = distributed.all_reduce_sum([total, count])
     return total / max(count, 1)
 
 
@@ -199,6 +213,8 @@ def fit(
     With `state_path`, the model, optimizer and history are saved after every
     epoch and a run found there is resumed from its last finished epoch, so a
     killed run loses at most one epoch and ends where an uninterrupted one would.
+    With several processes, steps run through DistributedDataParallel and only
+    rank 0 saves the state (every rank resumes from it).
     """
     seed_everything(config.seed)
     dense, sparse = split_parameters(model)
@@ -207,11 +223,13 @@ def fit(
     if state_path is not None and state_path.exists():
         history = _load_state(state_path, model, optimizers, config)
     train, val = data.split("train"), data.split("val")
+    stepped = distributed.data_parallel(model)
     for epoch in range(len(history), config.epochs):
-        loss = train_epoch(model, optimizers, train, config, epoch)
+        loss = train_epoch(stepped, optimizers, train, config, epoch)
         history.append({"epoch": epoch + 1, "train_loss": loss, **{f"val_{k}": v for k, v in evaluate(model, val).items()}})
-        if state_path is not None:
+        if state_path is not None and distributed.is_main():
             _save_state(state_path, model, optimizers, config, history)
+        distributed.barrier()
     return history
 
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from dnas_hw.arch import Arch
+from dnas_hw import distributed
 from dnas_hw.errors import UserError
 from dnas_hw.files import write_json_atomic
 
 
 def train_arch(
     data_dir: str | Path,
-    arch: Arch,
+    arch,
     out: str | Path,
     config,
     resume: bool = False,
@@ -23,12 +23,14 @@ def train_arch(
     """Train `arch` on `data_dir`; writes `out/model.pt`, `out/metrics.json`, `out/train_log.csv`.
 
     Returns the metrics. Shared by the CLI, the search's retraining and the pipeline.
+    `arch` may be of any model family (`dnas_hw.family`). Under torchrun every rank
+    trains its shard (`dnas_hw.distributed`) and only rank 0 writes.
     """
     import pandas as pd
 
     from dnas_hw.checkpoint import save_checkpoint
     from dnas_hw.data.folder import PreparedData
-    from dnas_hw.model import build_model
+    from dnas_hw.family import build_model
     from dnas_hw.train import evaluate, fit
 
     out = Path(out)
@@ -39,9 +41,10 @@ def train_arch(
         raise UserError(f"{out}/model.pt already exists (use --force to retrain)")
     if state.exists() and not (resume or force):
         raise UserError(f"{out} holds an unfinished run: use --resume to continue it or --force to restart")
-    if force and state.exists() and not resume:
+    if force and state.exists() and not resume and distributed.is_main():
         state.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()  # every rank sees the state file as rank 0 left it
 
     model = build_model(arch, seed=config.seed)
     start = time.perf_counter()
@@ -52,10 +55,12 @@ def train_arch(
         "test": evaluate(model, data.split("test")),
         "train": {"loss": history[-1]["train_loss"], "epochs": config.epochs, "elapsed_s": round(elapsed, 3)},
     }
-    save_checkpoint(out / "model.pt", model, extra={"data_meta": {k: data.meta[k] for k in ("num_dense", "num_sparse", "cardinalities")}})
-    pd.DataFrame(history).to_csv(out / "train_log.csv", index=False)
-    write_json_atomic(out / "metrics.json", metrics)
-    state.unlink(missing_ok=True)
+    if distributed.is_main():
+        save_checkpoint(out / "model.pt", model, extra={"data_meta": {k: data.meta[k] for k in ("num_dense", "num_sparse", "cardinalities")}})
+        pd.DataFrame(history).to_csv(out / "train_log.csv", index=False)
+        write_json_atomic(out / "metrics.json", metrics)
+        state.unlink(missing_ok=True)
+    distributed.barrier()
     return metrics
 
 
@@ -71,12 +76,20 @@ def train_arch(
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last finished epoch.")
 @click.option("--force", is_flag=True, help="Replace a finished run in --out.")
 def train(data_dir, arch_path, out, epochs, batch_size, optimizer, lr, seed, resume, force) -> None:
-    """Train ARCH on DATA and write OUT/model.pt and OUT/metrics.json (val and test metrics)."""
+    """Train ARCH on DATA and write OUT/model.pt and OUT/metrics.json (val and test metrics).
+
+    Under `torchrun --nproc_per_node N -m dnas_hw.cli train ...` the N processes
+    train data-parallel (--batch-size is the global batch) and rank 0 writes.
+    """
+    from dnas_hw.family import load_arch
     from dnas_hw.train import TrainConfig
 
-    arch = Arch.load(arch_path)
+    arch = load_arch(arch_path)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed)
-    metrics = train_arch(data_dir, arch, out, config, resume=resume, force=force)
+    with distributed.session():
+        metrics = train_arch(data_dir, arch, out, config, resume=resume, force=force)
+        if not distributed.is_main():
+            return
     for split in ("val", "test"):
         m = metrics[split]
         click.echo(f"{split:4s} logloss {m['logloss']:.4f}  auc {m['auc']:.4f}  accuracy {m['accuracy']:.4f}  calibration {m['calibration']:.3f}  rows {m['rows']}")
