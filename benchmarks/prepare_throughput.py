@@ -7,8 +7,9 @@
    start and imports included), the prepare time the command reports (read,
    parse, transform, split, write), rows/s of both, and the child's peak
    resident memory (`ru_maxrss` from `wait4`).
-   Also: rows per CPU second (user + system time of the child, which depends
-   less on other jobs than wall time), and peak memory of `--hash-size` on a
+   Also: rows per CPU second (user + system time of the child less that of
+   the command doing nothing; it depends less on other jobs than wall time),
+   and peak memory of `--hash-size` on a
    tenth of the input and on all of it (it must not grow with the input).
 3. Prints medians and the machine (CPU model, cores, load average), as a
    markdown table for benchmarks/RESULTS.md.
@@ -84,8 +85,9 @@ def main() -> None:
         print(f"made {raw} ({raw.stat().st_size / 2**20:,.0f} MiB) in {made['wall']:.1f} s", flush=True)
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()}; "
           f"{dt.date.today().isoformat()}", flush=True)
-    baseline = run_child([*CLI, "--help"])["rss"]
-    print(f"peak RSS of the command doing nothing (interpreter and imports): {baseline:,.0f} MiB", flush=True)
+    baseline = run_child([*CLI, "--help"])
+    print(f"the command doing nothing (interpreter and imports): peak RSS {baseline['rss']:,.0f} MiB, "
+          f"{baseline['cpu']:.2f} CPU s (subtracted below for rows per CPU second)", flush=True)
 
     results = {}
     for mode in args.modes:
@@ -95,6 +97,7 @@ def main() -> None:
             r = run_child([*CLI, "prepare", str(raw), "--out", str(work / "prepared"), "--force", *MODES[mode]])
             r["inner"] = float(re.search(r"; ([0-9.]+) s, [0-9,]+ rows/s", r["out"]).group(1))
             r["load"] = load
+            r["cpu"] -= baseline["cpu"]
             runs.append(r)
             print(f"{mode:9s} run {i + 1}: {args.rows / r['wall']:>9,.0f} rows/s whole command ({r['wall']:.2f} s), "
                   f"{args.rows / r['inner']:>9,.0f} rows/s prepare ({r['inner']:.2f} s), "
