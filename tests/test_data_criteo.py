@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -217,9 +218,13 @@ def test_input_and_output_errors(tmp_path):
     raw.write_text(ROW + "\n")
     empty = tmp_path / "empty.tsv"
     empty.write_text("")
+    gz = tmp_path / "day_0.gz"
+    gz.write_bytes(gzip.compress(ROW.encode()))
     cases = [
         ((tmp_path / "nope.tsv",), f"error: {tmp_path / 'nope.tsv'}: no such file"),
         ((empty,), f"error: {empty}: empty input file"),
+        ((raw, empty), f"error: {empty}: empty input file"),
+        ((gz,), f"error: {gz}: gzip-compressed; decompress it first (e.g. gunzip -k)"),
     ]
     for raws, message in cases:
         r = run("prepare", *raws, "--out", tmp_path / "out", "--hash-size", "10")

@@ -280,3 +280,6 @@ def check_inputs(paths: list[Path]) -> None:
             raise UserError(f"{p}: not a file")
         if p.stat().st_size == 0:
             raise UserError(f"{p}: empty input file")
+        with open(p, "rb") as f:
+            if f.read(2) == b"\x1f\x8b":
+                raise UserError(f"{p}: gzip-compressed; decompress it first (e.g. gunzip -k)")
