@@ -293,8 +293,7 @@ def synth(
         finally:
             if tsv:
                 tsv.close()
-        source = {"kind": "synth", "files": [], "options": {k: getattr(options, k) for k in
-                  ("rows", "scale", "val_frac", "test_frac")}, "seed": options.seed}
-        return writer.finish(
-            [c + 1 for c in cards], 0, source, split=splitter.describe(), teacher=teacher.describe()
-        )
+        recorded = {k: getattr(options, k) for k in ("rows", "scale", "val_frac", "test_frac")}
+        source = {"kind": "synth", "files": [], "options": recorded, "seed": options.seed}
+        cardinalities = [c + 1 for c in cards]  # id 0 is missing
+        return writer.finish(cardinalities, 0, source, split=splitter.describe(), teacher=teacher.describe())
