@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dnas_hw.onnx_io import export_module, ort_session
-from dnas_hw.ops import OpCall, get_op, interaction_kinds, register_op, registered_ops
+from dnas_hw.ops import OpCall, PairwiseDots, get_op, interaction_kinds, register_op, registered_ops
 
 BATCH = 5
 
@@ -112,6 +112,24 @@ def test_dot_interaction_by_hand():
     # dense, then the lower triangle without the diagonal: (s1.d), (s2.d), (s2.s1).
     expected = torch.tensor([[1.0, 2.0, 11.0, 17.0, 39.0]])
     torch.testing.assert_close(module(dense, s1, s2), expected)
+
+
+def test_dot_interaction_trains_with_the_gradient_of_the_plain_formula():
+    pairs = OpCall.make("interaction_dot", num_sparse=3, dim=2).build().pairs
+    t = torch.randn(3, 4, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: PairwiseDots.apply(x, pairs), (t,))
+    # Training mode (PairwiseDots) against eval mode (Gram matrix, then indexing): values and gradients.
+    call = OpCall.make("interaction_dot", num_sparse=5, dim=3)
+    module = call.build()
+    results = []
+    for training in (True, False):
+        inputs = [x.requires_grad_() for x in call.example_inputs(4, torch.Generator().manual_seed(0))]
+        out = module.train(training)(*inputs)
+        out.backward(torch.arange(out.numel(), dtype=out.dtype).view_as(out).cos())
+        results.append((out, [x.grad for x in inputs]))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b)
 
 
 def test_unknown_op_and_wrong_params_are_refused():
