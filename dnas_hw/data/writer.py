@@ -33,15 +33,20 @@ class FolderWriter:
 
     def append(self, codes: np.ndarray, dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray) -> None:
         """codes int8 [n] (index into SPLITS), dense [n, D], sparse [n, F] ids, labels [n]."""
+        if len(codes) and (codes == codes[0]).all():  # one split (the days split, mostly): no copies
+            self._append(SPLITS[codes[0]], dense, sparse, labels)
+            return
         for code, name in enumerate(SPLITS):
             mask = codes == code
-            if not mask.any():
-                continue
-            d, s, y = self._files[name]
-            d.append(dense[mask])
-            s.append(sparse[mask])
-            y.append(labels[mask])
-            self.positives[name] += int(np.count_nonzero(labels[mask]))
+            if mask.any():
+                self._append(name, dense[mask], sparse[mask], labels[mask])
+
+    def _append(self, split: str, dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray) -> None:
+        d, s, y = self._files[split]
+        d.append(dense)
+        s.append(sparse)
+        y.append(labels)
+        self.positives[split] += int(np.count_nonzero(labels))
 
     def rows(self, split: str) -> int:
         return self._files[split][2].rows
