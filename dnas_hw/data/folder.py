@@ -149,16 +149,16 @@ def _block_orders(start: int, stop: int, shuffle: bool, seed: int, epoch: int) -
         yield b + rng.permutation(min(SHUFFLE_BLOCK_ROWS, stop - b))
 
 
-def _take(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _take(array: np.ndarray, rows: np.ndarray, whole_span: bool) -> np.ndarray:
     """`array[rows]` for row indices of (mostly) one block.
 
-    Where the rows cover most of their span (one process reading a whole
-    block), the span is read as one contiguous slice, with the memory map's
-    read-ahead, and the rows are picked in RAM; sparser rows (a rank's share)
-    are read one by one, so a rank reads only its own rows.
+    With `whole_span` (one process, so every row of a block is its own) and
+    rows that cover most of their span, the span is read as one contiguous
+    slice, with the memory map's read-ahead, and the rows are picked in RAM.
+    Otherwise the rows are read one by one: a rank reads only its own rows.
     """
     lo, hi = int(rows.min()), int(rows.max()) + 1
-    if hi - lo <= 2 * len(rows):
+    if whole_span and hi - lo <= 2 * len(rows):
         return np.asarray(array[lo:hi])[rows - lo]
     return np.asarray(array[rows])
 
@@ -203,7 +203,8 @@ def iterate_batches(
         idx, m = own.ravel(), own.shape[1]
         if not len(idx):
             return
-        dense, sparse, labels = _take(split.dense, idx), _take(split.sparse, idx), _take(split.labels, idx)
+        one = world == 1
+        dense, sparse, labels = (_take(a, idx, one) for a in (split.dense, split.sparse, split.labels))
         sparse = sparse.astype(np.int64)
         for i in range(len(own)):
             s = slice(i * m, (i + 1) * m)
