@@ -142,3 +142,28 @@ def test_open_rejects_broken_folders(data_dir, what):
 def test_open_missing_folder(tmp_path):
     with pytest.raises(UserError, match="no such data folder"):
         PreparedData.open(tmp_path / "nope")
+
+
+class _Recorder:
+    """An array stand-in that records which rows were read."""
+
+    def __init__(self, array: np.ndarray):
+        self.array, self.read = array, set()
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, key):
+        rows = np.arange(len(self.array))[key]
+        self.read.update(np.atleast_1d(rows).tolist())
+        return self.array[key]
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_each_rank_reads_only_its_rows(data_dir, small_blocks, world):
+    split = PreparedData.open(data_dir).split("train")
+    for rank in range(world):
+        recorded = folder.Split("train", *(_Recorder(np.asarray(a)) for a in (split.dense, split.sparse, split.labels)))
+        own = np.concatenate(row_ids(iterate_batches(recorded, 96, shuffle=True, seed=1, shard=(rank, world))))
+        for r in (recorded.dense, recorded.sparse, recorded.labels):
+            assert r.read == set(own.tolist())
