@@ -12,9 +12,10 @@ interleaved run by run so that both see the same machine load:
 
 - `packed`: what `dnas-hw train` does (tables packed: one gather, one
   `SparseSGD` update for all tables);
-- `per-feature`: the step as it was before packing: each feature's registry
-  op (`SparseArch.packed = False`) and `torch.optim.SGD` over all parameters,
-  one lookup, one sparse gradient and one update per table.
+- `per-feature`: lookups and updates as before packing: each feature's
+  registry op (`SparseArch.packed = False`) and `torch.optim.SGD` over all
+  parameters, one lookup and one update per table (the rest of the step,
+  MLPs and interaction, is the same code).
 
 Batches are drawn before timing from a pool of random ids over the full
 tables and random dense values and labels, so data loading is not timed.

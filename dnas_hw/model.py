@@ -112,13 +112,12 @@ class PackedLookup(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (local,) = ctx.saved_tensors
-        ids = local.t().contiguous()  # [F, B]: contiguous per table, so autograd keeps it without a copy
-        values = grad.transpose(0, 1).contiguous()  # [F, B, d]
+        # Contiguous per table, so that autograd keeps each table's gradient without a copy.
+        ids = local.t().unsqueeze(1).contiguous().unbind(0)  # F x [1, B]
+        values = grad.transpose(0, 1).contiguous().unbind(0)  # F x [B, d]
         grads = [
-            torch.sparse_coo_tensor(ids[f : f + 1], values[f], size, is_coalesced=False, check_invariants=False)
-            if ctx.needs_input_grad[3 + f]
-            else None
-            for f, size in enumerate(ctx.sizes)
+            torch.sparse_coo_tensor(i, v, size, is_coalesced=False, check_invariants=False) if needed else None
+            for i, v, size, needed in zip(ids, values, ctx.sizes, ctx.needs_input_grad[3:])
         ]
         return (None, None, None, *grads)
 
