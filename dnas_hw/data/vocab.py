@@ -50,7 +50,7 @@ class SortedLookup:
     numpy's search, which is quicker for them.
     """
 
-    SMALL = 4096
+    SMALL = 64
 
     def __init__(self, keys: np.ndarray):
         self.keys = np.append(keys, np.uint32(0))  # a pad, so the search may read keys[len(keys)]
@@ -122,8 +122,9 @@ class VocabCounter:
 
     def add(self, hashes: np.ndarray, missing: np.ndarray) -> None:
         """hashes uint32 [n, F], missing bool [n, F]; missing values are not counted."""
+        by_feature, present = np.ascontiguousarray(hashes.T), ~missing.T  # [F, n]: rows contiguous
         for f in range(self.num_sparse):
-            self._buffer[f].append(hashes[~missing[:, f], f])
+            self._buffer[f].append(by_feature[f][present[f]])
         self._buffered += hashes.size
         if self._buffered >= self.flush_values:
             self._flush()
