@@ -157,8 +157,9 @@ def load_arch(path: str | os.PathLike) -> Any:
     """An arch JSON file of any family."""
     from dnas_hw.files import read_json
 
+    d = read_json(path, "arch file")  # its errors name the file already
     try:
-        return arch_from_dict(read_json(path, "arch file"))
+        return arch_from_dict(d)
     except FamilyError:
         raise
     except UserError as e:
