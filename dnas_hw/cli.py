@@ -51,6 +51,12 @@ def _register() -> None:
     from dnas_hw.data.cli import data
 
     main.add_command(data)
+    from profiler.cli import profile
+
+    main.add_command(profile)
+    from lut.cli import lut
+
+    main.add_command(lut)
 
 
 _register()

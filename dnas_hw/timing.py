@@ -27,6 +27,15 @@ class TimingStats:
         p10, p50, p90 = np.percentile(s, [10, 50, 90])
         return cls(float(p10), float(p50), float(p90), int(s.size))
 
+    def minus(self, other: "TimingStats") -> "TimingStats":
+        """These percentiles less `other`'s (a fixed cost measured apart), floored at zero."""
+        return TimingStats(
+            max(0.0, self.p10_us - other.p10_us),
+            max(0.0, self.p50_us - other.p50_us),
+            max(0.0, self.p90_us - other.p90_us),
+            self.repeats,
+        )
+
 
 def time_callable(
     fn: Callable[[], object],
@@ -35,32 +44,57 @@ def time_callable(
     min_repeats: int = 20,
     max_repeats: int = 2000,
     max_time_s: float = 1.0,
+    min_time_s: float = 0.0,
     rel_tol: float = 0.02,
     cuda: bool = False,
+    clock: str = "wall",
+    before: Callable[[], object] | None = None,
 ) -> TimingStats:
-    """Time `fn()`; stops when the median of the last half and of all samples agree within `rel_tol`."""
+    """Time `fn()`: `warmup` untimed calls, then at least `min_repeats` calls and `min_time_s` seconds.
+
+    Stops once the median of the last half of the samples and the median of all
+    agree within `rel_tol`, or at `max_repeats` calls, or after `max_time_s`
+    seconds (with at least 5 samples).
+
+    `clock` is "wall" (elapsed time) or "thread" (the calling thread's CPU time:
+    the elapsed time less any time the OS gave the core to other processes; the
+    same thing on an unshared core, and only meaningful when all the work runs
+    on the calling thread, i.e. one intra-op thread). CUDA always uses events.
+    `before()`, when given, runs before every call (warm-up included), untimed.
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"unknown clock {clock!r}; known: {sorted(CLOCKS)}")
+    read = CLOCKS[clock]
     sync = _cuda_sync if cuda else (lambda: None)
+    prepare = before or (lambda: None)
     for _ in range(warmup):
+        prepare()
         fn()
     sync()
     samples: list[float] = []
-    deadline = time.perf_counter() + max_time_s
+    start = time.perf_counter()
+    deadline = start + max_time_s
     while len(samples) < max_repeats:
-        samples.append(_time_once_cuda(fn) if cuda else _time_once(fn))
+        prepare()
+        samples.append(_time_once_cuda(fn) if cuda else _time_once(fn, read))
         n = len(samples)
-        if n >= min_repeats and n % 10 == 0:
+        now = time.perf_counter()
+        if n >= min_repeats and n % 10 == 0 and now - start >= min_time_s:
             whole, recent = np.median(samples), np.median(samples[n // 2 :])
             if abs(recent - whole) <= rel_tol * whole:
                 break
-        if time.perf_counter() > deadline and n >= min(min_repeats, 5):
+        if now > deadline and n >= min(min_repeats, 5):
             break
     return TimingStats.from_samples(samples)
 
 
-def _time_once(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter_ns()
+CLOCKS: dict[str, Callable[[], int]] = {"wall": time.perf_counter_ns, "thread": time.thread_time_ns}
+
+
+def _time_once(fn: Callable[[], object], read: Callable[[], int]) -> float:
+    t0 = read()
     fn()
-    return (time.perf_counter_ns() - t0) / 1e3
+    return (read() - t0) / 1e3
 
 
 def _cuda_sync() -> None:

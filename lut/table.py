@@ -8,7 +8,9 @@ never invents a value.
 
 Besides registered ops, a LUT holds one `model_overhead` row per batch size:
 what a whole-model call costs beyond the sum of its ops (call overhead, input
-handling, the final sigmoid), measured by the profiler.
+handling, the final sigmoid), measured by the profiler. It is the one row that
+may be negative: where a runtime fuses across ops, a whole model can cost less
+than its ops timed one by one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import pandas as pd
 
@@ -84,8 +86,15 @@ class Lut:
         if missing:
             raise LutError(f"{path}: missing column(s) {missing}; expected {COLUMNS}")
         rows = rows[COLUMNS]
-        if rows[["p10_us", "p50_us", "p90_us"]].isna().any().any() or (rows["p50_us"] < 0).any():
+        try:
+            rows = rows.astype({"batch_size": int, "repeats": int, "p10_us": float, "p50_us": float, "p90_us": float})
+        except (ValueError, TypeError) as e:
+            raise LutError(f"{path}: malformed value in a numeric column ({e})") from None
+        is_op = rows["op"] != OVERHEAD_OP
+        if rows[["p10_us", "p50_us", "p90_us"]].isna().any().any() or (rows.loc[is_op, "p50_us"] < 0).any():
             raise LutError(f"{path}: latency columns hold empty or negative values")
+        if rows[["op", "params"]].isna().any().any() or (rows["batch_size"] <= 0).any():
+            raise LutError(f"{path}: rows with an empty op or params, or a batch size below 1")
         if rows.duplicated(["op", "params", "batch_size"]).any():
             raise LutError(f"{path}: duplicate (op, params, batch_size) rows")
         return cls(rows.reset_index(drop=True), meta, str(path))
@@ -95,6 +104,18 @@ class Lut:
         with atomic_path(path) as tmp:
             self.rows[COLUMNS].to_csv(tmp, index=False)
         write_json_atomic(meta_path(path), self.meta)
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict], meta: dict, path: str = "<memory>") -> "Lut":
+        """A LUT from row dicts with the `COLUMNS` keys."""
+        rows = pd.DataFrame(list(records), columns=COLUMNS)
+        rows = rows.astype({"batch_size": int, "repeats": int, "p10_us": float, "p50_us": float, "p90_us": float})
+        if rows.duplicated(["op", "params", "batch_size"]).any():
+            raise LutError(f"{path}: duplicate (op, params, batch_size) rows")
+        return cls(rows.reset_index(drop=True), dict(meta), path)
+
+    def keys(self) -> set[tuple[str, str, int]]:
+        return set(self._index)
 
     # ------------------------------------------------------------------ lookup
 
@@ -131,3 +152,32 @@ class Lut:
                 raise LutError(
                     f"{self.path}: measured with {field}={have}, but {field}={want} was asked (use --force to use it anyway)"
                 )
+
+
+def merge(luts: Sequence[Lut]) -> Lut:
+    """One LUT holding the rows of all `luts`, which must share backend, device and threads.
+
+    A key present in two of them is an error naming it: a merge never picks
+    one measurement over another silently. The metadata is the first LUT's,
+    with `merged_from` listing the sources.
+    """
+    if not luts:
+        raise LutError("nothing to merge")
+    first = luts[0]
+    for other in luts[1:]:
+        for field in TARGET_FIELDS:
+            if str(other.meta.get(field)) != str(first.meta.get(field)):
+                raise LutError(
+                    f"cannot merge {other.path} ({field}={other.meta.get(field)}) "
+                    f"with {first.path} ({field}={first.meta.get(field)})"
+                )
+    seen: dict[tuple[str, str, int], str] = {}
+    for lut in luts:
+        for key in lut.keys():
+            if key in seen:
+                op, params, b = key
+                raise LutError(f"{op}{params}@b{b} is in both {seen[key]} and {lut.path}")
+            seen[key] = lut.path
+    rows = pd.concat([lut.rows[COLUMNS] for lut in luts], ignore_index=True)
+    meta = {**first.meta, "merged_from": [lut.path for lut in luts]}
+    return Lut(rows, meta, "<merged>")

@@ -1,0 +1,120 @@
+"""`dnas-hw lut show | predict | validate | merge`: read, use and check latency tables."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from dnas_hw.cli_types import INT_LIST
+
+
+def resolve_space(space_name: str, data_dir: str | None):
+    """A built-in space or TOML file, bound to the cardinalities of a prepared data folder when given."""
+    from dnas_hw.space import get_space
+
+    if data_dir is None:
+        return get_space(space_name)
+    from dnas_hw.data.folder import PreparedData
+
+    return get_space(space_name, PreparedData.open(data_dir).cardinalities)
+
+
+SPACE_HELP = "Built-in space (dlrm-kaggle, dlrm-tiny, ...) or a .toml file."
+DATA_HELP = "Prepared data folder: bind the space to its per-feature cardinalities."
+
+
+@click.group()
+def lut() -> None:
+    """Inspect, use and validate latency lookup tables (LUT.csv + LUT.meta.json)."""
+
+
+@lut.command()
+@click.argument("lut_path", metavar="LUT.csv", type=click.Path())
+@click.option("--top", default=10, show_default=True, type=int, help="How many of the slowest ops to list.")
+def show(lut_path, top) -> None:
+    """Summary of a LUT: where it was measured, keys, batch sizes, slowest ops."""
+    from lut.table import OVERHEAD_OP, Lut
+
+    table = Lut.load(lut_path)
+    m = table.meta
+    rows = table.rows
+    ops = rows[rows["op"] != OVERHEAD_OP]
+    click.echo(f"{lut_path}")
+    click.echo(f"  backend   {m.get('backend')} {m.get('backend_version', '')}")
+    click.echo(f"  device    {m.get('device')} ({m.get('device_name', '?')}), {m.get('threads')} thread(s)")
+    click.echo(f"  measured  {m.get('date', '?')}, space {m.get('space', '?')} ({m.get('space_hash', '?')})")
+    click.echo(f"  keys      {len(ops.drop_duplicates(['op', 'params']))} ops, {len(rows)} rows; batch sizes {table.batch_sizes()}")
+    counts = ops.drop_duplicates(["op", "params"])["op"].value_counts().sort_index()
+    click.echo("  ops       " + ", ".join(f"{op} x{n}" for op, n in counts.items()))
+    for b in table.batch_sizes():
+        at = rows[rows["batch_size"] == b]
+        over = at[at["op"] == OVERHEAD_OP]["p50_us"]
+        overhead = f"{over.iloc[0]:.1f} us" if len(over) else "missing"
+        click.echo(f"  batch {b}: model overhead {overhead}; slowest ops (p50):")
+        for r in at[at["op"] != OVERHEAD_OP].nlargest(top, "p50_us").itertuples():
+            click.echo(f"    {r.p50_us:12.1f} us  {r.op}{r.params}")
+
+
+@lut.command()
+@click.argument("lut_path", metavar="LUT.csv", type=click.Path())
+@click.argument("arch_path", metavar="ARCH.json", type=click.Path())
+@click.option("--batch-size", required=True, type=int, help="Batch size to predict at.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"predicted_ms": ..., "breakdown": [...]}.')
+@click.option("--backend", default=None, help="Refuse a LUT not measured with this backend.")
+@click.option("--device", default=None, help="Refuse a LUT not measured on this device.")
+@click.option("--threads", default=None, type=int, help="Refuse a LUT not measured with this thread count.")
+@click.option("--force", is_flag=True, help="Use a LUT whose target differs from --backend/--device/--threads.")
+def predict(lut_path, arch_path, batch_size, as_json, backend, device, threads, force) -> None:
+    """Predicted latency of ARCH.json at --batch-size: the sum of its ops' rows plus the model overhead."""
+    from dnas_hw.family import load_arch
+    from lut.predict import predict as predict_arch
+    from lut.table import Lut
+
+    table = Lut.load(lut_path)
+    table.check_target(force=force, backend=backend, device=device, threads=threads)
+    prediction = predict_arch(table, load_arch(arch_path), batch_size)
+    if as_json:
+        click.echo(json.dumps(prediction.to_dict(), indent=2))
+    else:
+        click.echo(f"{prediction.total_ms:.4f} ms  (batch {batch_size}, {table.meta.get('backend')} on {table.meta.get('device')})")
+
+
+@lut.command()
+@click.argument("lut_path", metavar="LUT.csv", type=click.Path())
+@click.option("--space", "space_name", required=True, help=SPACE_HELP)
+@click.option("--data", "data_dir", default=None, type=click.Path(), help=DATA_HELP)
+@click.option("--samples", default=50, show_default=True, type=click.IntRange(min=2), help="Random archs to time.")
+@click.option("--batch-size", required=True, type=INT_LIST, help="Batch size(s), e.g. 64 or 1,64,512 (one report each).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the arch sample.")
+@click.option("--out", required=True, type=click.Path(), help="REPORT.json (with several batch sizes: REPORT.b<B>.json each).")
+def validate(lut_path, space_name, data_dir, samples, batch_size, seed, out) -> None:
+    """Time random archs of the space as whole models on the LUT's backend and compare with its predictions."""
+    from pathlib import Path
+
+    from dnas_hw.files import write_json_atomic
+    from lut.table import Lut
+    from lut.validate import validate_many
+
+    table = Lut.load(lut_path)
+    space = resolve_space(space_name, data_dir)
+    reports = validate_many(table, space, samples=samples, batch_sizes=batch_size, seed=seed)
+    for b, report in reports.items():
+        path = Path(out) if len(reports) == 1 else Path(out).with_suffix(f".b{b}.json")
+        write_json_atomic(path, report)
+        click.echo(
+            f"batch {b}: {report['samples']} archs, median |error| {report['median_abs_error_pct']:.2f}%, "
+            f"within 10%: {report['within_10pct']:.0%}, Spearman {report['spearman']:.3f} -> {path}"
+        )
+
+
+@lut.command()
+@click.argument("lut_paths", metavar="LUT.csv...", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Merged LUT.csv (its .meta.json beside it).")
+def merge(lut_paths, out) -> None:
+    """Merge LUTs measured on the same backend, device and threads (a key in two of them is an error)."""
+    from lut.table import Lut, merge as merge_luts
+
+    merged = merge_luts([Lut.load(p) for p in lut_paths])
+    merged.save(out)
+    click.echo(f"wrote {out} ({len(merged.rows)} rows)")

@@ -1,0 +1,210 @@
+"""Running a profile: measure every key a space needs, flush rows as they come, write the LUT atomically.
+
+Files, for `--out LUT.csv`:
+
+- `LUT.partial.csv` (+ `LUT.partial.meta.json`): each row appended and synced
+  to disk as soon as it is measured, so a killed run loses at most the op in
+  flight;
+- `LUT.csv` + `LUT.meta.json`: written (each atomically) when every key is
+  measured; the partial files are then removed.
+
+`resume=True` keeps the rows of `LUT.partial.csv` and of an existing `LUT.csv`
+(measured for the same backend, device, threads and space) and measures only
+the keys still missing, for example new batch sizes.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Sequence
+
+import click
+
+from dnas_hw.errors import UserError
+from dnas_hw.files import atomic_path, read_json, write_json_atomic
+from dnas_hw.progress import progress
+from dnas_hw.runners import BACKENDS, DEVICES
+from dnas_hw.timing import TimingStats
+from lut.table import COLUMNS, TARGET_FIELDS, Lut, LutError, meta_path, overhead_call
+from profiler.environment import lut_meta
+from profiler.keys import all_keys, space_calls
+from profiler.overhead import measure_overhead, reference_archs
+from profiler.timers import ContextModel, op_timer
+
+Key = tuple[str, str, int]
+
+
+def partial_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    stem = out.name[: -len(".csv")] if out.name.endswith(".csv") else out.name
+    return out.with_name(stem + ".partial.csv")
+
+
+def row(key: Key, stats: TimingStats) -> dict:
+    op, params, b = key
+    return {
+        "op": op, "params": params, "batch_size": int(b),
+        "p10_us": round(stats.p10_us, 4), "p50_us": round(stats.p50_us, 4), "p90_us": round(stats.p90_us, 4),
+        "repeats": int(stats.repeats),
+    }
+
+
+def stats_of(r: dict) -> TimingStats:
+    return TimingStats(float(r["p10_us"]), float(r["p50_us"]), float(r["p90_us"]), int(r["repeats"]))
+
+
+class PartialFile:
+    """`LUT.partial.csv`: rows appended one line at a time, flushed and synced."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> list[dict]:
+        """The complete rows already written (a line cut short by a kill is skipped)."""
+        if not self.path.is_file():
+            return []
+        rows = []
+        with open(self.path, newline="") as f:
+            for r in csv.DictReader(f):
+                try:
+                    rows.append(row((r["op"], r["params"], int(r["batch_size"])), stats_of(r)))
+                except (TypeError, ValueError, KeyError):
+                    continue
+        return rows
+
+    def start(self, meta: dict, rows: Sequence[dict]) -> None:
+        """A fresh file holding `rows` (the ones kept on resume) and its metadata."""
+        write_json_atomic(meta_path(self.path), meta)
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def append(self, r: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, COLUMNS).writerow(r)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        meta_path(self.path).unlink(missing_ok=True)
+
+
+def _check_args(backend: str, device: str, threads: int, batch_sizes: Sequence[int]) -> list[int]:
+    if backend not in BACKENDS:
+        raise UserError(f"backend {backend!r}: use one of {list(BACKENDS)}")
+    if device not in DEVICES:
+        raise UserError(f"device {device!r}: use one of {list(DEVICES)}")
+    if device == "cuda" and backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: torch sees no CUDA device here")
+    if not isinstance(threads, int) or threads < 1:
+        raise UserError(f"threads must be a positive integer, got {threads!r}")
+    sizes = sorted({int(b) for b in batch_sizes})
+    if not sizes or sizes[0] < 1:
+        raise UserError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
+    return sizes
+
+
+def _kept_rows(sources: Sequence[Path], meta: dict) -> tuple[dict[Key, dict], dict]:
+    """Rows of earlier runs for the same target and space, and the overhead details they recorded."""
+    kept: dict[Key, dict] = {}
+    details: dict = {}
+    for path in sources:
+        if not path.is_file():
+            continue
+        old = read_json(meta_path(path), "LUT metadata")
+        for field in (*TARGET_FIELDS, "space_hash"):
+            if str(old.get(field)) != str(meta[field]):
+                raise UserError(
+                    f"{path}: measured with {field}={old.get(field)}, this profile has {field}={meta[field]}; "
+                    f"use another --out"
+                )
+        rows = PartialFile(path).read() if path.name.endswith(".partial.csv") else Lut.load(path).rows.to_dict("records")
+        for r in rows:
+            kept[(r["op"], r["params"], int(r["batch_size"]))] = row((r["op"], r["params"], int(r["batch_size"])), stats_of(r))
+        details.update(old.get("model_overhead", {}))
+    return kept, details
+
+
+def profile_to_lut(
+    space,
+    out: str | os.PathLike,
+    *,
+    backend: str,
+    device: str,
+    threads: int,
+    batch_sizes: Sequence[int],
+    resume: bool = False,
+    seed: int = 0,
+) -> Lut:
+    """Measure every (op, shape) key of `space` at `batch_sizes` into the LUT `out`; returns it.
+
+    Prints the number of keys before it starts and shows a progress bar (keys
+    done, rate, time left). See the module docstring for the files and `resume`.
+    """
+    sizes = _check_args(backend, device, threads, batch_sizes)
+    out = Path(out)
+    partial = PartialFile(partial_path(out))
+    meta = lut_meta(space, backend=backend, device=device, threads=threads, batch_sizes=sizes, seed=seed)
+    if resume:
+        done, details = _kept_rows([out, partial.path], meta)
+        meta["batch_sizes"] = sorted(set(sizes) | {b for _, _, b in done})
+    else:
+        if partial.path.is_file():
+            click.echo(f"note: discarding the unfinished profile in {partial.path} (use --resume to keep its rows)", err=True)
+        done, details = {}, {}
+
+    calls = space_calls(space)
+    overhead = overhead_call(space.num_dense, space.num_sparse)
+    todo = [(c, [b for b in sizes if c.key(b) not in done]) for c in calls]
+    todo = [(c, bs) for c, bs in todo if bs]
+    overhead_todo = [b for b in sizes if overhead.key(b) not in done]
+    missing = sum(len(bs) for _, bs in todo) + len(overhead_todo)
+    click.echo(
+        f"space {space.name}: {len(calls)} ops x {len(sizes)} batch size(s) + {len(sizes)} model-overhead row(s) = "
+        f"{len(all_keys(space, sizes))} keys; {missing} to measure ({backend}, {device}, {threads} thread(s))"
+    )
+
+    partial.start(meta, list(done.values()))
+    context = None
+    if todo:
+        # The context model is one of the overhead's reference archs, drawn from the space.
+        context = ContextModel(reference_archs(space, seed)[1], backend=backend, device=device, threads=threads,
+                               cardinalities=space.cardinalities, seed=seed)
+    timer = op_timer(backend, device, threads, context=context)
+    with progress(missing, "profile", "keys") as bar:
+        for call, bs in todo:
+            bar.update(0, status=str(call)[:60])
+            for b, stats in timer.measure(call, bs, space.num_sparse, seed).items():
+                done[call.key(b)] = row(call.key(b), stats)
+                partial.append(done[call.key(b)])
+            bar.update(len(bs))
+        del context, timer  # free the context model's memory before the reference models are built
+        if overhead_todo:
+            bar.update(0, status="model overhead: whole reference models")
+            stats, new_details = measure_overhead(
+                space, lambda c, b: stats_of(done[c.key(b)]), backend=backend, device=device, threads=threads,
+                batch_sizes=overhead_todo, seed=seed,
+            )
+            for b, s in stats.items():
+                done[overhead.key(b)] = row(overhead.key(b), s)
+                partial.append(done[overhead.key(b)])
+            details.update({str(b): d for b, d in new_details.items()})
+            bar.update(len(overhead_todo))
+    meta["model_overhead"] = details
+    try:
+        lut = Lut.from_records(list(done.values()), meta, str(out))
+    except LutError as e:
+        raise UserError(f"{out}: {e}") from None
+    lut.save(out)
+    partial.remove()
+    click.echo(f"wrote {out} ({len(lut.rows)} rows) and {meta_path(out)}")
+    return lut

@@ -1,0 +1,203 @@
+"""Timing one registered op the way it costs inside a whole model.
+
+A whole model pays for each of its ops, and once for the call itself. Timing an
+op alone adds what the model pays once per call, not once per op; that part is
+measured and taken out (docs/profiling.md has the experiments behind each rule):
+
+- **Per-call fixed cost.** An onnxruntime `session.run` of a one-op graph pays
+  dispatch, input binding and output hand-back, which a whole model pays once;
+  a torch call through the timer pays a closure and two clock reads. Each op is
+  timed alternately with a *null* call on the same inputs (torch: a function
+  that does nothing; onnxruntime: a graph with the same inputs whose only node
+  is a `Shape`), and the null's percentiles are subtracted.
+- **Inputs as the model hands them.** Activations are few and hot (just written
+  by the previous op): `HOT_SETS` sets are cycled. Ids are spread over the
+  table without repeats (`dnas_hw.runners.spread_ids`), a new set each call, and
+  torch gets them as the model does: a strided column of a `[B, num_sparse]`
+  id matrix.
+- **The state a model leaves behind.** Inside a served model, between two
+  calls of an op the rest of the model runs: it evicts the op's weights and
+  code from the nearest caches, and on a shared host other processes get the
+  time to evict more. Timed back to back, an op finds everything hot (measured:
+  at batch 64, onnxruntime ops ran 30-45% faster alone than inside models).
+  So before every timed call (untimed) a *context model* runs once: a whole
+  model of the space (`ContextModel`), at the batch size (at most
+  `CONTEXT_MAX_BATCH`: by then every cache has turned over).
+- **Contention.** Each op and its null are timed in `ROUNDS` rounds; the round
+  with the lowest median counts (`dnas_hw.runners.best_of`), as for whole
+  models, so a burst of load from other processes does not enter the table.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from dnas_hw.ops import OpCall
+from dnas_hw.runners import (
+    ROUNDS,
+    InputSet,
+    OnnxRunner,
+    arch_runner,
+    best_of,
+    cycling,
+    default_clock,
+    dlrm_input_pool,
+    pool_sets,
+    spread_ids,
+    to_device,
+)
+from dnas_hw.timing import TimingStats, time_callable
+
+# Activation input sets cycled (hot in cache, as the previous op just wrote them).
+HOT_SETS = 2
+# The batch size the one-op ONNX graphs are exported at (the batch axis is dynamic).
+EXPORT_BATCH = 2
+# One round: a stable median over at least min_time_s, at most max_time_s.
+ROUND_TIMER = dict(warmup=5, min_repeats=15, max_repeats=4000, min_time_s=0.01, max_time_s=0.3, rel_tol=0.02)
+# The context model runs at the op's batch size, capped here: a model call at batch 64
+# already turns every cache over, and larger ones would only make profiling slower.
+CONTEXT_MAX_BATCH = 64
+
+
+class ContextModel:
+    """A whole model of the space, run once before every timed op call: `ContextModel(...).before(batch_size)()`."""
+
+    def __init__(self, arch, *, backend: str, device: str, threads: int, cardinalities: Sequence[int], seed: int = 0):
+        self.runner = arch_runner(arch, backend=backend, device=device, threads=threads, seed=seed)
+        self.arch = arch
+        self.cardinalities = cardinalities
+        self.seed = seed
+        self._calls: dict[int, Callable[[], object]] = {}
+
+    def before(self, batch_size: int) -> Callable[[], object]:
+        b = min(int(batch_size), CONTEXT_MAX_BATCH)
+        if b not in self._calls:
+            pool = dlrm_input_pool(self.arch.num_dense, self.cardinalities, b, seed=self.seed + b)
+            self._calls[b] = self.runner.caller(pool)
+        return self._calls[b]
+
+
+def op_input_pool(call: OpCall, batch_size: int, num_sparse: int, seed: int = 0) -> list[InputSet]:
+    """Input sets for timing `call` at `batch_size`.
+
+    Embedding lookups: `pool_sets(batch_size)` sets of ids spread over the table,
+    each a column view of a `[B, num_sparse]` matrix, as the model passes them.
+    Other ops: `HOT_SETS` sets from the registry's `example_inputs`.
+    """
+    if call.op == "embedding":
+        n = pool_sets(batch_size)
+        rng = np.random.default_rng(seed)
+        ids = spread_ids(call.params["num_embeddings"], n * batch_size, rng).reshape(n, batch_size)
+        wide = torch.zeros(n, batch_size, max(1, num_sparse), dtype=torch.int64)
+        wide[:, :, 0] = torch.from_numpy(ids)
+        return [(wide[i][:, 0],) for i in range(n)]
+    g = torch.Generator().manual_seed(seed)
+    return [call.example_inputs(batch_size, g) for _ in range(HOT_SETS)]
+
+
+def _noop(*inputs):
+    return None
+
+
+class OpTimer:
+    """Base: `measure(call, batch_sizes, num_sparse, seed) -> {batch_size: TimingStats}`, null subtracted."""
+
+    backend = ""
+
+    def __init__(self, device: str, threads: int, rounds: int = ROUNDS, context: ContextModel | None = None):
+        self.device = device
+        self.threads = threads
+        self.rounds = rounds
+        self.context = context
+        self.clock = default_clock(device, threads)
+
+    def _time_less_null(self, fn: Callable, null: Callable, pool: Sequence, batch_size: int) -> TimingStats:
+        """`fn(*inputs)` less `null(*inputs)` over the pool: alternating rounds, the best round of each."""
+        op_rounds, null_rounds = [], []
+        for _ in range(self.rounds):
+            op_rounds.append(self._time(fn, pool, batch_size))
+            null_rounds.append(self._time(null, pool, batch_size))
+        return best_of(op_rounds).minus(best_of(null_rounds))
+
+    def _time(self, fn: Callable, pool: Sequence, batch_size: int) -> TimingStats:
+        next_inputs = cycling(pool)
+        before = self.context.before(batch_size) if self.context else None
+        return time_callable(
+            lambda: fn(*next_inputs()), before=before, cuda=self.device == "cuda", clock=self.clock, **ROUND_TIMER
+        )
+
+    def measure(self, call: OpCall, batch_sizes: Sequence[int], num_sparse: int, seed: int = 0) -> dict[int, TimingStats]:
+        raise NotImplementedError
+
+
+class TorchOpTimer(OpTimer):
+    """torch eager: the op's module in eval mode under inference mode, `threads` intra-op threads."""
+
+    backend = "torch"
+
+    def measure(self, call, batch_sizes, num_sparse, seed=0):
+        torch.set_num_threads(self.threads)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = call.build().eval().to(self.device)
+        out = {}
+        with torch.inference_mode():
+            for b in batch_sizes:
+                pool = to_device(op_input_pool(call, b, num_sparse, seed + b), self.device)
+                out[int(b)] = self._time_less_null(module, _noop, pool, b)
+        return out
+
+
+class OnnxOpTimer(OpTimer):
+    """onnxruntime: the op exported alone (`dnas_hw.onnx_io`), run in an `ort_session` as deployed."""
+
+    backend = "onnxruntime"
+
+    def measure(self, call, batch_sizes, num_sparse, seed=0):
+        from dnas_hw.onnx_io import export_module
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = call.build().eval()
+        example = tuple(t.contiguous() for t in op_input_pool(call, EXPORT_BATCH, num_sparse, seed)[0])
+        names = [f"x{i}" for i in range(len(example))]
+        graph = export_module(module, example, names, ["y"]).SerializeToString()
+        del module  # the session holds its own copy of the weights
+        run = OnnxRunner(graph, self.threads, self.device).session.run
+        null_run = None
+        out = {}
+        for b in batch_sizes:
+            feeds = [(f,) for f in OnnxRunner.as_feeds(names, op_input_pool(call, b, num_sparse, seed + b))]
+            if null_run is None:
+                null_run = OnnxRunner(null_graph(feeds[0][0]).SerializeToString(), self.threads, self.device).session.run
+            out[int(b)] = self._time_less_null(lambda f: run(None, f), lambda f: null_run(None, f), feeds, b)
+        return out
+
+
+def null_graph(feed: dict[str, np.ndarray]):
+    """An ONNX graph taking `feed`'s inputs (batch axis dynamic) whose one output is the first input's shape."""
+    from onnx import TensorProto, helper
+
+    from dnas_hw.onnx_io import DEFAULT_OPSET
+
+    dtypes = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64}
+    inputs = [
+        helper.make_tensor_value_info(name, dtypes[a.dtype], ["batch", *a.shape[1:]]) for name, a in feed.items()
+    ]
+    first = next(iter(feed))
+    output = helper.make_tensor_value_info("shape", TensorProto.INT64, [feed[first].ndim])
+    graph = helper.make_graph([helper.make_node("Shape", [first], ["shape"])], "null", inputs, [output])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
+
+
+TIMERS: dict[str, type[OpTimer]] = {"torch": TorchOpTimer, "onnxruntime": OnnxOpTimer}
+
+
+def op_timer(backend: str, device: str, threads: int, rounds: int = ROUNDS, context: ContextModel | None = None) -> OpTimer:
+    try:
+        return TIMERS[backend](device, threads, rounds, context)
+    except KeyError:
+        raise ValueError(f"unknown backend {backend!r}; known: {sorted(TIMERS)}") from None

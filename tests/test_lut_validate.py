@@ -1,0 +1,35 @@
+"""The validation report's statistics on fixed inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lut.validate import fidelity, ranks, spearman
+
+
+def test_ranks_share_ties():
+    assert ranks([10, 30, 20, 30]).tolist() == [1.0, 3.5, 2.0, 3.5]
+
+
+def test_spearman_on_fixed_inputs():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [40, 30, 20, 10]) == pytest.approx(-1.0)
+    # One swapped pair among 5: 1 - 6 * sum(d^2) / (n (n^2 - 1)) = 1 - 6 * 2 / 120.
+    assert spearman([1, 2, 3, 4, 5], [1, 3, 2, 4, 5]) == pytest.approx(0.9)
+    assert math.isnan(spearman([1, 2], [5, 5]))
+
+
+def test_fidelity_statistics_by_hand():
+    measured = [100.0, 200.0, 400.0, 800.0]
+    predicted = [105.0, 180.0, 400.0, 1000.0]  # errors +5%, -10%, 0%, +25%
+    f = fidelity(predicted, measured)
+    assert f["samples"] == 4
+    assert f["median_abs_error_pct"] == pytest.approx(7.5)
+    assert f["within_10pct"] == pytest.approx(0.75)  # exactly 10% counts as within
+    assert f["spearman"] == pytest.approx(1.0)
+    assert f["mean_error_pct"] == pytest.approx(5.0)
+    assert f["max_abs_error_pct"] == pytest.approx(25.0)
+    assert fidelity(np.array(measured), np.array(measured))["median_abs_error_pct"] == 0.0

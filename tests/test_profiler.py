@@ -1,0 +1,233 @@
+"""The profiler: every registered op profiles, dlrm-tiny end to end, kill and resume, bad input."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dnas_hw.cli import main
+from dnas_hw.errors import UserError
+from dnas_hw.family import builtin_space_names, load_space
+from dnas_hw.ops import registered_ops
+from dnas_hw.space import get_space
+from lut.table import Lut, meta_path, overhead_call
+from lut.validate import validate_lut
+from profiler.keys import all_keys, space_calls
+from profiler.run import PartialFile, partial_path, profile_to_lut
+from profiler.timers import op_input_pool, op_timer
+
+B = 4
+REPO = Path(__file__).resolve().parents[1]
+# A user space small enough that a profile in a subprocess takes a few seconds: 26 embedding keys, 4 linear, 1 dot.
+SMALL_SPACE = """
+cardinalities = [{cards}]
+bottom_widths = [4]
+bottom_layers = 1
+top_widths = [4]
+top_layers = 1
+emb_dims = [2]
+emb_row_fractions = [1.0]
+interactions = ["dot"]
+skip = false
+""".format(cards=", ".join(str(20 + f) for f in range(26)))
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def one_error_line(code, out, needle):
+    assert code == 2, out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert lines[-1].startswith("error:") and needle in lines[-1], out
+    assert "Traceback" not in out
+
+
+@pytest.fixture(scope="module")
+def tiny_lut(tmp_path_factory, one_torch_thread):
+    """dlrm-tiny profiled on torch, CPU, one thread, at batch B (the real profile, seconds)."""
+    path = tmp_path_factory.mktemp("lut") / "tiny.csv"
+    start = time.perf_counter()
+    lut = profile_to_lut(get_space("dlrm-tiny"), path, backend="torch", device="cpu", threads=1, batch_sizes=[B])
+    return path, lut, time.perf_counter() - start
+
+
+def _spaces_by_op() -> dict[str, object]:
+    """For each registered op, the built-in space with the fewest keys that produces it."""
+    spaces = sorted((load_space(n) for n in builtin_space_names()), key=lambda s: len(s.op_calls()))
+    found = {}
+    for space in spaces:
+        for call in space.op_calls():
+            found.setdefault(call.op, (space, call))
+    return found
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_every_registered_op_has_a_key_in_a_space_and_profiles(backend, one_torch_thread):
+    found = _spaces_by_op()
+    missing = [op for op in registered_ops() if op not in found]
+    assert not missing, f"ops no built-in space produces: {missing}"
+    timer = op_timer(backend, "cpu", 1, rounds=1)
+    for op in registered_ops():
+        space, call = found[op]
+        stats = timer.measure(call, [1, B], space.num_sparse)
+        for b in (1, B):
+            s = stats[b]
+            assert s.repeats >= 30 and math.isfinite(s.p50_us) and 0 <= s.p10_us <= s.p50_us, (op, b, s)
+
+
+def test_dlrm_tiny_profiles_in_seconds_into_a_complete_lut(tiny_lut):
+    path, lut, seconds = tiny_lut
+    space = get_space("dlrm-tiny")
+    assert seconds < 120
+    assert lut.keys() == set(all_keys(space, [B]))
+    lut.require(set(space.op_calls()) | {overhead_call(13, 26)}, B)
+    loaded = Lut.load(path)
+    assert len(loaded.rows) == len(space_calls(space)) + 1
+    meta = loaded.meta
+    for field in ("backend", "backend_version", "device", "device_name", "cpu_model", "threads", "dtype",
+                  "torch_version", "onnxruntime_version", "date", "space_hash", "clock", "model_overhead"):
+        assert field in meta, field
+    assert (meta["backend"], meta["device"], meta["threads"], meta["space_hash"]) == ("torch", "cpu", 1, space.fingerprint())
+    assert not partial_path(path).exists() and not meta_path(partial_path(path)).exists()
+    assert (loaded.rows["repeats"] > 0).all()
+
+
+def test_validate_reports_on_the_profiled_lut(tiny_lut, tmp_path):
+    path, lut, _ = tiny_lut
+    report = validate_lut(lut, get_space("dlrm-tiny"), samples=3, batch_size=B, seed=1)
+    assert report["samples"] == 3 and report["backend"] == "torch" and report["batch_size"] == B
+    for key in ("median_abs_error_pct", "within_10pct", "spearman", "worst", "archs"):
+        assert key in report
+    assert 0 <= report["within_10pct"] <= 1 and len(report["archs"]) == 3
+    worst = report["worst"][0]
+    assert set(worst["breakdown"]["parts_us"]) == {"bottom", "emb", "interaction", "top", "overhead"}
+    assert all(a["measured_ms"] > 0 and a["predicted_ms"] > 0 for a in report["archs"])
+    code, out = run("lut", "validate", path, "--space", "dlrm-tiny", "--samples", 2, "--batch-size", B,
+                    "--out", tmp_path / "report.json")
+    assert code == 0 and "within 10%" in out and (tmp_path / "report.json").is_file(), out
+
+
+def test_validate_refuses_a_lut_missing_rows_before_timing(tiny_lut):
+    _, lut, _ = tiny_lut
+    with pytest.raises(UserError, match="no row for"):
+        validate_lut(lut, get_space("dlrm-tiny"), samples=2, batch_size=B + 1)
+
+
+def _subprocess_profile(space_file: Path, out: Path, *extra) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "dnas_hw.cli", "profile", "--space", str(space_file), "--backend", "torch",
+           "--batch-size", "2", "--out", str(out), *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_killed_profile_resumes_without_remeasuring_finished_keys(tmp_path):
+    space_file = tmp_path / "small.toml"
+    space_file.write_text(SMALL_SPACE)
+    out = tmp_path / "small.csv"
+    partial = PartialFile(partial_path(out))
+    proc = _subprocess_profile(space_file, out)
+    deadline = time.time() + 120
+    while len(partial.read()) < 6 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = partial.read()
+    assert 6 <= len(kept) < 31 + 1, "the profile finished before it could be killed"
+    assert not out.exists()
+
+    proc = _subprocess_profile(space_file, out, "--resume")
+    stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stdout
+    total = len(all_keys(get_space(str(space_file)), [2]))
+    assert f"= {total} keys; {total - len(kept)} to measure" in stdout
+    rows = Lut.load(out).rows.to_dict("records")
+    assert len(rows) == total
+    by_key = {(r["op"], r["params"], r["batch_size"]): r for r in rows}
+    for r in kept:  # the same measurement, not a new one: every figure unchanged
+        assert by_key[(r["op"], r["params"], r["batch_size"])] == pytest.approx(r)
+    assert not partial.path.exists()
+
+
+def test_resume_refuses_rows_of_another_target(tmp_path, tiny_lut):
+    path, _, _ = tiny_lut
+    out = tmp_path / "tiny.csv"
+    Lut.load(path).save(out)
+    with pytest.raises(UserError, match="backend=torch, this profile has backend=onnxruntime"):
+        profile_to_lut(get_space("dlrm-tiny"), out, backend="onnxruntime", device="cpu", threads=1,
+                       batch_sizes=[B], resume=True)
+
+
+def test_resume_of_a_complete_lut_measures_nothing(tmp_path, tiny_lut, capsys):
+    path, lut, _ = tiny_lut
+    out = tmp_path / "tiny.csv"
+    lut.save(out)
+    again = profile_to_lut(get_space("dlrm-tiny"), out, backend="torch", device="cpu", threads=1,
+                           batch_sizes=[B], resume=True)
+    assert "; 0 to measure" in capsys.readouterr().out
+    assert again.rows.equals(lut.rows)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--space", "nope"), "unknown space"),
+    (("--space", "dlrm-tiny", "--data", "/nonexistent/dir"), "/nonexistent/dir"),
+])
+def test_bad_profile_input_is_one_clear_error(tmp_path, args, needle):
+    code, out = run("profile", *args, "--backend", "torch", "--batch-size", "2", "--out", tmp_path / "x.csv")
+    one_error_line(code, out, needle)
+    assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_a_gpu_is_one_clear_error(tmp_path):
+    code, out = run("profile", "--space", "dlrm-tiny", "--backend", "torch", "--device", "cuda",
+                    "--batch-size", "2", "--out", tmp_path / "x.csv")
+    one_error_line(code, out, "no CUDA device")
+
+
+def test_op_inputs_are_spread_ids_as_strided_columns_and_hot_activations():
+    space = get_space("dlrm-tiny")
+    emb = next(c for c in space_calls(space) if c.op == "embedding" and c.params["num_embeddings"] >= 100)
+    pool = op_input_pool(emb, 4, num_sparse=26)
+    ids = torch.cat([inputs[0] for inputs in pool])
+    rows = emb.params["num_embeddings"]
+    assert pool[0][0].stride() == (26,)  # a column of [B, 26], as SparseArch hands it over
+    assert ids.min() >= 0 and ids.max() < rows
+    assert len(set(ids[:rows].tolist())) == rows  # no repeat before every row was used
+    linear = next(c for c in space_calls(space) if c.op == "linear")
+    hot = op_input_pool(linear, 4, num_sparse=26)
+    assert len(hot) == 2 and all(x[0].abs().sum() > 0 for x in hot)
+
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@gpu
+def test_cuda_profile_and_validate_on_torch(tmp_path):
+    space = get_space("dlrm-tiny")
+    lut = profile_to_lut(space, tmp_path / "cuda.csv", backend="torch", device="cuda", threads=1, batch_sizes=[B])
+    assert lut.meta["device"] == "cuda" and lut.meta["clock"] == "cuda-events"
+    report = validate_lut(lut, space, samples=2, batch_size=B)
+    assert report["device"] == "cuda" and report["samples"] == 2
+
+
+@gpu
+def test_cuda_onnxruntime_op_timing_where_the_provider_exists():
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDAExecutionProvider here")
+    space = get_space("dlrm-tiny")
+    call = space_calls(space)[-1]
+    stats = op_timer("onnxruntime", "cuda", 1, rounds=1).measure(call, [B], space.num_sparse)
+    assert stats[B].repeats > 0 and math.isfinite(stats[B].p50_us)
