@@ -17,12 +17,26 @@ from typing import Any, Iterator
 from dnas_hw.errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _mkstemp_like_open(path: Path) -> str:
+    """A temporary file beside `path`, with the permissions `open()` would give (mkstemp's are 0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
+    os.close(fd)
+    return tmp
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _mkstemp_like_open(path)
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -40,8 +54,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary file path; on success it is renamed to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _mkstemp_like_open(path)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -62,6 +75,7 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
         raise UserError(f"{path}: already exists (use --force to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the output from other users
     try:
         yield tmp
         if path.exists():
