@@ -106,7 +106,7 @@ def export_checkpoint(
     out = Path(out)
     model, extra = load_checkpoint(checkpoint)
     arch = model.arch
-    data_meta = extra.get("data_meta") or {}
+    data_meta = (extra.get("data_meta") if isinstance(extra, dict) else None) or {}
     deployed = Probability(model).eval()
     trace_inputs = model_inputs(arch, data_meta, batch_size=2, seed=seed)
     external = arch.num_params() * 4 > external_data_threshold

@@ -93,11 +93,16 @@ def default_lut_cache() -> Path:
 
 
 def budget_label(budget_us: float) -> str:
-    return f"{budget_us / 1000:.3f}ms"
+    """`850.0` -> `0.85ms`: a budget as folder names and the report show it."""
+    return f"{budget_us / 1000:g}ms"
+
+
+_STARTED = [time.perf_counter()]
 
 
 def say(stage: str, text: str) -> None:
-    click.echo(f"[{stage}] {text}", err=True)
+    """One progress line on stderr, with the seconds since the pipeline started."""
+    click.echo(f"[{time.perf_counter() - _STARTED[0]:6.1f}s {stage}] {text}", err=True)
 
 
 # --------------------------------------------------------------------------- stages
@@ -112,11 +117,14 @@ def stage_data(run: Path, opts: PipelineOptions) -> Path:
     if (folder / "meta.json").is_file():
         say("data", f"{folder}: done earlier")
         return folder
+    from contextlib import ExitStack
+
     from dnas_hw.data.synth import SynthOptions, synth
     from dnas_hw.progress import progress
 
-    with progress(opts.rows, "synth", "rows") as bar:
-        synth(folder, SynthOptions(opts.rows, opts.seed), force=True, progress=bar.update)
+    with ExitStack() as stack:
+        synth(folder, SynthOptions(opts.rows, opts.seed), force=True,
+              progress=lambda stage: stack.enter_context(progress(opts.rows, stage, "rows")).update)
     say("data", f"{folder}: {opts.rows:,} synthetic rows")
     return folder
 
@@ -144,7 +152,7 @@ def stage_lut(run: Path, space: SearchSpace, opts: PipelineOptions) -> Path:
 
         say("lut", f"profiling {len(needed)} keys of space {space.name} into the cache {cached}")
         profile_to_lut(space, cached, backend=opts.backend, device=opts.device, threads=opts.threads,
-                       batch_sizes=[opts.batch_size], resume=cached.is_file())
+                       batch_sizes=[opts.batch_size], resume=True)
     else:
         say("lut", f"reusing the cached LUT {cached}")
     lut = Lut.load(cached)
@@ -160,8 +168,9 @@ def default_budgets_us(lut, space: SearchSpace, batch_size: int) -> tuple[float,
 
     lo = predict(lut, space.smallest(), batch_size).total_us
     hi = predict(lut, space.largest(), batch_size).total_us
-    # Rounded to 10 us so that folder names and the report read well.
-    return tuple(round(lo * (hi / lo) ** f, -1) for f in DEFAULT_BUDGET_FRACTIONS)
+    # Rounded to 2 significant digits (folder names and the report read well), duplicates dropped.
+    budgets = (float(f"{lo * (hi / lo) ** f:.2g}") for f in DEFAULT_BUDGET_FRACTIONS)
+    return tuple(dict.fromkeys(b for b in budgets if b > 0))
 
 
 def stage_search(run: Path, data_dir: Path, space: SearchSpace, lut, budget_us: float, opts: PipelineOptions) -> Candidate:
@@ -288,7 +297,7 @@ def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
 
     if opts.batch_size < 1 or opts.threads < 1 or opts.search_epochs < 2 or opts.train_epochs < 1:
         raise UserError("batch size, threads and training epochs must be positive, and search epochs at least 2")
-    started = time.perf_counter()
+    started = _STARTED[0] = time.perf_counter()
     run = Path(opts.out)
     run.mkdir(parents=True, exist_ok=True)
     saved = check_identity(run, opts)

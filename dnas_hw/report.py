@@ -68,15 +68,15 @@ def plot_pareto(models: list[dict], batch_size: int):
         c = colors[i % len(colors)]
         ax.axvline(m["budget_ms"], color=c, linestyle="--", linewidth=0.8)
         ax.scatter(m["measured_p50_ms"], m["test_logloss"], color=c, marker="o", s=60, zorder=3,
-                   label=f"searched, budget {m['budget_ms']:.3f} ms")
+                   label=f"searched, budget {m['budget_ms']:g} ms")
     for m in models:
         if m["kind"] == "reference":
             ax.scatter(m["measured_p50_ms"], m["test_logloss"], color="black", marker=REFERENCE_MARKERS.get(m["name"], "x"),
                        s=60, zorder=3, label=m["name"])
     front = pareto_front([(m["measured_p50_ms"], m["test_logloss"]) for m in models])
     ax.step([x for x, _ in front], [y for _, y in front], where="post", color="gray", linewidth=1, label="Pareto front")
-    ax.set_xscale("log")
-    ax.set_xlabel(f"measured latency, p50 at batch {batch_size} (ms, log scale)")
+    _latency_axis(ax.xaxis, ax.set_xscale, [m["measured_p50_ms"] for m in models])
+    ax.set_xlabel(f"measured latency, p50 at batch {batch_size} (ms)")
     ax.set_ylabel("test logloss")
     ax.set_title("Latency against accuracy (dashed: budgets)")
     ax.legend(fontsize=8)
@@ -84,11 +84,22 @@ def plot_pareto(models: list[dict], batch_size: int):
     return fig
 
 
+def _latency_axis(axis, set_scale, values: list[float]) -> None:
+    """Log scale when latencies span more than a factor of 8, with plain (not 10^k) tick labels."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    if values and max(values) > 8 * min(values):
+        set_scale("log")
+        axis.set_minor_formatter(NullFormatter())
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+
 def _choice_label(kind: str, choice: str, choices: list[str]) -> str:
-    """emb_rows choices are per-feature row counts: label them as a fraction of the feature's largest table."""
+    """emb_rows choices are per-feature row counts: label them by rank, `size 1 (largest)`, `size 2`, ..."""
     if kind != "emb_rows":
         return choice
-    return f"rows x{int(choice) / max(int(c) for c in choices):.3g}"
+    rank = sorted((int(c) for c in choices), reverse=True).index(int(choice)) + 1
+    return "size 1 (largest)" if rank == 1 else f"size {rank}"
 
 
 def mean_probs_by_kind(probs: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -118,7 +129,8 @@ def plot_arch_probs(searched: list[dict]):
             for lbl in labels:
                 ax.plot([e for e, _ in by_epoch], [d.get(kind, {}).get(lbl, 0.0) for _, d in by_epoch], marker=".", label=lbl)
             ax.set_ylim(0, 1)
-            ax.set_title(f"{kind} (budget {m['budget_ms']:.3f} ms)", fontsize=9)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.set_title(f"{kind} (budget {m['budget_ms']:g} ms)", fontsize=9)
             ax.set_xlabel("search epoch", fontsize=8)
             if c == 0:
                 ax.set_ylabel("mean probability", fontsize=8)
@@ -148,8 +160,8 @@ def plot_predicted_vs_measured(models: list[dict], batch_size: int):
         ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="gray", alpha=0.15, label="+-10%")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _latency_axis(ax.xaxis, ax.set_xscale, xs + ys)
+        _latency_axis(ax.yaxis, ax.set_yscale, xs + ys)
         ax.legend(fontsize=8)
     ax.set_xlabel(f"LUT prediction at batch {batch_size} (ms)")
     ax.set_ylabel("measured p50 (ms)")
@@ -167,10 +179,10 @@ def _ms(v: float | None) -> str:
 
 def _arch_line(arch: dict) -> str:
     dims = collections.Counter(arch["emb_dims"])
-    dims_text = ", ".join(f"{n}x{d}" for d, n in sorted(dims.items()))
-    top = "-".join(map(str, arch["top_mlp"])) or "none"
-    return (f"bottom {arch['num_dense']}-{'-'.join(map(str, arch['bottom_mlp']))}, interaction {arch['interaction']}, "
-            f"top {top}-1, embedding dims {dims_text}, {sum(arch['emb_rows']):,} table rows")
+    dims_text = ", ".join(f"{n} of dim {d}" for d, n in sorted(dims.items()))
+    return (f"bottom MLP {'-'.join(map(str, [arch['num_dense'], *arch['bottom_mlp']]))}, "
+            f"interaction {arch['interaction']}, top MLP {'-'.join(map(str, [*arch['top_mlp'], 1]))}; "
+            f"embedding tables: {dims_text}; {sum(arch['emb_rows']):,} rows in all")
 
 
 def markdown(results: dict[str, Any]) -> str:
