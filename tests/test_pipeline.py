@@ -100,7 +100,7 @@ def test_pareto_front_keeps_only_undominated_points():
     assert pareto_front(points) == [(1.0, 0.50), (2.0, 0.45), (4.0, 0.40)]
 
 
-def test_mean_probs_by_kind_averages_slots_and_labels_row_fractions():
+def test_mean_probs_by_kind_averages_slots_and_ranks_table_sizes():
     probs = {
         "bottom.0": {"8": 0.2, "skip": 0.8},
         "bottom.1": {"8": 0.6, "skip": 0.4},
@@ -110,5 +110,5 @@ def test_mean_probs_by_kind_averages_slots_and_labels_row_fractions():
     }
     got = mean_probs_by_kind(probs)
     assert got["bottom"] == pytest.approx({"8": 0.4, "skip": 0.6})
-    assert got["emb_rows"] == pytest.approx({"rows x1": 0.7, "rows x0.1": 0.3})
+    assert got["emb_rows"] == pytest.approx({"size 1 (largest)": 0.7, "size 2": 0.3})
     assert got["interaction"] == pytest.approx({"dot": 0.7, "cat": 0.3})
