@@ -109,7 +109,7 @@ def data_parallel(model: nn.Module) -> nn.Module:
 
     sparse = {id(p) for p in split_parameters(model)[1]}
     tables = [(name, p) for name, p in model.named_parameters() if id(p) in sparse]
-    if tables:
+    if tables and not hasattr(model, "_dnas_hw_sparse_gather"):  # once per model: its hooks stay registered
         nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, [n for n, _ in tables])
         with torch.no_grad():
             for _, p in tables:  # DDP broadcasts rank 0's weights; do the same for the tables it leaves out
