@@ -1,38 +1,45 @@
 """The budget controller: the user gives a latency budget, the search finds the multiplier.
 
-Dual ascent in log space: after each architecture step the multiplier is
-scaled by `exp(lr * error)`, where error is `derived / budget - target` above
-the target, `derived / budget - floor` below the floor and 0 in between;
-`derived` is the predicted latency of the current argmax arch. Over target,
-the latency term weighs more; under the floor, less, so the task loss (which
-favours bigger models) pulls the arch back up. Reacting to the derived arch, not to the expected
-latency, is what makes the arch that is finally returned land near the target.
+Dual ascent on the *derived* (argmax) arch's predicted latency, which is the
+arch that will be returned. After each architecture step the multiplier moves
+by `lr * error`, where error is `derived / budget - target` above the target,
+`derived / budget - floor` below the floor and 0 inside `[floor, target]`
+(a dead band: an arch that has landed is not pushed out again).
+
+`two_sided` (the default `band` penalty): the multiplier is a signed Lagrange
+multiplier. Over the target it grows and the latency term pushes the logits
+down; under the floor it goes negative and the same term *rewards* latency, so
+the search itself grows an arch that is too small. One-sided forms (`hinge`,
+`linear-log`, `fbnet`) keep it at or above 0: below the floor only the task
+loss pulls the arch back up. The step is additive (not in log space) so the
+multiplier can cross zero.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-MIN_MULTIPLIER, MAX_MULTIPLIER = 1e-4, 1e4
+MAX_MULTIPLIER = 1e4
 
 
 @dataclass
 class BudgetController:
     budget_us: float
     target: float  # the derived arch is pushed down above target * budget ...
-    floor: float  # ... and the push relaxes below floor * budget
+    floor: float  # ... and up (two-sided) or released (one-sided) below floor * budget
     lr: float
     multiplier: float
+    two_sided: bool = True
+
+    def error(self, derived_us: float) -> float:
+        """How far the derived arch is outside [floor, target] x budget, as a share of the budget (0 inside)."""
+        ratio = derived_us / self.budget_us
+        return ratio - self.target if ratio > self.target else min(ratio - self.floor, 0.0)
 
     def update(self, derived_us: float) -> float:
         """One dual-ascent step from the derived arch's predicted latency; returns the new multiplier."""
-        ratio = derived_us / self.budget_us
-        # A dead band: inside [floor, target] the multiplier holds, so an arch
-        # that has landed is not pushed out again by a decaying multiplier.
-        error = ratio - self.target if ratio > self.target else min(ratio - self.floor, 0.0)
-        log_m = math.log(max(self.multiplier, MIN_MULTIPLIER)) + self.lr * error
-        self.multiplier = min(max(math.exp(log_m), MIN_MULTIPLIER), MAX_MULTIPLIER)
+        low = -MAX_MULTIPLIER if self.two_sided else 0.0
+        self.multiplier = min(max(self.multiplier + self.lr * self.error(derived_us), low), MAX_MULTIPLIER)
         return self.multiplier
 
     def state_dict(self) -> dict:

@@ -41,13 +41,16 @@ class SearchConfig:
     # then run only the sampled arch (single path), so they cost an average arch,
     # not the largest; the soft mixture is the alternative (--soft).
     hard: bool = True
-    # The budget term; see `search.cost.budget_penalty`. `hinge` with dual ascent
-    # needs no coefficient from the user; the paper forms are for comparison.
-    penalty: str = "hinge"
+    # The budget term; see `search.cost.budget_penalty`. `band` is a signed
+    # Lagrange multiplier from two-sided dual ascent: it pushes the derived arch
+    # down over the target and up under the floor, so the search itself lands in
+    # [floor, 1] x budget (the one-sided `hinge` left small archs to the
+    # projection). The paper forms are for comparison.
+    penalty: str = "band"
     fbnet_beta: float = 0.6
-    # The starting multiplier and its dual-ascent step (in log space, per arch
-    # step, scaled by how far the derived arch is from the target).
-    multiplier_init: float = 0.1
+    # The starting multiplier and its additive dual-ascent step (per arch step,
+    # times how far the derived arch is outside the band, as a share of the budget).
+    multiplier_init: float = 0.0
     multiplier_lr: float = 0.2
     # The controller aims the derived arch at target * budget: a little under,
     # so the argmax, which moves in steps, stays inside the budget.

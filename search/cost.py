@@ -148,7 +148,7 @@ def expected_cost(table: CostTable, probs: dict[str, torch.Tensor]) -> torch.Ten
 
 # --------------------------------------------------------------------------- budget penalty
 
-PENALTY_FORMS = ("hinge", "linear-log", "fbnet")
+PENALTY_FORMS = ("band", "hinge", "linear-log", "fbnet")
 
 
 def budget_penalty(
@@ -161,10 +161,14 @@ def budget_penalty(
 ) -> torch.Tensor:
     """The latency term added to the task loss.
 
-    hinge:      multiplier * max(0, E[lat] / budget - target)  (default; the multiplier follows dual ascent)
+    band:       multiplier * (E[lat] / budget - target)        (default; a signed Lagrange multiplier from
+                two-sided dual ascent: positive pushes latency down, negative pulls it up)
+    hinge:      multiplier * max(0, E[lat] / budget - target)  (one-sided: only ever pushes down)
     linear-log: multiplier * log(E[lat] / 1us)                 (the paper's lambda * log(cost))
     fbnet:      multiplier * log(E[lat] / 1us) ** beta          (FBNet's alpha * log(lat)^beta, as an additive term)
     """
+    if form == "band":
+        return multiplier * (expected_us / budget_us - target)
     if form == "hinge":
         return multiplier * torch.relu(expected_us / budget_us - target)
     if form == "linear-log":
@@ -201,16 +205,16 @@ def cost_loss(
     """The whole cost term and what it is made of: `(loss, details)`.
 
     loss = budget_penalty(E[lat]) + flops_weight * E[flops]/max_flops + param_bytes_weight * E[bytes]/max_bytes
-    With `derived_us` (the current argmax arch's latency), the hinge is evaluated
-    at it and differentiated through E[lat]: the hinge then acts exactly while
-    the arch that would be returned is over target, however spread the
+    With `derived_us` (the current argmax arch's latency), the band / hinge term is
+    evaluated at it and differentiated through E[lat]: the hinge then acts exactly
+    while the arch that would be returned is over target, however spread the
     probabilities still are.
     details: expected_latency_us, latency_ratio (E[lat]/budget), penalty, and the
     expected FLOPs / parameter bytes when their tables are given.
     """
     lat = expected_cost(tables.latency, probs)
     priced = lat
-    if derived_us is not None and form == "hinge":
+    if derived_us is not None and form in ("band", "hinge"):
         # Straight-through: the hinge sees the derived arch's latency, its gradient flows through E[lat].
         priced = lat + (derived_us - lat).detach()
     penalty = budget_penalty(priced, budget_us, multiplier, form, fbnet_beta, target)

@@ -92,7 +92,8 @@ class _Search:
         dense, sparse = split_parameters(_WeightsView(self.net))
         self.weight_opts = make_optimizers(dense, sparse, config.weight_optimizer, config.weight_lr)
         self.arch_opt = torch.optim.Adam(self.net.arch_parameters(), lr=config.arch_lr)
-        self.controller = BudgetController(budget_us, config.target, config.floor, config.multiplier_lr, config.multiplier_init)
+        self.controller = BudgetController(budget_us, config.target, config.floor, config.multiplier_lr, config.multiplier_init,
+                                           two_sided=config.penalty == "band")
         self.generator = torch.Generator().manual_seed(config.seed)
         self.loss_fn = nn.BCEWithLogitsLoss()
 
@@ -309,6 +310,8 @@ def _finish(search: _Search, out: Path, log, budget_us, batch_size, lut, status,
         "fastest_arch_latency_ms": fastest_us / 1000,
         "slowest_arch_latency_ms": slowest_us / 1000,
         "argmax_latency_ms": one_hot_cost(search.tables.latency, layout.one_hot(argmax)) / 1000,
+        # The search is meant to land in the band by itself; the projection is a logged safety net.
+        "projection_needed": bool(moves),
         "projection": moves,
         "derived_init": INIT,
         "choices": choices,
