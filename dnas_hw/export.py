@@ -28,9 +28,10 @@ import numpy as np
 import onnx
 import torch
 
-from dnas_hw.arch import Arch, ArchError
+from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import load_checkpoint
 from dnas_hw.errors import UserError
+from dnas_hw.family import arch_from_dict
 from dnas_hw.model import Probability
 from dnas_hw.onnx_io import DEFAULT_OPSET, export_module, ort_session
 
@@ -244,8 +245,8 @@ def read_model_info(path: str | os.PathLike) -> OnnxModelInfo:
     if props.get(META_FORMAT) != FORMAT or META_ARCH not in props:
         raise UserError(f"{path}: no dnas-hw metadata (export the model with `dnas-hw export`)")
     try:
-        arch = Arch.from_dict(json.loads(props[META_ARCH]))
+        arch = arch_from_dict(json.loads(props[META_ARCH]))  # of any model family (its JSON form names it)
         data_meta = json.loads(props.get(META_DATA, "{}"))
-    except (json.JSONDecodeError, ArchError) as e:
+    except (json.JSONDecodeError, UserError) as e:
         raise UserError(f"{path}: malformed dnas-hw metadata ({e})") from None
     return OnnxModelInfo(arch, data_meta if isinstance(data_meta, dict) else {})

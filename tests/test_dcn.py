@@ -207,7 +207,7 @@ def test_lut_prediction_sums_the_dcn_ops(dcn, small_arch):
     assert predict(lut, small_arch, 8).total_us == pytest.approx(expected)
 
 
-def test_train_then_export_a_dcn_through_the_cli(dcn, small_arch, synth_dir, tmp_path, monkeypatch):
+def test_train_export_and_bench_a_dcn_through_the_cli(dcn, small_arch, synth_dir, tmp_path, monkeypatch):
     from dnas_hw.checkpoint import load_checkpoint
     from dnas_hw.export import export_checkpoint
 
@@ -224,6 +224,11 @@ def test_train_then_export_a_dcn_through_the_cli(dcn, small_arch, synth_dir, tmp
     assert max(exported.max_abs_diff.values()) <= 1e-5
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "dcn.onnx")).metadata_props}
     assert json.loads(props["dnas_hw.arch"])["family"] == "dcn"
+    # bench reads the arch back from the ONNX metadata, through its family.
+    benched = CliRunner().invoke(main, ["bench", str(tmp_path / "dcn.onnx"), "--batch-size", "4", "--json", str(tmp_path / "b.json")])
+    assert benched.exit_code == 0, (benched.output, benched.exception)
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["arch"] == small_arch.to_dict() and report["results"][0]["p50_us"] > 0
 
 
 def test_profile_a_dcn_space_through_the_registry(dcn, tmp_path):
