@@ -12,7 +12,7 @@ interleaved run by run so that all see the same machine load:
 - `1x1`: 1 process, 1 thread;  `1x2`: 1 process, 2 threads;
 - `2x1`: 2 processes (gloo, DistributedDataParallel), 1 thread each, same global batch.
 
-    .venv/bin/python benchmarks/distributed_throughput.py --rows 20000 --batch-size 128 1024 --runs 3
+    .venv/bin/python benchmarks/distributed_throughput.py --rows 20000 --batch-size 128,1024 --runs 3
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import click
+
+from dnas_hw.cli_types import INT_LIST
 
 CONFIGS = {"1x1": (1, 1), "1x2": (1, 2), "2x1": (2, 1)}  # name -> (processes, threads per process)
 
@@ -52,7 +54,8 @@ def cli() -> None:
 @cli.command()
 @click.option("--data", "data_dir", type=click.Path(), help="Prepared data folder (default: synthesize --rows rows).")
 @click.option("--rows", default=20_000, show_default=True, help="Rows to synthesize when --data is not given.")
-@click.option("--batch-size", "batch_sizes", multiple=True, type=int, default=(128, 1024), show_default=True)
+@click.option("--batch-size", "batch_sizes", type=INT_LIST, default="128,1024", show_default=True,
+              help="Global batch sizes, comma-separated.")
 @click.option("--epochs", default=3, show_default=True, help="Epochs per launch; the first is warm-up.")
 @click.option("--runs", default=3, show_default=True, help="Launches per configuration and batch size.")
 @click.option("--seed", default=0, show_default=True)
