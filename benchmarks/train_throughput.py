@@ -7,11 +7,12 @@ with sparse embedding gradients, random data. Reference: facebookresearch/dlrm
 on this 2-core machine; the target is 1.5 times that.
 
 The model, optimizers and step are the project's own (`build_model`,
-`split_parameters`, `make_optimizers`, `train_step`). Two routes are timed,
+`split_parameters`, `make_optimizers`, `train_step`, inside
+`tables_updated_in_backward` as `fit` runs it). Two routes are timed,
 interleaved run by run so that both see the same machine load:
 
-- `packed`: what `dnas-hw train` does (tables packed: one gather, one
-  `SparseSGD` update for all tables);
+- `packed`: what `dnas-hw train` does (tables packed: one gather for all
+  tables, and their SGD update done in the backward pass in one scatter);
 - `per-feature`: lookups and updates as before packing: each feature's
   registry op (`SparseArch.packed = False`) and `torch.optim.SGD` over all
   parameters, one lookup and one update per table (the rest of the step,
@@ -41,7 +42,7 @@ from dnas_hw.bench import machine_info
 from dnas_hw.files import write_json_atomic
 from dnas_hw.model import build_model
 from dnas_hw.progress import progress
-from dnas_hw.train import make_optimizers, split_parameters, train_step
+from dnas_hw.train import make_optimizers, split_parameters, tables_updated_in_backward, train_step
 
 REFERENCE_SAMPLES_PER_S = 18_000  # facebookresearch/dlrm on this machine, 7.0 ms/iter at batch 128
 TARGET_RATIO = 1.5
@@ -75,9 +76,10 @@ class Trainer:
 
     def steps(self, n: int) -> torch.Tensor:
         loss = torch.zeros(())
-        for _ in range(n):
-            loss = train_step(self.model, self.optimizers, self.loss_fn, *self.batches[self.i % len(self.batches)])
-            self.i += 1
+        with tables_updated_in_backward(self.model, self.optimizers):
+            for _ in range(n):
+                loss = train_step(self.model, self.optimizers, self.loss_fn, *self.batches[self.i % len(self.batches)])
+                self.i += 1
         return loss
 
 

@@ -27,6 +27,12 @@ class SparseArch(nn.Module):
     (see `PackedLookup`). Anything that moves a table to its own storage (a
     device move, `load_state_dict(assign=True)`) only sends training back to
     the per-feature route, as does setting `packed = False` (for comparisons).
+
+    `update_in_backward`: None, or an optimizer with `add_rows_(buffer, rows,
+    grads)` (`dnas_hw.train.SparseSGD`, attached by
+    `dnas_hw.train.tables_updated_in_backward`). Then the packed route's backward
+    pass updates the tables in place, one scatter for all of them, and gives
+    them no gradient at all; the per-feature route still gives gradients.
     """
 
     def __init__(self, tables: list[nn.Module]):
@@ -37,6 +43,7 @@ class SparseArch(nn.Module):
         order = torch.cat([g.features for g in self.groups])
         self.register_buffer("unpermute", torch.argsort(order) if len(self.groups) > 1 else None, persistent=False)
         self.packed = True
+        self.update_in_backward = None
 
     def forward(self, sparse: torch.Tensor) -> list[torch.Tensor]:
         if self.training and self.packed and all(g.is_packed() for g in self.groups):
@@ -45,7 +52,7 @@ class SparseArch(nn.Module):
 
     def _packed_forward(self, sparse: torch.Tensor) -> list[torch.Tensor]:
         width = self.tables[0].table.embedding_dim + self.tables[0].pad
-        parts = [g.lookup(sparse, width) for g in self.groups]  # [B, F_g, D] each
+        parts = [g.lookup(sparse, width, self.update_in_backward) for g in self.groups]  # [B, F_g, D] each
         out = parts[0] if self.unpermute is None else torch.cat(parts, dim=1).index_select(1, self.unpermute)
         return list(out.unbind(1))
 
@@ -84,11 +91,12 @@ class _PackedGroup:
         """Whether every table's weight still lives at its place in the buffer."""
         return self._current_addresses() == self._addresses
 
-    def lookup(self, sparse: torch.Tensor, width: int) -> torch.Tensor:
+    def lookup(self, sparse: torch.Tensor, width: int, update_in_backward=None) -> torch.Tensor:
         """sparse [B, F] (all features) -> [B, F_g, width]: this group's lookups, zero-padded."""
         ids = sparse if len(self.tables) == sparse.shape[1] else sparse.index_select(1, self.features)
         local = ids % self.rows  # [B, F_g], the registry op's modulo
-        out = PackedLookup.apply(local, self.offsets, self.buffer, *(t.table.weight for t in self.tables))
+        weights = (t.table.weight for t in self.tables)
+        out = PackedLookup.apply(local, self.offsets, self.buffer, update_in_backward, *weights)
         dim = self.buffer.shape[1]
         return F.pad(out, (0, width - dim)) if width > dim else out
 
@@ -97,29 +105,35 @@ class PackedLookup(torch.autograd.Function):
     """Lookups of F tables packed in one buffer, with each table's own sparse gradient.
 
     forward(local [B, F] row ids per table, offsets [F] first row of each table in
-    `buffer`, buffer [R, d], *weights: the F tables, views into `buffer`) -> [B, F, d].
+    `buffer`, buffer [R, d], update_in_backward (None or see `SparseArch`),
+    *weights: the F tables, views into `buffer`) -> [B, F, d].
     The gradient of table f is the uncoalesced sparse tensor with indices
-    `local[:, f]` and values `grad[:, f]`, as `nn.Embedding(sparse=True)` gives.
+    `local[:, f]` and values `grad[:, f]`, as `nn.Embedding(sparse=True)` gives;
+    with `update_in_backward`, those rows go straight into `buffer` instead.
     """
 
     @staticmethod
-    def forward(ctx, local, offsets, buffer, *weights):
-        ctx.save_for_backward(local)
-        ctx.sizes = [w.shape for w in weights]
-        flat = (local + offsets).reshape(-1)
-        return buffer.index_select(0, flat).view(local.shape[0], local.shape[1], buffer.shape[1])
+    def forward(ctx, local, offsets, buffer, update_in_backward, *weights):
+        rows = (local + offsets).reshape(-1)  # [B * F] rows of `buffer`
+        ctx.save_for_backward(rows if update_in_backward is not None else local)
+        ctx.buffer, ctx.update, ctx.sizes = buffer, update_in_backward, [w.shape for w in weights]
+        return buffer.index_select(0, rows).view(local.shape[0], local.shape[1], buffer.shape[1])
 
     @staticmethod
     def backward(ctx, grad):
-        (local,) = ctx.saved_tensors
+        (saved,) = ctx.saved_tensors
+        none = (None, None, None, None)
+        if ctx.update is not None:
+            ctx.update.add_rows_(ctx.buffer, saved, grad.reshape(-1, grad.shape[-1]))
+            return none + (None,) * len(ctx.sizes)
         # Contiguous per table, so that autograd keeps each table's gradient without a copy.
-        ids = local.t().unsqueeze(1).contiguous().unbind(0)  # F x [1, B]
+        ids = saved.t().unsqueeze(1).contiguous().unbind(0)  # F x [1, B]
         values = grad.transpose(0, 1).contiguous().unbind(0)  # F x [B, d]
         grads = [
             torch.sparse_coo_tensor(i, v, size, is_coalesced=False, check_invariants=False) if needed else None
-            for i, v, size, needed in zip(ids, values, ctx.sizes, ctx.needs_input_grad[3:])
+            for i, v, size, needed in zip(ids, values, ctx.sizes, ctx.needs_input_grad[4:])
         ]
-        return (None, None, None, *grads)
+        return none + tuple(grads)
 
 
 class DLRM(nn.Module):

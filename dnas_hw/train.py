@@ -7,10 +7,11 @@ optimizer where the algorithm needs one (Adam: Adam + SparseAdam).
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -87,6 +88,15 @@ class SparseSGD(torch.optim.Optimizer):
         self._plan: list[_SharedRows] = []
 
     @torch.no_grad()
+    def add_rows_(self, buffer: torch.Tensor, rows: torch.Tensor, grads: torch.Tensor) -> None:
+        """The step for gradient rows `grads` [N, d] of `buffer` [R, d] rows `rows` [N], done at once.
+
+        Called from the backward pass when the tables are updated there
+        (`tables_updated_in_backward`); one parameter group, so one learning rate.
+        """
+        _scatter_add_rows_(buffer, rows, grads * -self.param_groups[0]["lr"])
+
+    @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
             for shared in self._shared_rows([p for p in group["params"] if p.grad is not None]):
@@ -127,10 +137,47 @@ class _SharedRows:
         rows = torch.cat([g._indices()[0] for g in grads])
         counts = torch.tensor([g._nnz() for g in grads], device=rows.device)
         rows += torch.repeat_interleave(self.first_rows, counts, output_size=len(rows))
-        values = torch.cat([g._values() for g in grads]).mul_(scale)
-        # scatter_add_ with a broadcast row index: on CPU several times faster than
-        # index_add_ (which adds row by row) or index_put_(accumulate=True).
-        self.buffer.scatter_add_(0, rows.unsqueeze(1).expand_as(values), values)
+        _scatter_add_rows_(self.buffer, rows, torch.cat([g._values() for g in grads]).mul_(scale))
+
+
+def _scatter_add_rows_(buffer: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
+    """buffer[rows[i]] += values[i] for each i, repeated rows adding up (buffer [R, d], rows [N], values [N, d])."""
+    # scatter_add_ with a broadcast row index: on CPU several times faster than
+    # index_add_ (which adds row by row) or index_put_(accumulate=True).
+    buffer.scatter_add_(0, rows.unsqueeze(1).expand_as(values), values)
+
+
+@contextlib.contextmanager
+def tables_updated_in_backward(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> Iterator[None]:
+    """Inside the block, plain SGD updates a DLRM's packed tables during the backward pass.
+
+    The `SparseSGD` among `optimizers` does the tables' step right where their
+    gradient rows appear, in one scatter (`SparseArch.update_in_backward`): no
+    per-table sparse gradient is built, accumulated, gathered and scattered
+    again. The result is what `optimizer.step()` would give, provided every
+    backward pass is followed by a step (no accumulation over several
+    backwards), as in `train_step`. Nothing changes for other models or
+    optimizers, or with several processes (their gradients must be exchanged).
+    """
+    from dnas_hw.model import SparseArch
+
+    sparse_arch = getattr(model, "sparse_arch", None)
+    sgd = [o for o in optimizers if isinstance(o, SparseSGD)]
+    tables = {id(t.table.weight) for t in sparse_arch.tables} if isinstance(sparse_arch, SparseArch) else set()
+    if (
+        not tables
+        or distributed.is_active()
+        or len(sgd) != 1
+        or len(sgd[0].param_groups) != 1
+        or not tables <= {id(p) for p in sgd[0].param_groups[0]["params"]}
+    ):
+        yield
+        return
+    sparse_arch.update_in_backward = sgd[0]
+    try:
+        yield
+    finally:
+        sparse_arch.update_in_backward = None
 
 
 def train_step(
@@ -228,7 +275,8 @@ def fit(
     train, val = data.split("train"), data.split("val")
     stepped = distributed.data_parallel(model)
     for epoch in range(len(history), config.epochs):
-        loss = train_epoch(stepped, optimizers, train, config, epoch)
+        with tables_updated_in_backward(model, optimizers):
+            loss = train_epoch(stepped, optimizers, train, config, epoch)
         history.append({"epoch": epoch + 1, "train_loss": loss, **{f"val_{k}": v for k, v in evaluate(model, val).items()}})
         if state_path is not None and distributed.is_main():
             _save_state(state_path, model, optimizers, config, history)

@@ -1,9 +1,11 @@
 """The DLRM built from an `Arch`: shapes, the registry modules it is made of, the packed
-training route against the per-feature ops, and `model.pt` checkpoints."""
+training route (and its update in the backward pass) against the per-feature ops, and
+`model.pt` checkpoints."""
 
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from dnas_hw.checkpoint import load_checkpoint, save_checkpoint
 from dnas_hw.errors import UserError
 from dnas_hw.model import Probability, build_model
 from dnas_hw.ops import HashedEmbedding, LinearAct
-from dnas_hw.train import make_optimizers, split_parameters, train_step
+from dnas_hw.train import make_optimizers, split_parameters, tables_updated_in_backward, train_step
 
 ARCHS = {
     "dot-equal-dims": Arch(num_dense=4, bottom_mlp=(8, 4), emb_dims=(4, 4, 4), emb_rows=(10, 20, 5),
@@ -118,23 +120,39 @@ def test_packed_training_route_equals_the_per_feature_ops(name):
         torch.testing.assert_close(ga.coalesce().to_dense(), gb.coalesce().to_dense())
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "sgd-in-backward", "adagrad", "adam"])
 def test_training_steps_match_the_per_feature_route(optimizer):
-    """Packed lookups and the fused sparse SGD update give the weights of plain per-table training."""
+    """Packed lookups, the fused sparse SGD update and the update in the backward pass
+    give the weights of plain per-table training."""
     arch = ARCHS["dot-mixed-dims"]
+    name = optimizer.removesuffix("-in-backward")
     models = [build_model(arch, seed=0), build_model(arch, seed=0)]
     models[1].sparse_arch.packed = False
-    plain_sgd = [torch.optim.SGD(models[1].parameters(), lr=0.1)] if optimizer == "sgd" else None
-    opts = [make_optimizers(*split_parameters(models[0]), optimizer, 0.1),
-            plain_sgd or make_optimizers(*split_parameters(models[1]), optimizer, 0.1)]
-    for step in range(5):
-        dense, sparse, y = batch(arch, 16, seed=step)
-        sparse[:4, 0] = sparse[4:8, 0]  # repeated rows in one batch must add up
-        for model, opt in zip(models, opts):
-            train_step(model.train(), opt, nn.BCEWithLogitsLoss(), dense, sparse, y)
+    plain_sgd = [torch.optim.SGD(models[1].parameters(), lr=0.1)] if name == "sgd" else None
+    opts = [make_optimizers(*split_parameters(models[0]), name, 0.1),
+            plain_sgd or make_optimizers(*split_parameters(models[1]), name, 0.1)]
+    in_backward = tables_updated_in_backward(models[0], opts[0]) if optimizer.endswith("in-backward") else nullcontext()
+    with in_backward:
+        assert (models[0].sparse_arch.update_in_backward is not None) == optimizer.endswith("in-backward")
+        for step in range(5):
+            dense, sparse, y = batch(arch, 16, seed=step)
+            sparse[:4, 0] = sparse[4:8, 0]  # repeated rows in one batch must add up
+            for model, opt in zip(models, opts):
+                train_step(model.train(), opt, nn.BCEWithLogitsLoss(), dense, sparse, y)
+            if optimizer.endswith("in-backward"):
+                assert all(t.table.weight.grad is None for t in models[0].sparse_arch.tables)
+    assert models[0].sparse_arch.update_in_backward is None
     for (name, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     assert not torch.equal(models[0].sparse_arch.tables[0].table.weight, build_model(arch, seed=0).sparse_arch.tables[0].table.weight)
+
+
+def test_tables_are_updated_in_backward_only_with_plain_sgd_over_them():
+    model = build_model(ARCHS["dot-equal-dims"], seed=0)
+    dense, sparse = split_parameters(model)
+    for opts in (make_optimizers(dense, sparse, "adagrad", 0.1), make_optimizers(dense, sparse[:1], "sgd", 0.1)):
+        with tables_updated_in_backward(model, opts):
+            assert model.sparse_arch.update_in_backward is None
 
 
 def test_tables_moved_off_their_packing_still_train_correctly():
