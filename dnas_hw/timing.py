@@ -28,13 +28,14 @@ class TimingStats:
         return cls(float(p10), float(p50), float(p90), int(s.size))
 
     def minus(self, other: "TimingStats") -> "TimingStats":
-        """These percentiles less `other`'s (a fixed cost measured apart), floored at zero."""
-        return TimingStats(
-            max(0.0, self.p10_us - other.p10_us),
-            max(0.0, self.p50_us - other.p50_us),
-            max(0.0, self.p90_us - other.p90_us),
-            self.repeats,
-        )
+        """These percentiles less `other`'s (a fixed cost measured apart), floored at zero.
+
+        Differences of percentiles are not percentiles of a difference, so the
+        result is kept ordered: p10 <= p50 <= p90.
+        """
+        p10, p50, p90 = (max(0.0, a - b) for a, b in zip(
+            (self.p10_us, self.p50_us, self.p90_us), (other.p10_us, other.p50_us, other.p90_us)))
+        return TimingStats(min(p10, p50), p50, max(p90, p50), self.repeats)
 
 
 def time_callable(

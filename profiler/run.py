@@ -187,6 +187,12 @@ def profile_to_lut(
                 done[call.key(b)] = row(call.key(b), stats)
                 partial.append(done[call.key(b)])
             bar.update(len(bs))
+        if context is not None:
+            meta["context_model"] = {
+                "arch": context.arch.to_dict(),
+                "call_us": {str(b): round(us, 1) for b, us in context.call_us.items()},
+                "runs_before_ops_at_batch_sizes": [b for b in sizes if context.before(b) is not None],
+            }
         del context, timer  # free the context model's memory before the reference models are built
         if overhead_todo:
             bar.update(0, status="model overhead: whole reference models")

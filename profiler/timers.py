@@ -22,7 +22,11 @@ measured and taken out (docs/profiling.md has the experiments behind each rule):
   at batch 64, onnxruntime ops ran 30-45% faster alone than inside models).
   So before every timed call (untimed) a *context model* runs once: a whole
   model of the space (`ContextModel`), at the batch size (at most
-  `CONTEXT_MAX_BATCH`: by then every cache has turned over).
+  `CONTEXT_MAX_BATCH`: by then every cache has turned over). Where a model
+  call is short (the context model's own call under `CONTEXT_MIN_US`, e.g.
+  onnxruntime at batch 1), an op's data is young when it comes round again and
+  stays in cache, as it does timed back to back: no context runs there
+  (measured: with one, ops at batch 1 came out 20-60% slower than inside models).
 - **Contention.** Each op and its null are timed in `ROUNDS` rounds; the round
   with the lowest median counts (`dnas_hw.runners.best_of`), as for whole
   models, so a burst of load from other processes does not enter the table.
@@ -56,10 +60,12 @@ HOT_SETS = 2
 # The batch size the one-op ONNX graphs are exported at (the batch axis is dynamic).
 EXPORT_BATCH = 2
 # One round: a stable median over at least min_time_s, at most max_time_s.
-ROUND_TIMER = dict(warmup=5, min_repeats=15, max_repeats=4000, min_time_s=0.01, max_time_s=0.3, rel_tol=0.02)
+ROUND_TIMER = dict(warmup=3, min_repeats=10, max_repeats=4000, min_time_s=0.005, max_time_s=0.05, rel_tol=0.02)
 # The context model runs at the op's batch size, capped here: a model call at batch 64
 # already turns every cache over, and larger ones would only make profiling slower.
 CONTEXT_MAX_BATCH = 64
+# A context model whose call is shorter than this leaves caches as warm as back-to-back calls do.
+CONTEXT_MIN_US = 1000.0
 
 
 class ContextModel:
@@ -70,13 +76,16 @@ class ContextModel:
         self.arch = arch
         self.cardinalities = cardinalities
         self.seed = seed
-        self._calls: dict[int, Callable[[], object]] = {}
+        self._calls: dict[int, Callable[[], object] | None] = {}
+        self.call_us: dict[int, float] = {}  # the context model's own latency, per context batch size
 
-    def before(self, batch_size: int) -> Callable[[], object]:
+    def before(self, batch_size: int) -> Callable[[], object] | None:
+        """The context call for ops timed at `batch_size`, or None where a model call is too short to matter."""
         b = min(int(batch_size), CONTEXT_MAX_BATCH)
         if b not in self._calls:
             pool = dlrm_input_pool(self.arch.num_dense, self.cardinalities, b, seed=self.seed + b)
-            self._calls[b] = self.runner.caller(pool)
+            self.call_us[b] = self.runner.time(pool, rounds=1, min_repeats=5, min_time_s=0.0, max_time_s=0.2).p50_us
+            self._calls[b] = self.runner.caller(pool) if self.call_us[b] >= CONTEXT_MIN_US else None
         return self._calls[b]
 
 
@@ -102,6 +111,11 @@ def _noop(*inputs):
     return None
 
 
+def signature(inputs: InputSet) -> tuple:
+    """What a null call's cost depends on: the number of inputs and each one's dtype and rank."""
+    return tuple((str(t.dtype), t.dim()) for t in inputs)
+
+
 class OpTimer:
     """Base: `measure(call, batch_sizes, num_sparse, seed) -> {batch_size: TimingStats}`, null subtracted."""
 
@@ -113,14 +127,19 @@ class OpTimer:
         self.rounds = rounds
         self.context = context
         self.clock = default_clock(device, threads)
+        self._nulls: dict[tuple, TimingStats] = {}
 
-    def _time_less_null(self, fn: Callable, null: Callable, pool: Sequence, batch_size: int) -> TimingStats:
-        """`fn(*inputs)` less `null(*inputs)` over the pool: alternating rounds, the best round of each."""
-        op_rounds, null_rounds = [], []
-        for _ in range(self.rounds):
-            op_rounds.append(self._time(fn, pool, batch_size))
-            null_rounds.append(self._time(null, pool, batch_size))
-        return best_of(op_rounds).minus(best_of(null_rounds))
+    def _time_less_null(self, fn: Callable, null: Callable, pool: Sequence, batch_size: int, signature) -> TimingStats:
+        """`fn(*inputs)` less `null(*inputs)` over the pool, each the best of `rounds`.
+
+        The null depends only on the inputs' `signature` (names, dtypes, ranks)
+        and the batch size, so it is measured once per pair and reused.
+        """
+        key = (signature, int(batch_size))
+        if key not in self._nulls:
+            self._nulls[key] = best_of([self._time(null, pool, batch_size) for _ in range(self.rounds)])
+        op = best_of([self._time(fn, pool, batch_size) for _ in range(self.rounds)])
+        return op.minus(self._nulls[key])
 
     def _time(self, fn: Callable, pool: Sequence, batch_size: int) -> TimingStats:
         next_inputs = cycling(pool)
@@ -147,7 +166,7 @@ class TorchOpTimer(OpTimer):
         with torch.inference_mode():
             for b in batch_sizes:
                 pool = to_device(op_input_pool(call, b, num_sparse, seed + b), self.device)
-                out[int(b)] = self._time_less_null(module, _noop, pool, b)
+                out[int(b)] = self._time_less_null(module, _noop, pool, b, signature(pool[0]))
         return out
 
 
@@ -155,6 +174,10 @@ class OnnxOpTimer(OpTimer):
     """onnxruntime: the op exported alone (`dnas_hw.onnx_io`), run in an `ort_session` as deployed."""
 
     backend = "onnxruntime"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._null_sessions: dict[tuple, Callable] = {}
 
     def measure(self, call, batch_sizes, num_sparse, seed=0):
         from dnas_hw.onnx_io import export_module
@@ -167,14 +190,22 @@ class OnnxOpTimer(OpTimer):
         graph = export_module(module, example, names, ["y"]).SerializeToString()
         del module  # the session holds its own copy of the weights
         run = OnnxRunner(graph, self.threads, self.device).session.run
-        null_run = None
         out = {}
         for b in batch_sizes:
-            feeds = [(f,) for f in OnnxRunner.as_feeds(names, op_input_pool(call, b, num_sparse, seed + b))]
-            if null_run is None:
-                null_run = OnnxRunner(null_graph(feeds[0][0]).SerializeToString(), self.threads, self.device).session.run
-            out[int(b)] = self._time_less_null(lambda f: run(None, f), lambda f: null_run(None, f), feeds, b)
+            inputs = op_input_pool(call, b, num_sparse, seed + b)
+            feeds = [(f,) for f in OnnxRunner.as_feeds(names, inputs)]
+            null = self._null_session(feeds[0][0])
+            out[int(b)] = self._time_less_null(
+                lambda f: run(None, f), lambda f: null(None, f), feeds, b, signature(inputs[0])
+            )
         return out
+
+    def _null_session(self, feed: dict[str, np.ndarray]):
+        """`run` of a session on `null_graph(feed)`: the per-run fixed cost (sessions reused per signature)."""
+        key = tuple((n, a.dtype.str, a.ndim) for n, a in feed.items())
+        if key not in self._null_sessions:
+            self._null_sessions[key] = OnnxRunner(null_graph(feed).SerializeToString(), self.threads, self.device).session.run
+        return self._null_sessions[key]
 
 
 def null_graph(feed: dict[str, np.ndarray]):

@@ -83,7 +83,7 @@ def test_every_registered_op_has_a_key_in_a_space_and_profiles(backend, one_torc
         stats = timer.measure(call, [1, B], space.num_sparse)
         for b in (1, B):
             s = stats[b]
-            assert s.repeats >= 30 and math.isfinite(s.p50_us) and 0 <= s.p10_us <= s.p50_us, (op, b, s)
+            assert s.repeats >= 10 and math.isfinite(s.p50_us) and 0 <= s.p10_us <= s.p50_us <= s.p90_us, (op, b, s)
 
 
 def test_dlrm_tiny_profiles_in_seconds_into_a_complete_lut(tiny_lut):
