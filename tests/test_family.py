@@ -105,6 +105,8 @@ register_family(
 
 
 def test_plugins_named_in_the_environment_are_imported_on_first_miss(tmp_path, monkeypatch):
+    # The toy family lives only for this test: later tests walk every registered family's spaces.
+    monkeypatch.setattr(family, "_FAMILIES", dict(family._FAMILIES))
     name = f"toy{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}_plugin.py").write_text(textwrap.dedent(PLUGIN.format(name=name)))
     monkeypatch.syspath_prepend(str(tmp_path))
