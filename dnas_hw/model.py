@@ -42,19 +42,22 @@ class SparseArch(nn.Module):
         # Features in group order -> features in input order (None: the groups already are).
         order = torch.cat([g.features for g in self.groups])
         self.register_buffer("unpermute", torch.argsort(order) if len(self.groups) > 1 else None, persistent=False)
+        self.width = tables[0].table.embedding_dim + tables[0].pad  # D, every lookup's padded width
         self.packed = True
         self.update_in_backward = None
 
     def forward(self, sparse: torch.Tensor) -> list[torch.Tensor]:
-        if self.training and self.packed and all(g.is_packed() for g in self.groups):
-            return self._packed_forward(sparse)
+        stacked = self.lookup_stacked(sparse)
+        if stacked is not None:
+            return list(stacked.unbind(1))
         return [table(ids) for table, ids in zip(self.tables, sparse.unbind(1))]
 
-    def _packed_forward(self, sparse: torch.Tensor) -> list[torch.Tensor]:
-        width = self.tables[0].table.embedding_dim + self.tables[0].pad
-        parts = [g.lookup(sparse, width, self.update_in_backward) for g in self.groups]  # [B, F_g, D] each
-        out = parts[0] if self.unpermute is None else torch.cat(parts, dim=1).index_select(1, self.unpermute)
-        return list(out.unbind(1))
+    def lookup_stacked(self, sparse: torch.Tensor) -> torch.Tensor | None:
+        """sparse [B, F] -> [B, F, D] by the packed training route; None where it does not apply."""
+        if not (self.training and self.packed and all(g.is_packed() for g in self.groups)):
+            return None
+        parts = [g.lookup(sparse, self.width, self.update_in_backward) for g in self.groups]  # [B, F_g, D] each
+        return parts[0] if self.unpermute is None else torch.cat(parts, dim=1).index_select(1, self.unpermute)
 
 
 class _PackedGroup:
@@ -66,7 +69,7 @@ class _PackedGroup:
 
     def __init__(self, tables: nn.ModuleList, dim: int):
         members = [f for f, t in enumerate(tables) if t.table.embedding_dim == dim]
-        self.tables = [tables[f] for f in members]
+        self.tables = [tables[f].table for f in members]  # their nn.Embedding modules
         self.features = torch.tensor(members, dtype=torch.long)
         rows = [t.num_embeddings for t in self.tables]
         self.rows = torch.tensor(rows, dtype=torch.long)
@@ -74,29 +77,33 @@ class _PackedGroup:
         for r in rows[:-1]:
             starts.append(starts[-1] + r)
         self.offsets = torch.tensor(starts, dtype=torch.long)
-        first = self.tables[0].table.weight
+        first = self.tables[0].weight
         self.buffer = torch.empty(sum(rows), dim, dtype=first.dtype, device=first.device)
         with torch.no_grad():
             # One table at a time, so each old weight is freed as soon as it is copied.
             for t, start, r in zip(self.tables, starts, rows):
                 view = self.buffer[start : start + r]
-                view.copy_(t.table.weight)
-                t.table.weight = nn.Parameter(view, requires_grad=t.table.weight.requires_grad)
-        self._addresses = self._current_addresses()
+                view.copy_(t.weight)
+                t.weight = nn.Parameter(view, requires_grad=t.weight.requires_grad)
+        self._addresses = [w.data_ptr() for w in self.weights()]
 
-    def _current_addresses(self) -> list[int]:
-        return [t.table.weight.data_ptr() for t in self.tables]
+    def weights(self) -> list[torch.Tensor]:
+        # Read from `_parameters`: a step calls this twice, and 26 `Module.__getattr__`
+        # lookups each time cost more than the lookups themselves.
+        return [t._parameters["weight"] for t in self.tables]
 
     def is_packed(self) -> bool:
         """Whether every table's weight still lives at its place in the buffer."""
-        return self._current_addresses() == self._addresses
+        return [w.data_ptr() for w in self.weights()] == self._addresses
 
     def lookup(self, sparse: torch.Tensor, width: int, update_in_backward=None) -> torch.Tensor:
         """sparse [B, F] (all features) -> [B, F_g, width]: this group's lookups, zero-padded."""
         ids = sparse if len(self.tables) == sparse.shape[1] else sparse.index_select(1, self.features)
         local = ids % self.rows  # [B, F_g], the registry op's modulo
-        weights = (t.table.weight for t in self.tables)
-        out = PackedLookup.apply(local, self.offsets, self.buffer, update_in_backward, *weights)
+        weights = self.weights()
+        # Updated in the backward pass, no table gets a gradient: one of them is enough to put
+        # the lookup in the autograd graph, and spares the graph an edge per table.
+        out = PackedLookup.apply(local, self.offsets, self.buffer, update_in_backward, *(weights[:1] if update_in_backward else weights))
         dim = self.buffer.shape[1]
         return F.pad(out, (0, width - dim)) if width > dim else out
 
@@ -109,7 +116,8 @@ class PackedLookup(torch.autograd.Function):
     *weights: the F tables, views into `buffer`) -> [B, F, d].
     The gradient of table f is the uncoalesced sparse tensor with indices
     `local[:, f]` and values `grad[:, f]`, as `nn.Embedding(sparse=True)` gives;
-    with `update_in_backward`, those rows go straight into `buffer` instead.
+    with `update_in_backward`, those rows go straight into `buffer` instead, and
+    `weights` may be just one table (no table gets a gradient).
     """
 
     @staticmethod
@@ -143,6 +151,10 @@ class DLRM(nn.Module):
     sparse_arch: [B, F] -> F x [B, D]                    (lookups, zero-padded to D)
     interaction: [B, D], F x [B, D] -> [B, K]            (K = D + (F+1)F/2 for dot, (F+1)D for cat)
     over_arch:   [B, K] -> [B, 1]                        (top MLP and the logit layer)
+
+    In training, where the lookups take the packed route, they stay one tensor
+    [B, F, D] and meet the dense vector in the interaction's `interact_stacked`,
+    sparing the autograd graph a split into F tensors and a stack back.
     """
 
     def __init__(self, arch: Arch):
@@ -156,8 +168,11 @@ class DLRM(nn.Module):
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         x = self.dense_arch(dense)
-        embedded = self.sparse_arch(sparse)
-        z = self.interaction(x, *embedded)
+        stacked = self.sparse_arch.lookup_stacked(sparse) if hasattr(self.interaction, "interact_stacked") else None
+        if stacked is not None:
+            z = self.interaction.interact_stacked(torch.cat([x.unsqueeze(1), stacked], dim=1))
+        else:
+            z = self.interaction(x, *self.sparse_arch(sparse))
         return self.over_arch(z).squeeze(1)
 
 

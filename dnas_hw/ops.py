@@ -232,9 +232,13 @@ class DotInteraction(nn.Module):
     def forward(self, dense: torch.Tensor, *sparse: torch.Tensor) -> torch.Tensor:
         t = torch.stack((dense,) + sparse, dim=1)  # [B, F+1, D]
         if self.training:
-            return torch.cat([dense, PairwiseDots.apply(t, self.pairs)], dim=1)
+            return self.interact_stacked(t)
         gram = torch.bmm(t, t.transpose(1, 2))  # [B, F+1, F+1]
         return torch.cat([dense, gram.flatten(1)[:, self.pairs]], dim=1)
+
+    def interact_stacked(self, t: torch.Tensor) -> torch.Tensor:
+        """The training form: t [B, F+1, D] (dense, then the F embeddings) -> [B, D + (F+1)F/2]."""
+        return torch.cat([t[:, 0], PairwiseDots.apply(t, self.pairs)], dim=1)
 
 
 class PairwiseDots(torch.autograd.Function):
@@ -279,6 +283,10 @@ class CatInteraction(nn.Module):
 
     def forward(self, dense: torch.Tensor, *sparse: torch.Tensor) -> torch.Tensor:
         return torch.cat((dense,) + sparse, dim=1)
+
+    def interact_stacked(self, t: torch.Tensor) -> torch.Tensor:
+        """The training form: t [B, F+1, D] (dense, then the F embeddings) -> [B, (F+1) D]."""
+        return t.flatten(1)
 
 
 @register_op(
