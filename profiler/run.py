@@ -11,6 +11,10 @@ Files, for `--out LUT.csv`:
 `resume=True` keeps the rows of `LUT.partial.csv` and of an existing `LUT.csv`
 (measured for the same backend, device, threads and space) and measures only
 the keys still missing, for example new batch sizes.
+
+The partial file holds raw op measurements; the final LUT's op rows are those
+times the batch size's in-model factor (`profiler.overhead`), recorded with the
+fit in `LUT.meta.json` (`in_model_factor`, `model_overhead`).
 """
 
 from __future__ import annotations
@@ -27,11 +31,11 @@ from dnas_hw.files import atomic_path, read_json, write_json_atomic
 from dnas_hw.progress import progress
 from dnas_hw.runners import BACKENDS, DEVICES
 from dnas_hw.timing import TimingStats
-from lut.table import COLUMNS, TARGET_FIELDS, Lut, LutError, meta_path, overhead_call
+from lut.table import COLUMNS, OVERHEAD_OP, TARGET_FIELDS, Lut, LutError, meta_path, overhead_call
 from profiler.environment import lut_meta
 from profiler.keys import all_keys, space_calls
-from profiler.overhead import measure_overhead, reference_archs
-from profiler.timers import ContextModel, op_timer
+from profiler.overhead import measure_in_model
+from profiler.timers import op_timer
 
 Key = tuple[str, str, int]
 
@@ -113,9 +117,21 @@ def _check_args(backend: str, device: str, threads: int, batch_sizes: Sequence[i
     return sizes
 
 
-def _kept_rows(sources: Sequence[Path], meta: dict) -> tuple[dict[Key, dict], dict]:
-    """Rows of earlier runs for the same target and space, and the overhead details they recorded."""
+def scaled(r: dict, factor: float) -> dict:
+    """A raw op row with its latencies multiplied by the in-model factor."""
+    key = (r["op"], r["params"], int(r["batch_size"]))
+    return row(key, TimingStats(*(factor * float(r[p]) for p in ("p10_us", "p50_us", "p90_us")), int(r["repeats"])))
+
+
+def _kept_rows(sources: Sequence[Path], meta: dict) -> tuple[dict[Key, dict], set[Key], dict, dict]:
+    """Rows of earlier runs for the same target and space: `(rows, keys still raw, factors, fit details)`.
+
+    Rows of a finished `LUT.csv` carry the in-model factor already; rows of a
+    partial file are raw measurements.
+    """
     kept: dict[Key, dict] = {}
+    raw: set[Key] = set()
+    factors: dict = {}
     details: dict = {}
     for path in sources:
         if not path.is_file():
@@ -127,11 +143,16 @@ def _kept_rows(sources: Sequence[Path], meta: dict) -> tuple[dict[Key, dict], di
                     f"{path}: measured with {field}={old.get(field)}, this profile has {field}={meta[field]}; "
                     f"use another --out"
                 )
-        rows = PartialFile(path).read() if path.name.endswith(".partial.csv") else Lut.load(path).rows.to_dict("records")
+        is_partial = path.name.endswith(".partial.csv")
+        rows = PartialFile(path).read() if is_partial else Lut.load(path).rows.to_dict("records")
         for r in rows:
-            kept[(r["op"], r["params"], int(r["batch_size"]))] = row((r["op"], r["params"], int(r["batch_size"])), stats_of(r))
+            key = (r["op"], r["params"], int(r["batch_size"]))
+            kept[key] = row(key, stats_of(r))
+            if is_partial and r["op"] != OVERHEAD_OP:
+                raw.add(key)
+        factors.update(old.get("in_model_factor", {}))
         details.update(old.get("model_overhead", {}))
-    return kept, details
+    return kept, raw, factors, details
 
 
 def profile_to_lut(
@@ -155,12 +176,12 @@ def profile_to_lut(
     partial = PartialFile(partial_path(out))
     meta = lut_meta(space, backend=backend, device=device, threads=threads, batch_sizes=sizes, seed=seed)
     if resume:
-        done, details = _kept_rows([out, partial.path], meta)
+        done, raw, factors, details = _kept_rows([out, partial.path], meta)
         meta["batch_sizes"] = sorted(set(sizes) | {b for _, _, b in done})
     else:
         if partial.path.is_file():
             click.echo(f"note: discarding the unfinished profile in {partial.path} (use --resume to keep its rows)", err=True)
-        done, details = {}, {}
+        done, raw, factors, details = {}, set(), {}, {}
 
     calls = space_calls(space)
     overhead = overhead_call(space.num_dense, space.num_sparse)
@@ -173,39 +194,33 @@ def profile_to_lut(
         f"{len(all_keys(space, sizes))} keys; {missing} to measure ({backend}, {device}, {threads} thread(s))"
     )
 
+    meta["in_model_factor"], meta["model_overhead"] = factors, details
     partial.start(meta, list(done.values()))
-    context = None
-    if todo:
-        # The context model is one of the overhead's reference archs, drawn from the space.
-        context = ContextModel(reference_archs(space, seed)[1], backend=backend, device=device, threads=threads,
-                               cardinalities=space.cardinalities, seed=seed)
-    timer = op_timer(backend, device, threads, context=context)
+    timer = op_timer(backend, device, threads)
     with progress(missing, "profile", "keys") as bar:
         for call, bs in todo:
             bar.update(0, status=str(call)[:60])
             for b, stats in timer.measure(call, bs, space.num_sparse, seed).items():
                 done[call.key(b)] = row(call.key(b), stats)
+                raw.add(call.key(b))
                 partial.append(done[call.key(b)])
             bar.update(len(bs))
-        if context is not None:
-            meta["context_model"] = {
-                "arch": context.arch.to_dict(),
-                "call_us": {str(b): round(us, 1) for b, us in context.call_us.items()},
-                "runs_before_ops_at_batch_sizes": [b for b in sizes if context.before(b) is not None],
-            }
-        del context, timer  # free the context model's memory before the reference models are built
         if overhead_todo:
-            bar.update(0, status="model overhead: whole reference models")
-            stats, new_details = measure_overhead(
+            bar.update(0, status="in-model factor and overhead: whole reference models")
+            fits = measure_in_model(
                 space, lambda c, b: stats_of(done[c.key(b)]), backend=backend, device=device, threads=threads,
                 batch_sizes=overhead_todo, seed=seed,
             )
-            for b, s in stats.items():
-                done[overhead.key(b)] = row(overhead.key(b), s)
+            for b, fit in fits.items():
+                factors[str(b)] = round(fit.factor, 6)
+                details[str(b)] = fit.references
+            partial.start(meta, list(done.values()))  # the factors first: the overhead rows are only valid with them
+            for b, fit in fits.items():
+                done[overhead.key(b)] = row(overhead.key(b), fit.overhead)
                 partial.append(done[overhead.key(b)])
-            details.update({str(b): d for b, d in new_details.items()})
             bar.update(len(overhead_todo))
-    meta["model_overhead"] = details
+    for key in raw:
+        done[key] = scaled(done[key], factors[str(key[2])])
     try:
         lut = Lut.from_records(list(done.values()), meta, str(out))
     except LutError as e:

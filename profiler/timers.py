@@ -6,28 +6,21 @@ measured and taken out (docs/profiling.md has the experiments behind each rule):
 
 - **Per-call fixed cost.** An onnxruntime `session.run` of a one-op graph pays
   dispatch, input binding and output hand-back, which a whole model pays once;
-  a torch call through the timer pays a closure and two clock reads. Each op is
-  timed alternately with a *null* call on the same inputs (torch: a function
-  that does nothing; onnxruntime: a graph with the same inputs whose only node
-  is a `Shape`), and the null's percentiles are subtracted.
+  a torch call through the timer pays a closure and two clock reads. A *null*
+  call on the same inputs (torch: a function that does nothing; onnxruntime: a
+  graph with the same inputs whose only node is a `Shape`) is timed the same
+  way, once per input signature and batch size, and its percentiles are
+  subtracted from the op's.
 - **Inputs as the model hands them.** Activations are few and hot (just written
   by the previous op): `HOT_SETS` sets are cycled. Ids are spread over the
   table without repeats (`dnas_hw.runners.spread_ids`), a new set each call, and
   torch gets them as the model does: a strided column of a `[B, num_sparse]`
   id matrix.
-- **The state a model leaves behind.** Inside a served model, between two
-  calls of an op the rest of the model runs: it evicts the op's weights and
-  code from the nearest caches, and on a shared host other processes get the
-  time to evict more. Timed back to back, an op finds everything hot (measured:
-  at batch 64, onnxruntime ops ran 30-45% faster alone than inside models).
-  So before every timed call (untimed) a *context model* runs once: a whole
-  model of the space (`ContextModel`), at the batch size (at most
-  `CONTEXT_MAX_BATCH`: by then every cache has turned over). Where a model
-  call is short (the context model's own call under `CONTEXT_MIN_US`, e.g.
-  onnxruntime at batch 1), an op's data is young when it comes round again and
-  stays in cache, as it does timed back to back: no context runs there
-  (measured: with one, ops at batch 1 came out 20-60% slower than inside models).
-- **Contention.** Each op and its null are timed in `ROUNDS` rounds; the round
+- **What a model adds.** Inside a model an op runs slower than back to back
+  (its data has aged out of cache by its next call) and the call's own fixed
+  costs come once: both are measured on whole models and folded in by
+  `profiler.overhead`, not here.
+- **Contention.** Each op and each null are timed in `ROUNDS` rounds; the round
   with the lowest median counts (`dnas_hw.runners.best_of`), as for whole
   models, so a burst of load from other processes does not enter the table.
 """
@@ -44,11 +37,9 @@ from dnas_hw.runners import (
     ROUNDS,
     InputSet,
     OnnxRunner,
-    arch_runner,
     best_of,
     cycling,
     default_clock,
-    dlrm_input_pool,
     pool_sets,
     spread_ids,
     to_device,
@@ -61,33 +52,6 @@ HOT_SETS = 2
 EXPORT_BATCH = 2
 # One round: a stable median over at least min_time_s, at most max_time_s.
 ROUND_TIMER = dict(warmup=3, min_repeats=10, max_repeats=4000, min_time_s=0.005, max_time_s=0.05, rel_tol=0.02)
-# The context model runs at the op's batch size, capped here: a model call at batch 64
-# already turns every cache over, and larger ones would only make profiling slower.
-CONTEXT_MAX_BATCH = 64
-# A context model whose call is shorter than this leaves caches as warm as back-to-back calls do.
-CONTEXT_MIN_US = 1000.0
-
-
-class ContextModel:
-    """A whole model of the space, run once before every timed op call: `ContextModel(...).before(batch_size)()`."""
-
-    def __init__(self, arch, *, backend: str, device: str, threads: int, cardinalities: Sequence[int], seed: int = 0):
-        self.runner = arch_runner(arch, backend=backend, device=device, threads=threads, seed=seed)
-        self.arch = arch
-        self.cardinalities = cardinalities
-        self.seed = seed
-        self._calls: dict[int, Callable[[], object] | None] = {}
-        self.call_us: dict[int, float] = {}  # the context model's own latency, per context batch size
-
-    def before(self, batch_size: int) -> Callable[[], object] | None:
-        """The context call for ops timed at `batch_size`, or None where a model call is too short to matter."""
-        b = min(int(batch_size), CONTEXT_MAX_BATCH)
-        if b not in self._calls:
-            pool = dlrm_input_pool(self.arch.num_dense, self.cardinalities, b, seed=self.seed + b)
-            self.call_us[b] = self.runner.time(pool, rounds=1, min_repeats=5, min_time_s=0.0, max_time_s=0.2).p50_us
-            self._calls[b] = self.runner.caller(pool) if self.call_us[b] >= CONTEXT_MIN_US else None
-        return self._calls[b]
-
 
 def op_input_pool(call: OpCall, batch_size: int, num_sparse: int, seed: int = 0) -> list[InputSet]:
     """Input sets for timing `call` at `batch_size`.
@@ -96,7 +60,7 @@ def op_input_pool(call: OpCall, batch_size: int, num_sparse: int, seed: int = 0)
     each a column view of a `[B, num_sparse]` matrix, as the model passes them.
     Other ops: `HOT_SETS` sets from the registry's `example_inputs`.
     """
-    if call.op == "embedding":
+    if call.op == "embedding":  # the one registered op that takes ids: they must spread over its table
         n = pool_sets(batch_size)
         rng = np.random.default_rng(seed)
         ids = spread_ids(call.params["num_embeddings"], n * batch_size, rng).reshape(n, batch_size)
@@ -121,32 +85,28 @@ class OpTimer:
 
     backend = ""
 
-    def __init__(self, device: str, threads: int, rounds: int = ROUNDS, context: ContextModel | None = None):
+    def __init__(self, device: str, threads: int, rounds: int = ROUNDS):
         self.device = device
         self.threads = threads
         self.rounds = rounds
-        self.context = context
         self.clock = default_clock(device, threads)
         self._nulls: dict[tuple, TimingStats] = {}
 
-    def _time_less_null(self, fn: Callable, null: Callable, pool: Sequence, batch_size: int, signature) -> TimingStats:
+    def _time_less_null(self, fn: Callable, null: Callable, pool: Sequence, batch_size: int, sig: tuple) -> TimingStats:
         """`fn(*inputs)` less `null(*inputs)` over the pool, each the best of `rounds`.
 
-        The null depends only on the inputs' `signature` (names, dtypes, ranks)
+        The null depends only on the inputs' signature `sig` (see `signature`)
         and the batch size, so it is measured once per pair and reused.
         """
-        key = (signature, int(batch_size))
+        key = (sig, int(batch_size))
         if key not in self._nulls:
-            self._nulls[key] = best_of([self._time(null, pool, batch_size) for _ in range(self.rounds)])
-        op = best_of([self._time(fn, pool, batch_size) for _ in range(self.rounds)])
+            self._nulls[key] = best_of([self._time(null, pool) for _ in range(self.rounds)])
+        op = best_of([self._time(fn, pool) for _ in range(self.rounds)])
         return op.minus(self._nulls[key])
 
-    def _time(self, fn: Callable, pool: Sequence, batch_size: int) -> TimingStats:
+    def _time(self, fn: Callable, pool: Sequence) -> TimingStats:
         next_inputs = cycling(pool)
-        before = self.context.before(batch_size) if self.context else None
-        return time_callable(
-            lambda: fn(*next_inputs()), before=before, cuda=self.device == "cuda", clock=self.clock, **ROUND_TIMER
-        )
+        return time_callable(lambda: fn(*next_inputs()), cuda=self.device == "cuda", clock=self.clock, **ROUND_TIMER)
 
     def measure(self, call: OpCall, batch_sizes: Sequence[int], num_sparse: int, seed: int = 0) -> dict[int, TimingStats]:
         raise NotImplementedError
@@ -227,8 +187,8 @@ def null_graph(feed: dict[str, np.ndarray]):
 TIMERS: dict[str, type[OpTimer]] = {"torch": TorchOpTimer, "onnxruntime": OnnxOpTimer}
 
 
-def op_timer(backend: str, device: str, threads: int, rounds: int = ROUNDS, context: ContextModel | None = None) -> OpTimer:
+def op_timer(backend: str, device: str, threads: int, rounds: int = ROUNDS) -> OpTimer:
     try:
-        return TIMERS[backend](device, threads, rounds, context)
+        return TIMERS[backend](device, threads, rounds)
     except KeyError:
         raise ValueError(f"unknown backend {backend!r}; known: {sorted(TIMERS)}") from None

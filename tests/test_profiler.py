@@ -96,11 +96,14 @@ def test_dlrm_tiny_profiles_in_seconds_into_a_complete_lut(tiny_lut):
     assert len(loaded.rows) == len(space_calls(space)) + 1
     meta = loaded.meta
     for field in ("backend", "backend_version", "device", "device_name", "cpu_model", "threads", "dtype",
-                  "torch_version", "onnxruntime_version", "date", "space_hash", "clock", "model_overhead"):
+                  "torch_version", "onnxruntime_version", "date", "space_hash", "clock", "model_overhead",
+                  "in_model_factor"):
         assert field in meta, field
     assert (meta["backend"], meta["device"], meta["threads"], meta["space_hash"]) == ("torch", "cpu", 1, space.fingerprint())
     assert not partial_path(path).exists() and not meta_path(partial_path(path)).exists()
     assert (loaded.rows["repeats"] > 0).all()
+    assert set(meta["in_model_factor"]) == {str(B)} and meta["in_model_factor"][str(B)] >= 1.0
+    assert len(meta["model_overhead"][str(B)]) == 5  # the smallest arch and 4 drawn ones
 
 
 def test_validate_reports_on_the_profiled_lut(tiny_lut, tmp_path):
