@@ -3,13 +3,13 @@
 For each budget (placed between the fastest and the slowest arch of the space
 by the LUT at --batch-size):
 
-1. `run_search` (compute: its wall time), then retrain the derived arch from
-   scratch with `train_arch` (compute: its wall time). The supernet-warm-started
+1. `run_search` (compute: its CPU time), then retrain the derived arch from
+   scratch with `train_arch` (compute: its CPU time). The supernet-warm-started
    retraining is measured beside it (not counted as compute; it answers whether
    the pipeline should warm-start).
 2. Random search: archs drawn uniformly from the space, kept if their predicted
    latency lies in [floor, 1] x budget, each trained with the same TrainConfig,
-   until their training time reaches the search's total (search + retraining).
+   until their training CPU time reaches the search's total (search + retraining).
    The best by validation logloss is reported on test.
 3. The DLRM Kaggle reference config, trained once (same TrainConfig).
 
@@ -50,9 +50,11 @@ from search.run import run_search
 
 
 def timed(fn):
-    start = time.perf_counter()
+    """(fn(), CPU seconds of this process): compute, not wall time, so a shared machine's load does not
+    tilt the equal-compute comparison (everything runs on one torch thread)."""
+    start = time.process_time()
     out = fn()
-    return out, time.perf_counter() - start
+    return out, time.process_time() - start
 
 
 def sample_in_band(space, table, layout, budget_us, floor, rng, tries=20000):
@@ -156,6 +158,7 @@ def main() -> None:
             "share": share, "budget_ms": budget / 1000, "search_s": search_s, "retrain_s": retrain_s,
             "searched": {"predicted_ms": summary["predicted_latency_ms"], "within_budget": summary["within_budget"],
                          "budget_status": summary["budget_status"], "projection_moves": len(summary["projection"]),
+                         "projection_needed": summary["projection_needed"], "argmax_ms": summary["argmax_latency_ms"],
                          "val": searched["val"], "test": searched["test"], "arch": arch.to_dict()},
             "searched_warm_start": warm,
             "random": {"trials": len(trials), "compute_s": spent, "best": best,

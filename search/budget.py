@@ -30,6 +30,15 @@ class BudgetController:
     lr: float
     multiplier: float
     two_sided: bool = True
+    # Proportional gain: the multiplier used is the integral plus gain * error, so
+    # leaving the band is answered at once, not after the integral has wound up
+    # (without it the argmax overshoots the band back and forth; measured on the toy LUT).
+    gain: float = 0.0
+    integral: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.integral is None:
+            self.integral = self.multiplier
 
     def error(self, derived_us: float) -> float:
         """How far the derived arch is outside [floor, target] x budget, as a share of the budget (0 inside)."""
@@ -39,11 +48,14 @@ class BudgetController:
     def update(self, derived_us: float) -> float:
         """One dual-ascent step from the derived arch's predicted latency; returns the new multiplier."""
         low = -MAX_MULTIPLIER if self.two_sided else 0.0
-        self.multiplier = min(max(self.multiplier + self.lr * self.error(derived_us), low), MAX_MULTIPLIER)
+        error = self.error(derived_us)
+        self.integral = min(max(self.integral + self.lr * error, low), MAX_MULTIPLIER)
+        self.multiplier = min(max(self.integral + self.gain * error, low), MAX_MULTIPLIER)
         return self.multiplier
 
     def state_dict(self) -> dict:
-        return {"multiplier": self.multiplier}
+        return {"multiplier": self.multiplier, "integral": self.integral}
 
     def load_state_dict(self, state: dict) -> None:
         self.multiplier = float(state["multiplier"])
+        self.integral = float(state.get("integral", self.multiplier))

@@ -93,7 +93,7 @@ class _Search:
         self.weight_opts = make_optimizers(dense, sparse, config.weight_optimizer, config.weight_lr)
         self.arch_opt = torch.optim.Adam(self.net.arch_parameters(), lr=config.arch_lr)
         self.controller = BudgetController(budget_us, config.target, config.floor, config.multiplier_lr, config.multiplier_init,
-                                           two_sided=config.penalty == "band")
+                                           two_sided=config.penalty == "band", gain=config.multiplier_gain)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.loss_fn = nn.BCEWithLogitsLoss()
 

@@ -19,8 +19,9 @@ def _argmax(layout, logits):
     return layout.choices({g: t.argmax(-1) for g, t in logits.items()})
 
 
+@pytest.mark.parametrize("form", ["band", "hinge"])
 @pytest.mark.parametrize("share", [0.3, 0.6, 0.9])
-def test_dual_ascent_drives_the_derived_arch_into_the_band(share):
+def test_dual_ascent_drives_the_derived_arch_into_the_band(share, form):
     """Logits pulled towards capacity (a stand-in for the task loss) against the budget term."""
     space = tiny_space()
     lut, layout = toy_lut(space, B), Layout(space)
@@ -30,14 +31,14 @@ def test_dual_ascent_drives_the_derived_arch_into_the_band(share):
     budget = low + share * (high - low)
     logits = {g: t.clone().requires_grad_(True) for g, t in layout.init_logits().items()}
     opt = torch.optim.Adam(logits.values(), lr=0.05)
-    controller = BudgetController(budget, target=0.95, floor=0.8, lr=0.2, multiplier=0.1)
+    controller = BudgetController(budget, target=0.95, floor=0.8, lr=0.2, multiplier=0.1, two_sided=form == "band", gain=5.0)
     scale = space.largest().num_params() * 4
     for _ in range(400):
         opt.zero_grad()
         probs = {g: torch.softmax(t, -1) for g, t in logits.items()}
         derived = one_hot_cost(tables.latency, layout.one_hot(_argmax(layout, logits)))
         cost, _ = cost_loss(
-            tables, probs, budget_us=budget, multiplier=controller.multiplier, form="hinge", target=0.95, derived_us=derived
+            tables, probs, budget_us=budget, multiplier=controller.multiplier, form=form, target=0.95, derived_us=derived
         )
         (cost - expected_cost(capacity, probs) / scale).backward()
         opt.step()
@@ -61,12 +62,48 @@ def test_without_the_budget_term_capacity_wins():
     assert predict(lut, space.arch(_argmax(layout, logits)), B).total_us > low + 0.9 * (high - low)
 
 
+def test_two_sided_budget_grows_an_arch_that_is_too_small():
+    """No pull towards capacity at all: only a negative multiplier can lift the argmax from the smallest arch into the band."""
+    space = tiny_space()
+    lut, layout = toy_lut(space, B), Layout(space)
+    tables = CostTables(latency_table(space, lut, B))
+    low, high = predict(lut, space.smallest(), B).total_us, predict(lut, space.largest(), B).total_us
+    budget = low + 0.6 * (high - low)
+    small = _choices_of(space, space.smallest())
+    logits = {g: (3.0 * layout.one_hot(small, torch.float32)[g]).masked_fill(~layout.groups[g].valid(), float("-inf")).requires_grad_(True)
+              for g in layout.groups}
+    opt = torch.optim.Adam(logits.values(), lr=0.05)
+    for two_sided in (False, True):
+        controller = BudgetController(budget, target=0.95, floor=0.8, lr=0.2, multiplier=0.0, two_sided=two_sided, gain=5.0)
+        for _ in range(300):
+            opt.zero_grad()
+            probs = {g: torch.softmax(t, -1) for g, t in logits.items()}
+            derived = one_hot_cost(tables.latency, layout.one_hot(_argmax(layout, logits)))
+            cost, _ = cost_loss(tables, probs, budget_us=budget, multiplier=controller.multiplier, form="band",
+                                target=0.95, derived_us=derived)
+            cost.backward()
+            opt.step()
+            controller.update(derived)
+        derived = predict(lut, space.arch(_argmax(layout, logits)), B).total_us
+        if two_sided:
+            assert controller.multiplier < 0 and 0.8 * budget <= derived <= budget
+        else:  # one-sided: the multiplier stays at 0 and nothing lifts the arch
+            assert controller.multiplier == 0 and derived < 0.8 * budget
+
+
 def test_controller_moves_the_multiplier_both_ways():
     c = BudgetController(100.0, target=0.9, floor=0.8, lr=0.5, multiplier=1.0)
     assert c.update(150.0) > 1.0
     m = c.multiplier
     assert c.update(85.0) == m  # inside [floor, target]: held
     assert c.update(50.0) < m
+    for _ in range(4):  # 1.15 - 4 * 0.5 * (0.8 - 0.1)
+        c.update(10.0)
+    assert c.multiplier == pytest.approx(-0.25)  # two-sided: the multiplier goes negative
+    pd = BudgetController(100.0, 0.9, 0.8, 0.5, 1.0, gain=2.0)
+    assert pd.update(150.0) == pytest.approx(1.0 + 0.5 * 0.6 + 2.0 * 0.6)  # integral + gain * error
+    one_sided = BudgetController(100.0, 0.9, 0.8, 0.5, 0.1, two_sided=False)
+    assert one_sided.update(10.0) == 0.0
     c2 = BudgetController(100.0, 0.9, 0.8, 0.5, 1.0)
     c2.load_state_dict(c.state_dict())
     assert c2.multiplier == c.multiplier

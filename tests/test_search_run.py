@@ -77,6 +77,19 @@ def test_resume_after_stopping_gives_the_same_arch(data, space, tmp_path):
     pd.testing.assert_frame_equal(full.drop(columns="elapsed_s"), part.drop(columns="elapsed_s"))
 
 
+def test_the_task_loss_alone_moves_the_logits(data, space, tmp_path):
+    """A budget above the slowest arch and the one-sided hinge: the multiplier stays 0, so any fall of the
+    slot entropy after the warm-up comes from the task loss on the planted data, not from the budget term."""
+    lut = toy_lut(space, B)
+    loose = 2 * predict(lut, space.largest(), B).total_us
+    config = SearchConfig(**{**FAST, "train_batch_size": 32}, penalty="hinge")
+    run_search(data, space, lut, budget_us=loose, batch_size=B, out=tmp_path / "run", config=config)
+    log = pd.read_csv(tmp_path / "run" / "search_log.csv")
+    assert (log["multiplier"] == 0).all()
+    uniform = log["entropy"].iloc[0]  # after the warm-up: the logits have not moved yet
+    assert (log["entropy"].diff().dropna() < 0).all() and log["entropy"].iloc[-1] < uniform - 0.02  # measured: 0.722 -> 0.692
+
+
 def test_lut_miss_fails_before_training(data, space, tmp_path):
     lut = toy_lut(space, B, drop=3)
     with pytest.raises(LutMissError, match="no row for 3 key"):
