@@ -21,7 +21,7 @@ from dnas_hw.cli_types import DURATION_US
 @click.option("--resume", is_flag=True, help="Continue an interrupted search in --out from its last finished epoch.")
 @click.option("--train-batch-size", default=None, type=int, help="Supernet training batch size [default: 256].")
 @click.option("--warmup-epochs", default=None, type=int, help="Weight-only epochs before the logits move [default: 1].")
-@click.option("--penalty", default=None, type=click.Choice(["hinge", "linear-log", "fbnet"]), help="Budget term form [default: hinge].")
+@click.option("--penalty", default=None, type=click.Choice(["band", "hinge", "linear-log", "fbnet"]), help="Budget term form: band (two-sided, default), hinge (pushes down only), linear-log, fbnet.")
 @click.option("--sampling", default=None, type=click.Choice(["per-batch", "per-sample"]), help="One Gumbel draw per batch or per sample.")
 @click.option("--hard/--soft", default=None, help="Straight-through one-hot samples (single-path weight steps) or soft mixtures [default: hard].")
 @click.option("--temperature-init", default=None, type=float)

@@ -176,6 +176,7 @@ def test_end_to_end_on_dlrm_tiny_with_a_profiled_lut(data, space, tmp_path):
 
 @pytest.mark.parametrize("options", [
     dict(penalty="fbnet", sampling="per-sample", hard=False),
+    dict(penalty="hinge", sampling="per-batch", hard=True),
     dict(penalty="linear-log", sampling="per-batch", hard=False, flops_weight=0.1, param_bytes_weight=0.1),
 ])
 def test_other_penalty_forms_and_sampling_modes_run_and_respect_the_budget(data, space, tmp_path, options):
