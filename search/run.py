@@ -228,6 +228,10 @@ def run_search(
     Writes the run folder `out` (see the module docstring) and returns summary.json's content.
     """
     out = Path(out)
+    if not isinstance(space, SearchSpace):
+        # The supernet is DLRM's; other model families (docs/extending.md) profile, train,
+        # export and bench, but cannot be searched yet.
+        raise UserError(f"space {space.name}: searching is implemented for DLRM spaces only, not {type(space).__name__}")
     if budget_us <= 0 or batch_size < 1:
         raise UserError("the latency budget and the batch size must be positive")
     if (out / SUMMARY).exists():
