@@ -86,10 +86,11 @@ def plot_pareto(models: list[dict], batch_size: int):
 
 def _latency_axis(axis, set_scale, values: list[float]) -> None:
     """Log scale when latencies span more than a factor of 8, with plain (not 10^k) tick labels."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     if values and max(values) > 8 * min(values):
         set_scale("log")
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         axis.set_minor_formatter(NullFormatter())
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
