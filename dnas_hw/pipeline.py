@@ -20,11 +20,10 @@ from their last finished epoch.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +212,10 @@ def stage_train(run: Path, data_dir: Path, cand: Candidate, opts: PipelineOption
         # model.pt but before metrics.json is finished again (its state holds every epoch).
         config = TrainConfig(epochs=opts.train_epochs, batch_size=TRAIN_BATCH_SIZE, optimizer=TRAIN_OPTIMIZER,
                              lr=TRAIN_LR, seed=opts.seed)
-        train_arch(data_dir, cand.arch, folder, config, resume=True, force=(folder / "model.pt").is_file())
+        with warnings.catch_warnings():
+            # Torch's notice that Adagrad's sparse updates skip invariant checks, once per process: not actionable.
+            warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+            train_arch(data_dir, cand.arch, folder, config, resume=True, force=(folder / "model.pt").is_file())
     return folder
 
 
