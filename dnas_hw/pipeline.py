@@ -298,20 +298,30 @@ def record(cand: Candidate, lut, metrics: dict, bench_report: dict, opts: Pipeli
 
 
 def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
-    """Run (or complete) the pipeline in `opts.out`; returns results.json's content."""
+    """Run (or complete) the pipeline in `opts.out`; returns results.json's content.
+
+    Search and training run on `opts.threads` torch threads too (restored on return).
+    On a shared machine, more threads than free cores made a DLRM training step 18x
+    slower (threads spinning for busy cores; docs/workflow.md).
+    """
+    import torch
+
+    if opts.batch_size < 1 or opts.threads < 1 or opts.search_epochs < 2 or opts.train_epochs < 1:
+        raise UserError("batch size, threads and training epochs must be positive, and search epochs at least 2")
+    before = torch.get_num_threads()
+    torch.set_num_threads(opts.threads)
+    try:
+        return _run_stages(opts)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_stages(opts: PipelineOptions) -> dict[str, Any]:
     from dnas_hw.data.folder import PreparedData
     from dnas_hw.report import write_report
     from lut.table import Lut
 
-    if opts.batch_size < 1 or opts.threads < 1 or opts.search_epochs < 2 or opts.train_epochs < 1:
-        raise UserError("batch size, threads and training epochs must be positive, and search epochs at least 2")
     started = _STARTED[0] = time.perf_counter()
-    # Search and training run on --threads torch threads too. On a shared machine, more
-    # threads than free cores made a DLRM training step 18x slower (threads spinning for
-    # cores; docs/workflow.md), and with the default --threads 1 the run's cost is predictable.
-    import torch
-
-    torch.set_num_threads(opts.threads)
     run = Path(opts.out)
     run.mkdir(parents=True, exist_ok=True)
     saved = check_identity(run, opts)
