@@ -112,3 +112,20 @@ def test_mean_probs_by_kind_averages_slots_and_ranks_table_sizes():
     assert got["bottom"] == pytest.approx({"8": 0.4, "skip": 0.6})
     assert got["emb_rows"] == pytest.approx({"size 1 (largest)": 0.7, "size 2": 0.3})
     assert got["interaction"] == pytest.approx({"dot": 0.7, "cat": 0.3})
+
+
+def test_given_data_folder_is_used_in_place_and_rows_do_not_matter(tmp_path):
+    from dnas_hw.pipeline import PipelineOptions, stage_data
+
+    data = tmp_path / "prepared"
+    a = PipelineOptions(out=tmp_path / "a", data_dir=data, rows=1000)
+    b = PipelineOptions(out=tmp_path / "b", data_dir=data, rows=5000)
+    assert stage_data(tmp_path / "a", a) == data and not (tmp_path / "a" / "data").exists()
+    assert a.identity() == b.identity() and a.identity()["data_dir"] == str(data.resolve())
+
+
+@pytest.mark.parametrize("budget", ["0.5", "fast", "-1ms"])
+def test_budgets_need_a_unit_and_a_positive_value(tmp_path, budget):
+    result = CliRunner().invoke(main, ["pipeline", "--out", str(tmp_path / "run"), "--latency-budget", budget])
+    assert result.exit_code == 2 and "--latency-budget" in result.output
+    assert not (tmp_path / "run").exists()
