@@ -49,7 +49,6 @@ def time_callable(
     rel_tol: float = 0.02,
     cuda: bool = False,
     clock: str = "wall",
-    before: Callable[[], object] | None = None,
 ) -> TimingStats:
     """Time `fn()`: `warmup` untimed calls, then at least `min_repeats` calls and `min_time_s` seconds.
 
@@ -61,22 +60,18 @@ def time_callable(
     the elapsed time less any time the OS gave the core to other processes; the
     same thing on an unshared core, and only meaningful when all the work runs
     on the calling thread, i.e. one intra-op thread). CUDA always uses events.
-    `before()`, when given, runs before every call (warm-up included), untimed.
     """
     if clock not in CLOCKS:
         raise ValueError(f"unknown clock {clock!r}; known: {sorted(CLOCKS)}")
     read = CLOCKS[clock]
     sync = _cuda_sync if cuda else (lambda: None)
-    prepare = before or (lambda: None)
     for _ in range(warmup):
-        prepare()
         fn()
     sync()
     samples: list[float] = []
     start = time.perf_counter()
     deadline = start + max_time_s
     while len(samples) < max_repeats:
-        prepare()
         samples.append(_time_once_cuda(fn) if cuda else _time_once(fn, read))
         n = len(samples)
         now = time.perf_counter()
