@@ -22,7 +22,8 @@ Batches are drawn before timing from a pool of random ids over the full
 tables and random dense values and labels, so data loading is not timed.
 
     .venv/bin/python benchmarks/train_throughput.py --runs 7 --iters 200 --out train_throughput.json
-    .venv/bin/python benchmarks/train_throughput.py --profile   # where the time goes, per op
+    .venv/bin/python benchmarks/train_throughput.py --split     # where the time goes, per part
+    .venv/bin/python benchmarks/train_throughput.py --profile 50  # per op (the profiler's overhead included)
 """
 
 from __future__ import annotations
@@ -118,6 +119,67 @@ def time_routes(routes, runs: int, iters: int, warmup: int, batch_size: int, lr:
     return out
 
 
+def time_parts(runs: int, iters: int, batch_size: int, lr: float, seed: int) -> dict[str, float]:
+    """Where a packed step's time goes: ms of each part timed on its own, medians over interleaved runs.
+
+    step:        the whole `train_step` (packed route, tables updated in the backward pass);
+    gemms:       the MLPs' matrix products alone, the same shapes, no autograd (forward X W^T + b,
+                 backward G W for each layer's input but the first, G^T X for each weight);
+    lookups:     `SparseArch.lookup_stacked` forward and backward (modulo, gather, update in backward);
+    interaction: `interact_stacked` forward and backward;
+    dense_sgd:   the dense parameters' `SGD.step`;
+    rest:        step minus the parts: activations, bias gradients, loss, autograd and Python overhead.
+    """
+    trainer = Trainer("packed", batch_size, lr, pool=16, seed=seed)
+    model, (dense_sgd, _) = trainer.model, trainer.optimizers
+    dense, sparse, _ = trainer.batches[0]
+    g = torch.Generator().manual_seed(seed)
+    layers = [m[0] for m in list(model.dense_arch) + list(model.over_arch)]
+    gemm_args = [(l.weight.detach(), l.bias.detach(), torch.randn(batch_size, l.in_features, generator=g),
+                  torch.randn(batch_size, l.out_features, generator=g)) for l in layers]
+
+    def gemms() -> None:
+        for i, (w, b, x, grad) in enumerate(gemm_args):
+            torch.addmm(b, x, w.t())
+            if i:
+                torch.mm(grad, w)
+            torch.mm(grad.t(), x)
+
+    lookup_grad = torch.randn(batch_size, model.arch.num_sparse, model.arch.interaction_dim, generator=g)
+
+    def lookups() -> None:
+        with tables_updated_in_backward(model, trainer.optimizers):
+            model.sparse_arch.lookup_stacked(sparse).backward(lookup_grad)
+
+    stacked = torch.randn(batch_size, model.arch.num_sparse + 1, model.arch.interaction_dim, generator=g, requires_grad=True)
+    out_grad = torch.randn(batch_size, model.arch.ops().interaction.output_width(), generator=g)
+
+    def interaction() -> None:
+        model.interaction.interact_stacked(stacked).backward(out_grad)
+
+    for p in dense_sgd.param_groups[0]["params"]:
+        p.grad = torch.zeros_like(p)  # the arithmetic of a step, leaving the weights as they are
+    parts = {"step": lambda: trainer.steps(1), "gemms": gemms, "lookups": lookups, "interaction": interaction,
+             "dense_sgd": dense_sgd.step}
+    ms: dict[str, list[float]] = {k: [] for k in parts}
+    with progress(runs * len(parts) * iters, "parts of a step", "calls") as bar:
+        for _ in range(runs):
+            for name, fn in parts.items():
+                if name == "step":
+                    dense_sgd.zero_grad(set_to_none=True)
+                start = time.perf_counter()
+                for _ in range(iters):
+                    fn()
+                ms[name].append((time.perf_counter() - start) / iters * 1e3)
+                if name == "step":
+                    for p in dense_sgd.param_groups[0]["params"]:
+                        p.grad = torch.zeros_like(p)
+                bar.update(iters, status=f"{name} {ms[name][-1]:.3f} ms")
+    out = {k: statistics.median(v) for k, v in ms.items()}
+    out["rest"] = out["step"] - sum(v for k, v in out.items() if k != "step")
+    return out
+
+
 def profile_route(route: str, iters: int, batch_size: int, lr: float, seed: int, rows: int) -> str:
     """The torch profiler's per-op table (self CPU time) for `iters` steps of one route."""
     from torch.profiler import ProfilerActivity, profile
@@ -147,8 +209,9 @@ def load_average() -> list[float]:
               help="wall: the figure. process: CPU time of this process, for comparing routes with --threads 1 "
                    "while other jobs load the machine (not a throughput).")
 @click.option("--profile", "profile_iters", default=0, help="Instead of timing, profile this many steps of each route.")
+@click.option("--split", is_flag=True, help="Instead of the routes, time the parts of a packed step (see time_parts).")
 @click.option("--out", type=click.Path(), default=None, help="Also write the figures as JSON.")
-def main(runs, iters, warmup, batch_size, lr, pool, threads, routes, seed, clock, profile_iters, out) -> None:
+def main(runs, iters, warmup, batch_size, lr, pool, threads, routes, seed, clock, profile_iters, split, out) -> None:
     """Training samples/s of the DLRM Kaggle reference configuration, against the 18,000 samples/s reference."""
     if threads is not None:
         torch.set_num_threads(threads)
@@ -156,6 +219,13 @@ def main(runs, iters, warmup, batch_size, lr, pool, threads, routes, seed, clock
         for route in routes:
             click.echo(f"== {route}: {profile_iters} steps")
             click.echo(profile_route(route, profile_iters, batch_size, lr, seed, rows=30))
+        return
+    if split:
+        load_before = load_average()
+        parts = time_parts(runs, iters, batch_size, lr, seed)
+        click.echo(f"{torch.get_num_threads()} threads; load average {load_before} -> {load_average()}")
+        for name, value in parts.items():
+            click.echo(f"{name:12s} {value:6.3f} ms  {value / parts['step']:5.1%}")
         return
     load_before = load_average()
     results = time_routes(routes, runs, iters, warmup, batch_size, lr, pool, seed, clock)
