@@ -1,7 +1,8 @@
 """The derived model's weights, sliced out of the supernet.
 
 `extract_model(supernet, choices)` builds `dnas_hw.model.build_model(arch)` and
-copies into it the leading slices that the supernet uses for those choices, so
+copies into it the leading slices that the supernet uses for those choices
+(with the fan-in scale folded into each linear's weight), so
 it computes what the supernet computes at one-hot probabilities (tested), and
 can warm-start retraining.
 """
@@ -12,13 +13,15 @@ import torch
 
 from dnas_hw.model import DLRM, build_model
 from dnas_hw.space import SKIP, Choice
+from search.mixed import fan_in_scale
 from search.supernet import Supernet
 
 
 def _copy_linear(dst: torch.nn.Module, src: torch.nn.Module) -> None:
-    """LinearAct -> LinearAct: dst's weight [out, in] is src's leading slice."""
+    """LinearAct -> LinearAct: dst's weight [out, in] is src's leading slice, times the supernet's
+    fan-in scale for an input of width `in` (`search.mixed.fan_in_scale`)."""
     out_f, in_f = dst[0].weight.shape
-    dst[0].weight.copy_(src[0].weight[:out_f, :in_f])
+    dst[0].weight.copy_(src[0].weight[:out_f, :in_f] * fan_in_scale(src[0].in_features, in_f**-0.5))
     dst[0].bias.copy_(src[0].bias[:out_f])
 
 

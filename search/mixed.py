@@ -5,6 +5,16 @@ Probabilities come per batch (`[n]`, `[F, n]`) or per sample (`[B, n]`,
 op computes exactly its candidate, with the candidate's weights being the
 leading slice of the shared ones (see `search.extract`).
 
+Fan-in scaling: the shared max-width linear is initialised for its full input
+width, so a candidate reading only u < in of its inputs would start with
+outputs sqrt(in / u) times too small (a supernet whose narrow layers stall at
+the base rate). Each linear therefore multiplies its input by
+s = sqrt(in) * E[1/sqrt(u)], the expectation over the input width's
+distribution, which makes every candidate start as if initialised for its own
+fan-in; its weight gradient is divided by s^2 (it uses x / s), so each
+candidate's effective weight W*s also trains at the standalone learning rate.
+`search.extract` folds s into the derived model's weights.
+
 Single-path fast path: when per-batch probabilities are an exact one-hot that
 needs no gradient (weight steps with hard sampling), a mixed op runs only the
 chosen candidate on the weight slice, so the step costs the sampled arch, not
@@ -33,11 +43,63 @@ def pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(x, (0, width - x.shape[-1])) if x.shape[-1] < width else x
 
 
-def sliced_linear(layer: nn.Module, x: torch.Tensor, out_features: int | None = None) -> torch.Tensor:
-    """A LinearAct on x [B, u] with u <= its input width, restricted to its first `out_features` outputs."""
+InvSqrtWidth = float | torch.Tensor  # E[1/sqrt(input width)]: exact (float) or per batch/sample [..., 1]
+
+
+class _FanInScaledLinear(torch.autograd.Function):
+    """y = (x * s) W^T + b, with W's gradient taken against x / s (see the module docstring).
+
+    x [B, u], weight [w, u], bias [w], s a [1] or [B, 1] tensor without gradient. A single
+    s scales the weight instead of x: the same product the derived model's weight holds.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, scale):
+        ctx.save_for_backward(x, weight, scale)
+        if scale.numel() == 1:
+            return F.linear(x, weight * scale, bias)
+        return F.linear(x * scale, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, scale = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad @ (weight * scale) if scale.numel() == 1 else (grad @ weight) * scale
+        if ctx.needs_input_grad[1]:
+            grad_w = (grad.t() @ x) / scale if scale.numel() == 1 else grad.t() @ (x / scale)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad.sum(0)
+        return grad_x, grad_w, grad_b, None
+
+
+def fan_in_scale(in_features: int, inv_sqrt_width: InvSqrtWidth) -> InvSqrtWidth:
+    """s = sqrt(in_features) * E[1/sqrt(u)]: 1 for an input of the layer's full width."""
+    return in_features**0.5 * inv_sqrt_width
+
+
+def sliced_linear(layer: nn.Module, x: torch.Tensor, inv_sqrt_width: InvSqrtWidth, out_features: int | None = None) -> torch.Tensor:
+    """A LinearAct on x [B, u] (u <= its input width), fan-in scaled, restricted to its first `out_features` outputs."""
     lin, act = layer[0], layer[1]
     out = lin.out_features if out_features is None else out_features
-    return act(F.linear(x, lin.weight[:out, : x.shape[1]], lin.bias[:out]))
+    weight, bias = lin.weight[:out, : x.shape[1]], lin.bias[:out]
+    scale = fan_in_scale(lin.in_features, inv_sqrt_width)
+    if isinstance(scale, float) and abs(scale - 1.0) < 1e-12:
+        return act(F.linear(x, weight, bias))
+    return act(_FanInScaledLinear.apply(x, weight, bias, torch.as_tensor(scale, dtype=x.dtype).detach().reshape(-1, 1)))
+
+
+def mixed_inv_sqrt_width(probs: torch.Tensor, widths: tuple[int, ...], carried: InvSqrtWidth | None = None) -> InvSqrtWidth:
+    """E[1/sqrt(width)] of an output whose width is widths[j] with probs[..., j], or (a trailing
+    skip choice) the carried input's. A float at a fixed choice, else [..., 1] without gradient."""
+    n = len(widths)
+    j = fixed_choice(probs)
+    if j is not None:
+        return carried if j == n else widths[j] ** -0.5
+    inv = probs[..., :n].detach() @ torch.tensor(widths, dtype=probs.dtype) ** -0.5
+    if probs.shape[-1] > n:
+        inv = inv + probs[..., n].detach() * (carried if isinstance(carried, float) else carried[..., 0])
+    return inv[..., None]
 
 
 def prefix_masks(widths: tuple[int, ...], size: int) -> torch.Tensor:
@@ -62,17 +124,19 @@ class MixedLinear(nn.Module):
         self.out_width = max(max(widths), in_width) if skip else max(widths)
         self.register_buffer("masks", prefix_masks(widths, max(widths)), persistent=False)
 
-    def forward(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, probs: torch.Tensor, inv_sqrt_width: InvSqrtWidth) -> tuple[torch.Tensor, InvSqrtWidth]:
+        """-> (y, E[1/sqrt(y's width)]); `inv_sqrt_width` is x's (see `mixed_inv_sqrt_width`)."""
         n = len(self.widths)
+        out_inv = mixed_inv_sqrt_width(probs, self.widths, inv_sqrt_width)
         j = fixed_choice(probs)
         if j is not None:
-            return x if j == n else sliced_linear(self.linear, x, self.widths[j])
+            return (x if j == n else sliced_linear(self.linear, x, inv_sqrt_width, self.widths[j])), out_inv
         x = pad_to(x, self.linear[0].in_features)
-        y = self.linear(x) * (probs[..., :n] @ self.masks)
+        y = sliced_linear(self.linear, x, inv_sqrt_width) * (probs[..., :n] @ self.masks)
         y = F.pad(y, (0, self.out_width - y.shape[1]))
         if self.skip:
             y = y + probs[..., n:] * F.pad(x, (0, self.out_width - x.shape[1]))
-        return y
+        return y, out_inv
 
 
 class MixedEmbeddings(nn.Module):
@@ -130,7 +194,12 @@ class MixedInteraction(nn.Module):
     def __init__(self, calls: list[OpCall]):
         super().__init__()
         self.kinds = nn.ModuleList(c.build() for c in calls)
-        self.out_width = max(c.output_width() for c in calls)
+        self.widths = tuple(c.output_width() for c in calls)
+        self.out_width = max(self.widths)
+
+    def inv_sqrt_width(self, probs: torch.Tensor) -> InvSqrtWidth:
+        """E[1/sqrt(output width)] under probs [..., K] (the top MLP's fan-in scaling)."""
+        return mixed_inv_sqrt_width(probs, self.widths)
 
     def forward(self, dense: torch.Tensor, embedded: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         sparse = embedded.unbind(1)

@@ -54,12 +54,13 @@ class Supernet(nn.Module):
         return {g: torch.softmax(t, dim=-1) for g, t in self.arch_logits.items()}
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = dense
+        x, inv = dense, self.space.num_dense**-0.5
         for i, layer in enumerate(self.bottom):
-            x = layer(x, probs["bottom"][..., i, :])
-        x = sliced_linear(self.bottom_out, x)
+            x, inv = layer(x, probs["bottom"][..., i, :], inv)
+        x = sliced_linear(self.bottom_out, x, inv)
         embedded = self.embeddings(sparse, probs["emb_rows"], probs["emb_dim"])
-        z = self.interaction(x, embedded, probs["interaction"][..., 0, :])
+        p_inter = probs["interaction"][..., 0, :]
+        z, inv = self.interaction(x, embedded, p_inter), self.interaction.inv_sqrt_width(p_inter)
         for i, layer in enumerate(self.top):
-            z = layer(z, probs["top"][..., i, :])
-        return sliced_linear(self.top_out, z).squeeze(1)
+            z, inv = layer(z, probs["top"][..., i, :], inv)
+        return sliced_linear(self.top_out, z, inv).squeeze(1)
