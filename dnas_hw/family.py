@@ -17,7 +17,10 @@ example). It bundles:
   (`name`, `num_dense`, `num_sparse`, `cardinalities`, `slots()`, `arch(choices)`,
   `op_calls()`, `fingerprint()`, `bind()`, `sample()`, `largest()`, `smallest()`),
   its built-in spaces by name and `space_from_dict(d, name)` for TOML files;
-- later (phase 2) `supernet(space) -> nn.Module` for the search.
+- optionally `search`: `"module:attribute"` naming the family's
+  `search.family_search.FamilySearch` (its supernet, cost table and weight
+  extraction), imported when a search starts; without it the family profiles,
+  trains, exports and benches but `dnas-hw search` refuses it.
 
 Which family a file belongs to: an arch's JSON form names it under `"family"`
 (absent means `dlrm`, so every DLRM file stays valid), and since checkpoints and
@@ -64,7 +67,7 @@ class ModelFamily:
     space_type: type
     space_from_dict: Callable[[dict[str, Any], str], Any]  # (TOML mapping without `family`, name) -> space
     spaces: Mapping[str, Any]  # built-in spaces by name
-    supernet: Callable[[Any], nn.Module] | None = None  # phase 2: (space) -> supernet
+    search: str | None = None  # "module:attribute" of its search.family_search.FamilySearch
 
 
 _FAMILIES: dict[str, ModelFamily] = {}
@@ -78,7 +81,7 @@ def register_family(
     space_type: type,
     space_from_dict: Callable[[dict[str, Any], str], Any],
     spaces: Mapping[str, Any] = MappingProxyType({}),
-    supernet: Callable[[Any], nn.Module] | None = None,
+    search: str | None = None,
 ) -> ModelFamily:
     """Register a model family. A second family of the same name, or a built-in
     space name another family already has, raises: names are what files store."""
@@ -87,7 +90,7 @@ def register_family(
     taken = sorted(set(spaces) & {s for f in _FAMILIES.values() for s in f.spaces})
     if taken:
         raise ValueError(f"model family {name!r}: space name(s) {taken} belong to another family")
-    family = ModelFamily(name, arch_type, build_model, space_type, space_from_dict, MappingProxyType(dict(spaces)), supernet)
+    family = ModelFamily(name, arch_type, build_model, space_type, space_from_dict, MappingProxyType(dict(spaces)), search)
     _FAMILIES[name] = family
     return family
 
@@ -264,6 +267,7 @@ def _register_dlrm() -> None:
         space_type=SearchSpace,
         space_from_dict=lambda d, name: SearchSpace.from_dict(d, name=name),
         spaces=BUILTIN_SPACES,
+        search="search.dlrm:SEARCH",
     )
 
 

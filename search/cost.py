@@ -1,20 +1,26 @@
 """Differentiable expected costs of the architecture distribution, and the budget penalty.
 
 A `CostTable` prices every op a space can produce (LUT latency in us, FLOPs,
-parameter bytes) in tensors laid out like the logits (see `search.layout`).
-`expected_cost(table, probs)` is the expectation of an arch's total price when
-each slot is drawn independently from `probs`:
+parameter bytes) in tensors laid out like the logits (see `search.layout`). It
+is family-generic: a model family builds it (its `FamilySearch.cost_table`,
+`search.family_search`) from two kinds of terms, and `expected_cost(table, probs)`
+is the expectation of an arch's total price when each slot is drawn
+independently from `probs`:
 
-- embeddings:  sum_f sum_{r,e} q_f[r] p_f[e] price(embedding(r, e))
-- interaction: sum_k p[k] price(interaction_k)
-- an MLP:      a linear layer's input width is itself random (skips pass the
-               previous width on), so the expectation runs over joint
+- a `Factor`: ops whose shape is decided by one or two slots, row by row:
+                   sum_r sum_{a,b} P_A[rows_A[r], a] P_B[rows_B[r], b] price[r, a, b]
+               e.g. DLRM's embeddings (A = emb_rows.f, B = emb_dim.f, one row per
+               feature), an interaction (one group only), DCN's cross layers
+               (A = the one emb_dim slot repeated, B = cross.i);
+- an MLP (`MlpPrices`): a linear layer's input width is itself random (skips
+               pass the previous width on), so the expectation runs over joint
                (input, output) widths. With `dist_i` the distribution of layer
                i's input width over the MLP's possible widths U:
                    E_i      = dist_i^T  Price_i  p_i[widths]         Price_i [U, n_widths]
                    dist_i+1 = place(p_i[widths]) + p_i[skip] * dist_i
-               and the closing linear (to D, or to the logit) costs dist_L^T out.
-               The top MLP starts from the interaction's output width.
+               and the closing linear costs dist_L^T out. The first input width
+               is fixed, or decided by one slot (DLRM's top MLP: the interaction;
+               DCN's deep MLP: the embedding dim);
 - plus a fixed overhead (the LUT's `model_overhead` row).
 
 At one-hot probabilities this is exactly the sum of the arch's own ops, i.e.
@@ -23,19 +29,37 @@ At one-hot probabilities this is exactly the sum of the arch's own ops, i.e.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from dnas_hw.arch import mlp_ops
 from dnas_hw.ops import OpCall
-from dnas_hw.space import SearchSpace
+from dnas_hw.space import mlp_input_widths
 from lut.table import Lut, overhead_call
 
 Price = Callable[[OpCall], float]
 DTYPE = torch.float64
+SlotRef = tuple[str, int]  # (logit group, row): one slot
+
+
+@dataclass(frozen=True)
+class Factor:
+    """Ops priced by one or two slots per row: `price [R, n_A(, n_B)]`, 0 on padded choices.
+
+    `groups[k]` names the logit group of the k-th slot and `rows[k]` ([R] ints) its row for each of
+    the R rows of the factor; a row index may repeat (one slot shared by many ops).
+    """
+
+    groups: tuple[str, ...]
+    rows: tuple[tuple[int, ...], ...]
+    price: torch.Tensor
+
+    def slots(self, r: int) -> tuple[SlotRef, ...]:
+        return tuple((g, rows[r]) for g, rows in zip(self.groups, self.rows))
 
 
 @dataclass(frozen=True)
@@ -46,6 +70,8 @@ class MlpPrices:
     layers [L, U, W] price of linear(u -> w) (0 where u cannot reach layer i)
     place [W, U]     one-hot: the width of each choice within U
     out [U]          price of the closing linear from width u
+    group            the logit group of the L hidden-layer slots (one row each; skip last)
+    start_slot       the slot whose choice picks the start option, or None (S = 1)
     """
 
     start: torch.Tensor
@@ -53,21 +79,39 @@ class MlpPrices:
     place: torch.Tensor
     out: torch.Tensor
     skip: bool
+    group: str
+    start_slot: SlotRef | None = None
 
 
 @dataclass(frozen=True)
 class CostTable:
-    bottom: MlpPrices
-    top: MlpPrices
-    embeddings: torch.Tensor  # [F, R_max, E]; 0 on padded table sizes
-    interaction: torch.Tensor  # [K]
+    factors: tuple[Factor, ...]
+    mlps: tuple[MlpPrices, ...]
     overhead: float
 
+    def fingerprint(self) -> str:
+        """A short hash of every price: two tables priced alike hash alike."""
+        h = hashlib.sha256(repr(self.overhead).encode())
+        for t in [f.price for f in self.factors] + [t for m in self.mlps for t in (m.start, m.layers, m.out)]:
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
-def _mlp_prices(
-    space: SearchSpace, starts: list[int], widths: tuple[int, ...], layers: int, out_width: int, out_act: str, price: Price
+
+def mlp_prices(
+    starts: list[int],
+    widths: tuple[int, ...],
+    layers: int,
+    skip: bool,
+    out_width: int,
+    out_act: str,
+    price: Price,
+    *,
+    group: str,
+    start_slot: SlotRef | None = None,
 ) -> MlpPrices:
-    reach = space.mlp_input_widths(set(starts), widths, layers)
+    """Price an MLP of `layers` hidden layers (each one of `widths`, or skipped) and its closing
+    linear to `out_width`, starting from `starts[k]` when the start slot takes its k-th choice."""
+    reach = mlp_input_widths(set(starts), widths, layers, skip)
     universe = sorted(set(starts) | set(widths))
     pos = {u: i for i, u in enumerate(universe)}
     start = torch.zeros(len(starts), len(universe), dtype=DTYPE)
@@ -84,44 +128,48 @@ def _mlp_prices(
     out = torch.zeros(len(universe), dtype=DTYPE)
     for u in reach[-1]:
         out[pos[u]] = price(mlp_ops(u, [out_width], activation=out_act)[0])
-    return MlpPrices(start, table, place, out, space.skip)
+    return MlpPrices(start, table, place, out, skip, group, start_slot)
 
 
-def cost_table(space: SearchSpace, price: Price, overhead: float = 0.0) -> CostTable:
-    """Price every op of `space` with `price(OpCall) -> float`."""
-    d = space.interaction_dim
-    inter_ops = [space.interaction_op(k) for k in space.interactions]
-    rows_max = max(len(space.rows_choices(f)) for f in range(space.num_sparse))
-    emb = torch.zeros(space.num_sparse, rows_max, len(space.emb_dims), dtype=DTYPE)
-    for f in range(space.num_sparse):
-        for r, rows in enumerate(space.rows_choices(f)):
-            for e, dim in enumerate(space.emb_dims):
-                emb[f, r, e] = price(OpCall.make("embedding", num_embeddings=rows, embedding_dim=dim, pad_to=d))
-    return CostTable(
-        bottom=_mlp_prices(space, [space.num_dense], space.bottom_widths, space.bottom_layers, d, "relu", price),
-        top=_mlp_prices(space, [op.output_width() for op in inter_ops], space.top_widths, space.top_layers, 1, "none", price),
-        embeddings=emb,
-        interaction=torch.tensor([price(op) for op in inter_ops], dtype=DTYPE),
-        overhead=float(overhead),
-    )
+def cost_table(space: Any, price: Price, overhead: float = 0.0) -> CostTable:
+    """Price every op of `space` with `price(OpCall) -> float` (its family's `FamilySearch.cost_table`)."""
+    from search.family_search import family_search  # here: family modules import this one
+
+    return family_search(space).cost_table(space, price, overhead)
 
 
-def latency_table(space: SearchSpace, lut: Lut, batch_size: int, stat: str = "p50_us") -> CostTable:
+def latency_table(space: Any, lut: Lut, batch_size: int, stat: str = "p50_us") -> CostTable:
     """LUT latency (us) at `batch_size`, with the model-overhead row. A miss raises `LutMissError`."""
     overhead = lut.latency_us(overhead_call(space.num_dense, space.num_sparse), batch_size, stat)
     return cost_table(space, lambda c: lut.latency_us(c, batch_size, stat), overhead)
 
 
-def flops_table(space: SearchSpace, batch_size: int) -> CostTable:
+def flops_table(space: Any, batch_size: int) -> CostTable:
     return cost_table(space, lambda c: float(c.flops(batch_size)))
 
 
-def param_bytes_table(space: SearchSpace, bytes_per_value: int = 4) -> CostTable:
+def param_bytes_table(space: Any, bytes_per_value: int = 4) -> CostTable:
     """Parameter memory (fp32 by default); dominated by the embedding tables."""
     return cost_table(space, lambda c: float(c.num_params() * bytes_per_value))
 
 
-def _expected_mlp(prices: MlpPrices, start_probs: torch.Tensor, layer_probs: torch.Tensor | None) -> torch.Tensor:
+_AXES = "ab"
+
+
+def _expected_factor(factor: Factor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+    operands = [probs[g][list(rows)] for g, rows in zip(factor.groups, factor.rows)]  # [R, n_k] each
+    axes = _AXES[: len(operands)]
+    spec = ",".join(f"r{a}" for a in axes) + f",r{axes}->"
+    return torch.einsum(spec, *operands, factor.price)
+
+
+def _expected_mlp(prices: MlpPrices, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+    if prices.start_slot is None:
+        start_probs = torch.ones(1, dtype=DTYPE)
+    else:
+        group, row = prices.start_slot
+        start_probs = probs[group][row]
+    layer_probs = probs.get(prices.group)
     dist = start_probs @ prices.start  # [U]
     total = dist.new_zeros(())
     n_widths = prices.place.shape[0]
@@ -139,11 +187,10 @@ def expected_cost(table: CostTable, probs: dict[str, torch.Tensor]) -> torch.Ten
     Returns a 0-d tensor, differentiable w.r.t. `probs`.
     """
     probs = {g: p.to(DTYPE) for g, p in probs.items()}
-    emb = torch.einsum("fr,fe,fre->", probs["emb_rows"], probs["emb_dim"], table.embeddings)
-    p_inter = probs["interaction"][0]
-    bottom = _expected_mlp(table.bottom, torch.ones(1, dtype=DTYPE), probs.get("bottom"))
-    top = _expected_mlp(table.top, p_inter, probs.get("top"))
-    return bottom + emb + p_inter @ table.interaction + top + table.overhead
+    total = sum((_expected_factor(f, probs) for f in table.factors), torch.zeros((), dtype=DTYPE))
+    for mlp in table.mlps:
+        total = total + _expected_mlp(mlp, probs)
+    return total + table.overhead
 
 
 # --------------------------------------------------------------------------- budget penalty

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from dnas_hw.space import Choice
-from search.supernet import Supernet
+from search.supernet import SupernetBase
 
 
 @torch.no_grad()
-def derive(supernet: Supernet) -> tuple[dict[str, Choice], dict[str, torch.Tensor]]:
+def derive(supernet: SupernetBase) -> tuple[dict[str, Choice], dict[str, torch.Tensor]]:
     """(argmax `{slot: choice}`, softmax probabilities `{group: [rows, n]}`)."""
     probs = supernet.probabilities()
     return supernet.layout.choices({g: p.argmax(-1) for g, p in probs.items()}), probs

@@ -1,6 +1,8 @@
 """The derived model's weights, sliced out of the supernet.
 
-`extract_model(supernet, choices)` builds `dnas_hw.model.build_model(arch)` and
+`copy_linear` is the step every family's extraction shares (a linear's
+leading slice, or chosen input columns, with the fan-in scale folded in).
+`extract_model(supernet, choices)` (DLRM's) builds `dnas_hw.model.build_model(arch)` and
 copies into it the leading slices that the supernet uses for those choices
 (with the fan-in scale folded into each linear's weight), so
 it computes what the supernet computes at one-hot probabilities (tested), and
@@ -17,11 +19,13 @@ from search.mixed import fan_in_scale
 from search.supernet import Supernet
 
 
-def _copy_linear(dst: torch.nn.Module, src: torch.nn.Module) -> None:
-    """LinearAct -> LinearAct: dst's weight [out, in] is src's leading slice, times the supernet's
-    fan-in scale for an input of width `in` (`search.mixed.fan_in_scale`)."""
+def copy_linear(dst: torch.nn.Module, src: torch.nn.Module, columns: torch.Tensor | None = None) -> None:
+    """LinearAct -> LinearAct: dst's weight [out, in] is src's leading slice (or, with `columns`
+    ([in] ints), those input columns of src's first `out` rows), times the supernet's fan-in
+    scale for an input of width `in` (`search.mixed.fan_in_scale`)."""
     out_f, in_f = dst[0].weight.shape
-    dst[0].weight.copy_(src[0].weight[:out_f, :in_f] * fan_in_scale(src[0].in_features, in_f**-0.5))
+    weight = src[0].weight[:out_f, :in_f] if columns is None else src[0].weight[:out_f, columns]
+    dst[0].weight.copy_(weight * fan_in_scale(src[0].in_features, in_f**-0.5))
     dst[0].bias.copy_(src[0].bias[:out_f])
 
 
@@ -35,7 +39,7 @@ def extract_model(supernet: Supernet, choices: dict[str, Choice]) -> DLRM:
         ):
             kept = [m.linear for i, m in enumerate(mixed) if choices[f"{prefix}.{i}"] != SKIP] + [out]
             for dst, src in zip(target, kept, strict=True):
-                _copy_linear(dst, src)
+                copy_linear(dst, src)
         for f, table in enumerate(model.sparse_arch.tables):
             w = table.table.weight
             w.copy_(supernet.embeddings.feature_table(f)[: w.shape[0], : w.shape[1]])

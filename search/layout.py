@@ -1,7 +1,10 @@
 """How a space's slots map onto grouped architecture-logit tensors.
 
 Slots of one kind share a tensor, one row per slot, so sampling and the cost
-recursion run on a handful of tensors instead of ~60 small ones:
+recursion run on a handful of tensors instead of ~60 small ones. The kind is
+the slot name's prefix before the first "." (any family: `cross.2` belongs to
+group `cross`, `emb_dim` alone to group `emb_dim`); groups keep the order in
+which `space.slots()` first names them. A DLRM space gives
 
     bottom       [bottom_layers, len(bottom_widths) (+1 skip)]
     emb_dim      [F, len(emb_dims)]
@@ -19,9 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dnas_hw.space import Choice, SearchSpace
-
-GROUPS = ("bottom", "emb_dim", "emb_rows", "interaction", "top")
+from dnas_hw.space import Choice
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,13 @@ class Group:
 class Layout:
     """The grouping of one space's slots; converts between tensors and `{slot: choice}`."""
 
-    def __init__(self, space: SearchSpace):
+    def __init__(self, space):
+        """`space`: any family's space (its `slots()` are all this reads)."""
         self.space = space
-        by_prefix: dict[str, list] = {g: [] for g in GROUPS}
+        by_prefix: dict[str, list] = {}
         for slot in space.slots():
-            by_prefix[slot.name.split(".")[0]].append(slot)
-        self.groups = {
-            g: Group(g, tuple(s.name for s in slots), tuple(s.choices for s in slots))
-            for g, slots in by_prefix.items()
-            if slots
-        }
+            by_prefix.setdefault(slot.name.split(".")[0], []).append(slot)
+        self.groups = {g: Group(g, tuple(s.name for s in slots), tuple(s.choices for s in slots)) for g, slots in by_prefix.items()}
         self._where = {s: (g.name, i) for g in self.groups.values() for i, s in enumerate(g.slots)}
 
     def slot_names(self) -> list[str]:

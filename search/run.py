@@ -12,7 +12,6 @@ Run folder `out/`:
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -35,13 +34,13 @@ from search.budget import BudgetController
 from search.config import SearchConfig
 from search.cost import CostTables, cost_loss, flops_table, latency_table, one_hot_cost, param_bytes_table
 from search.derive import derive
-from search.extract import extract_model
 from search.extremes import extreme_arch
+from search.family_search import family_search
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project
 from search.state import load_state, save_state
-from search.supernet import Supernet
+from search.supernet import SupernetBase
 
 STATE, LOG, SUMMARY, INIT = "search_state.pt", "search_log.csv", "summary.json", "derived_init.pt"
 PROBS_LOG = "arch_probs_epochs.json"
@@ -67,10 +66,6 @@ def _tables(space: SearchSpace, lut: Lut, batch_size: int, config: SearchConfig)
     )
 
 
-def _fingerprint(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.numpy().tobytes()).hexdigest()[:16]
-
-
 def _feasibility(tables: CostTables, layout: Layout, budget_us: float, floor: float) -> tuple[str, float, float]:
     """(status, fastest arch's latency, slowest arch's latency), the extremes found exactly."""
     fastest, _ = extreme_arch(tables.latency, layout, cheapest=True)
@@ -88,7 +83,8 @@ class _Search:
     def __init__(self, space: SearchSpace, tables: CostTables, budget_us: float, config: SearchConfig):
         self.space, self.tables, self.budget_us, self.config = space, tables, budget_us, config
         seed_everything(config.seed)
-        self.net = Supernet(space)
+        self.family = family_search(space)
+        self.net = self.family.supernet(space)
         dense, sparse = split_parameters(_WeightsView(self.net))
         self.weight_opts = make_optimizers(dense, sparse, config.weight_optimizer, config.weight_lr)
         self.arch_opt = torch.optim.Adam(self.net.arch_parameters(), lr=config.arch_lr)
@@ -161,7 +157,7 @@ class _Search:
 class _WeightsView(nn.Module):
     """The supernet without its logits, for `split_parameters` (dense vs sparse-gradient weights)."""
 
-    def __init__(self, net: Supernet):
+    def __init__(self, net: SupernetBase):
         super().__init__()
         self.parts = nn.ModuleList([m for name, m in net.named_children() if name != "arch_logits"])
 
@@ -228,10 +224,7 @@ def run_search(
     Writes the run folder `out` (see the module docstring) and returns summary.json's content.
     """
     out = Path(out)
-    if not isinstance(space, SearchSpace):
-        # The supernet is DLRM's; other model families (docs/extending.md) profile, train,
-        # export and bench, but cannot be searched yet.
-        raise UserError(f"space {space.name}: searching is implemented for DLRM spaces only, not {type(space).__name__}")
+    family_search(space)  # refuses a family without a search hook, before any work
     if budget_us <= 0 or batch_size < 1:
         raise UserError("the latency budget and the batch size must be positive")
     if (out / SUMMARY).exists():
@@ -250,7 +243,7 @@ def run_search(
     identity = {
         "config": {k: v for k, v in config.to_dict().items() if k != "stop_after"},
         "budget_us": budget_us, "batch_size": batch_size, "space": space.fingerprint(),
-        "lut": _fingerprint(tables.latency.embeddings) + _fingerprint(tables.latency.interaction),
+        "lut": tables.latency.fingerprint(),
         "data": str(Path(data_dir).resolve()),
     }
     search = _Search(space, tables, budget_us, config)
@@ -296,7 +289,7 @@ def _finish(search: _Search, out: Path, log, budget_us, batch_size, lut, status,
     predicted = predict(lut, arch, batch_size).total_us
     arch.save(out / "arch.json")
     # The derived model with the supernet's weights: retraining may warm-start from it.
-    save_checkpoint(out / INIT, extract_model(search.net, choices), extra={"source": "supernet", "seed": config.seed})
+    save_checkpoint(out / INIT, search.family.extract(search.net, choices), extra={"source": "supernet", "seed": config.seed})
     write_json_atomic(out / "arch_probs.json", layout.probs_dict(probs))
     within = predicted <= budget_us
     if status == "ok" and not (config.floor * budget_us <= predicted <= budget_us):

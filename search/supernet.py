@@ -1,4 +1,8 @@
-"""The supernet: every arch of a space in one model, plus the architecture logits."""
+"""The supernet: every arch of a space in one model, plus the architecture logits.
+
+`SupernetBase` is what the search engine relies on for any family (logits laid
+out by `search.layout.Layout`, weights vs logits); `Supernet` is DLRM's.
+"""
 
 from __future__ import annotations
 
@@ -19,27 +23,19 @@ def _mlp(in_width: int, widths: tuple[int, ...], layers: int, skip: bool) -> tup
     return nn.ModuleList(mods), width
 
 
-class Supernet(nn.Module):
-    """dense [B, num_dense], sparse [B, F], probs {group: [rows, n] or [B, rows, n]} -> logits [B].
+class SupernetBase(nn.Module):
+    """A family's supernet: `space`, `layout`, and `arch_logits` ({group: [rows, n]}, -inf on padding).
 
-    bottom:      MixedLinear per bottom slot, then linear(carry -> D, relu)
-    embeddings:  MixedEmbeddings -> [B, F, D]
-    interaction: MixedInteraction -> [B, K_max]
-    top:         MixedLinear per top slot, then linear(carry -> 1)
-    `arch_logits` ({group: [rows, n]}, -inf on padding) are parameters too, kept
-    apart from the weights by `weight_parameters()` / `arch_parameters()`.
+    A subclass builds its weights, then calls `init_arch_logits()` (last, so the
+    weights come first in `parameters()`), and defines
+    `forward(dense [B, num_dense], sparse [B, F], probs {group: [rows, n] or [B, rows, n]}) -> logits [B]`.
     """
 
-    def __init__(self, space: SearchSpace):
+    def __init__(self, space):
         super().__init__()
         self.space, self.layout = space, Layout(space)
-        d = space.interaction_dim
-        self.bottom, width = _mlp(space.num_dense, space.bottom_widths, space.bottom_layers, space.skip)
-        self.bottom_out = OpCall.make("linear", in_features=width, out_features=d, activation="relu").build()
-        self.embeddings = MixedEmbeddings(tuple(space.rows_choices(f) for f in range(space.num_sparse)), space.emb_dims)
-        self.interaction = MixedInteraction([space.interaction_op(k) for k in space.interactions])
-        self.top, width = _mlp(self.interaction.out_width, space.top_widths, space.top_layers, space.skip)
-        self.top_out = OpCall.make("linear", in_features=width, out_features=1, activation="none").build()
+
+    def init_arch_logits(self) -> None:
         self.arch_logits = nn.ParameterDict({g: nn.Parameter(t) for g, t in self.layout.init_logits().items()})
 
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -52,6 +48,28 @@ class Supernet(nn.Module):
     def probabilities(self) -> dict[str, torch.Tensor]:
         """Softmax of the logits, {group: [rows, n]} (0 on padding)."""
         return {g: torch.softmax(t, dim=-1) for g, t in self.arch_logits.items()}
+
+
+class Supernet(SupernetBase):
+    """dense [B, num_dense], sparse [B, F], probs {group: [rows, n] or [B, rows, n]} -> logits [B].
+
+    bottom:      MixedLinear per bottom slot, then linear(carry -> D, relu)
+    embeddings:  MixedEmbeddings -> [B, F, D]
+    interaction: MixedInteraction -> [B, K_max]
+    top:         MixedLinear per top slot, then linear(carry -> 1)
+    `arch_logits` (`SupernetBase`) are parameters too, kept apart from the weights.
+    """
+
+    def __init__(self, space: SearchSpace):
+        super().__init__(space)
+        d = space.interaction_dim
+        self.bottom, width = _mlp(space.num_dense, space.bottom_widths, space.bottom_layers, space.skip)
+        self.bottom_out = OpCall.make("linear", in_features=width, out_features=d, activation="relu").build()
+        self.embeddings = MixedEmbeddings(tuple(space.rows_choices(f) for f in range(space.num_sparse)), space.emb_dims)
+        self.interaction = MixedInteraction([space.interaction_op(k) for k in space.interactions])
+        self.top, width = _mlp(self.interaction.out_width, space.top_widths, space.top_layers, space.skip)
+        self.top_out = OpCall.make("linear", in_features=width, out_features=1, activation="none").build()
+        self.init_arch_logits()
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
         x, inv = dense, self.space.num_dense**-0.5

@@ -189,11 +189,3 @@ def test_other_penalty_forms_and_sampling_modes_run_and_respect_the_budget(data,
     if options.get("flops_weight"):
         assert {"expected_flops", "expected_param_bytes"} <= set(log.columns)
 
-
-def test_a_space_of_another_model_family_is_refused_in_one_line(data, space, tmp_path, monkeypatch):
-    monkeypatch.setenv("DNAS_HW_PLUGINS", "examples.dcn")
-    lut_path = _write_lut(toy_lut(space, B), tmp_path / "toy.csv")
-    result = CliRunner().invoke(main, ["search", "--data", str(data), "--space", "dcn-tiny", "--lut", lut_path,
-                                       "--latency-budget", "1ms", "--batch-size", str(B), "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and result.output.count("\n") == 1 and "DLRM spaces only" in result.output
-    assert not (tmp_path / "r").exists()
