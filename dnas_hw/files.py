@@ -95,3 +95,34 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def save_torch_atomic(path: str | os.PathLike, fmt: str, payload: dict[str, Any]) -> None:
+    """`torch.save({"format": fmt, **payload})` to `path`, atomically."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save({"format": fmt, **payload}, tmp)
+
+
+def load_torch(path: str | os.PathLike, fmt: str, what: str) -> dict[str, Any]:
+    """A file written by `save_torch_atomic(path, fmt, ...)`, read with `weights_only=True` (no pickle
+    code runs). A missing, truncated or foreign file is a `UserError` naming `what` it should be."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise UserError(f"{path}: unreadable {what} ({type(e).__name__}: {first_line(e)})") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise UserError(f"{path}: not a {what} (expected format {fmt!r})")
+    return payload
+
+
+def first_line(error: Exception, limit: int = 120) -> str:
+    """An exception's message cut to one line (some torch errors have an empty message)."""
+    lines = str(error).splitlines()
+    return lines[0][:limit] if lines else "no message"
