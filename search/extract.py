@@ -29,6 +29,14 @@ def copy_linear(dst: torch.nn.Module, src: torch.nn.Module, columns: torch.Tenso
     dst[0].bias.copy_(src[0].bias[:out_f])
 
 
+def copy_embeddings(sparse_arch: torch.nn.Module, embeddings: torch.nn.Module) -> None:
+    """`dnas_hw.model.SparseArch` <- `search.mixed.MixedEmbeddings`: each feature's table is the
+    leading [rows, dim] slice of its part of the fused table."""
+    for f, table in enumerate(sparse_arch.tables):
+        w = table.table.weight
+        w.copy_(embeddings.feature_table(f)[: w.shape[0], : w.shape[1]])
+
+
 def extract_model(supernet: Supernet, choices: dict[str, Choice]) -> DLRM:
     space = supernet.space
     model = build_model(space.arch(choices))
@@ -40,7 +48,5 @@ def extract_model(supernet: Supernet, choices: dict[str, Choice]) -> DLRM:
             kept = [m.linear for i, m in enumerate(mixed) if choices[f"{prefix}.{i}"] != SKIP] + [out]
             for dst, src in zip(target, kept, strict=True):
                 copy_linear(dst, src)
-        for f, table in enumerate(model.sparse_arch.tables):
-            w = table.table.weight
-            w.copy_(supernet.embeddings.feature_table(f)[: w.shape[0], : w.shape[1]])
+        copy_embeddings(model.sparse_arch, supernet.embeddings)
     return model

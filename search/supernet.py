@@ -15,7 +15,8 @@ from search.layout import Layout
 from search.mixed import MixedEmbeddings, MixedInteraction, MixedLinear, sliced_linear
 
 
-def _mlp(in_width: int, widths: tuple[int, ...], layers: int, skip: bool) -> tuple[nn.ModuleList, int]:
+def mixed_mlp(in_width: int, widths: tuple[int, ...], layers: int, skip: bool) -> tuple[nn.ModuleList, int]:
+    """`layers` MixedLinear layers from `in_width`, and the width they carry out."""
     mods, width = [], in_width
     for _ in range(layers):
         mods.append(MixedLinear(width, widths, skip))
@@ -63,11 +64,11 @@ class Supernet(SupernetBase):
     def __init__(self, space: SearchSpace):
         super().__init__(space)
         d = space.interaction_dim
-        self.bottom, width = _mlp(space.num_dense, space.bottom_widths, space.bottom_layers, space.skip)
+        self.bottom, width = mixed_mlp(space.num_dense, space.bottom_widths, space.bottom_layers, space.skip)
         self.bottom_out = OpCall.make("linear", in_features=width, out_features=d, activation="relu").build()
         self.embeddings = MixedEmbeddings(tuple(space.rows_choices(f) for f in range(space.num_sparse)), space.emb_dims)
         self.interaction = MixedInteraction([space.interaction_op(k) for k in space.interactions])
-        self.top, width = _mlp(self.interaction.out_width, space.top_widths, space.top_layers, space.skip)
+        self.top, width = mixed_mlp(self.interaction.out_width, space.top_widths, space.top_layers, space.skip)
         self.top_out = OpCall.make("linear", in_features=width, out_features=1, activation="none").build()
         self.init_arch_logits()
 

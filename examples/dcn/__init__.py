@@ -2,7 +2,8 @@
 
 Importing this package registers its ops (`dcn_stack`, `cross_lowrank`) and the
 family `dcn` (arch `DCNArch`, builder `build_dcn`, space `DCNSpace` with the
-built-in spaces `dcn-tiny` and `dcn-kaggle`). It uses only public extension
+built-in spaces `dcn-tiny` and `dcn-kaggle`, and its search hook
+`examples.dcn.supernet.SEARCH`: supernet, cost table, weight extraction). It uses only public extension
 points: `dnas_hw.ops.register_op`, `dnas_hw.family.register_family` and the
 core's building blocks. From the repository root:
 
@@ -23,6 +24,7 @@ register_family(
     space_type=DCNSpace,
     space_from_dict=DCNSpace.from_dict,
     spaces=BUILTIN,
+    search="examples.dcn.supernet:SEARCH",  # imported when a search starts
 )
 
 __all__ = ["DCN", "DCNArch", "DCNArchError", "DCNSpace", "build_dcn"]

@@ -1,0 +1,144 @@
+"""The search engine on a second family: DCN-v2's supernet, cost table and extremes (examples/dcn/supernet.py).
+
+`examples.dcn` is imported by a fixture, not at collection (see tests/test_dcn.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import random
+
+import pytest
+import torch
+
+from dnas_hw.errors import UserError
+from dnas_hw.family import ModelFamily, get_family
+from dnas_hw.space import get_space
+from lut.predict import predict
+from search.cost import expected_cost, latency_table
+from search.extremes import extreme_arch
+from search.family_search import family_search
+from search.layout import Layout
+from test_search_fixtures import one_thread, toy_lut  # noqa: F401 (autouse fixture)
+
+B = 16
+
+
+@pytest.fixture(scope="module")
+def dcn():
+    return importlib.import_module("examples.dcn")
+
+
+@pytest.fixture(scope="module")
+def tiny(dcn):
+    return get_space("dcn-tiny")
+
+
+def _batch(space, n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    dense = torch.randn(n, space.num_dense, generator=g)
+    sparse = torch.stack([torch.randint(0, c, (n,), generator=g) for c in space.cardinalities], 1)
+    return dense, sparse
+
+
+def _trained_like(net, seed: int):
+    """Perturb every weight, so a wrong slice or column cannot pass by symmetry of the initialisation."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.weight_parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return net
+
+
+def test_the_dcn_family_is_searchable_through_its_registration(dcn, tiny):
+    hook = family_search(tiny)
+    assert hook is family_search(get_family("dcn")) and hook.supernet.__module__ == "examples.dcn.supernet"
+
+
+def test_a_family_without_a_search_hook_is_refused_in_one_line(dcn):
+    bare = ModelFamily("bare", dcn.DCNArch, dcn.build_dcn, dcn.DCNSpace, dcn.DCNSpace.from_dict, {})
+    with pytest.raises(UserError, match="'bare' is not searchable") as e:
+        family_search(bare)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("path", ["masked", "single-path"])
+def test_one_hot_dcn_supernet_equals_the_standalone_dcn(tiny, path):
+    """Masked mixture (probabilities with a gradient) and single-path fast path, over sampled archs:
+    hashed tables, dim masks, skipped and low-rank cross layers, skipped deep layers."""
+    hook = family_search(tiny)
+    net = _trained_like(hook.supernet(tiny), 1)
+    dense, sparse = _batch(tiny, 32)
+    rng = random.Random(0)
+    seen_skips = set()
+    for _ in range(8):
+        choices = tiny.sample_choices(rng)
+        seen_skips |= {s for s, c in choices.items() if c == "skip"}
+        probs = {g: t.float().requires_grad_(path == "masked") for g, t in net.layout.one_hot(choices).items()}
+        model = hook.extract(net, choices)
+        assert model.arch == tiny.arch(choices)
+        want = model(dense, sparse).detach()
+        torch.testing.assert_close(net(dense, sparse, probs), want, rtol=1e-5, atol=1e-6 * want.abs().max().item())
+    assert any(s.startswith("cross") for s in seen_skips) and any(s.startswith("deep") for s in seen_skips)
+
+
+def test_per_sample_masks_give_each_sample_its_own_dcn(tiny):
+    hook = family_search(tiny)
+    net = _trained_like(hook.supernet(tiny), 2)
+    n = 6
+    dense, sparse = _batch(tiny, n, seed=3)
+    rng = random.Random(4)
+    archs = [tiny.sample_choices(rng) for _ in range(n)]
+    per_sample = {g: torch.stack([net.layout.one_hot(c)[g].float() for c in archs]) for g in net.layout.groups}
+    got = net(dense, sparse, per_sample)
+    want = torch.stack([hook.extract(net, c)(dense[i : i + 1], sparse[i : i + 1])[0] for i, c in enumerate(archs)])
+    torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_arch_gradients_reach_every_dcn_logit_group(tiny):
+    net = family_search(tiny).supernet(tiny)
+    dense, sparse = _batch(tiny, 16)
+    net(dense, sparse, net.probabilities()).sum().backward()
+    for g, t in net.arch_logits.items():
+        assert t.grad is not None and t.grad[torch.isfinite(t)].abs().sum() > 0, g
+
+
+def test_one_hot_expected_latency_equals_predict_for_dcn(tiny):
+    lut, layout = toy_lut(tiny, B), Layout(tiny)
+    table = latency_table(tiny, lut, B)
+    rng = random.Random(1)
+    for _ in range(20):
+        choices = tiny.sample_choices(rng)
+        want = predict(lut, tiny.arch(choices), B).total_us
+        assert float(expected_cost(table, layout.one_hot(choices))) == pytest.approx(want, rel=1e-12)
+
+
+def test_expected_latency_is_the_mean_over_sampled_dcn_archs(tiny):
+    """Away from one-hot: E[lat] under the probabilities equals the enumeration-free Monte Carlo mean."""
+    lut, layout = toy_lut(tiny, B), Layout(tiny)
+    table = latency_table(tiny, lut, B)
+    g = torch.Generator().manual_seed(0)
+    logits = {k: torch.randn(v.shape, generator=g, dtype=torch.float64).masked_fill(~grp.valid(), float("-inf"))
+              for (k, grp), v in zip(layout.groups.items(), layout.init_logits().values())}
+    probs = {k: torch.softmax(t, -1) for k, t in logits.items()}
+    draws = []
+    for _ in range(3000):
+        idx = {k: torch.multinomial(p, 1, generator=g)[:, 0] for k, p in probs.items()}
+        draws.append(float(expected_cost(table, layout.one_hot(layout.choices(idx)))))
+    mean, sem = torch.tensor(draws).mean().item(), torch.tensor(draws).std().item() / len(draws) ** 0.5
+    assert abs(float(expected_cost(table, probs)) - mean) < 5 * sem
+
+
+def test_dcn_extreme_archs_match_exhaustive_enumeration(dcn):
+    space = dcn.DCNSpace(name="enum", cardinalities=(40, 9), num_dense=3, emb_dims=(2, 4), emb_row_fractions=(1.0, 0.25),
+                         cross_layers=2, cross_ranks=(1, 2), deep_layers=2, deep_widths=(4, 8))
+    lut, layout = toy_lut(space, B), Layout(space)
+    table = latency_table(space, lut, B)
+    slots = space.slots()
+    prices = [predict(lut, space.arch(dict(zip([s.name for s in slots], combo))), B).total_us
+              for combo in itertools.product(*(s.choices for s in slots))]
+    for cheapest, want in ((True, min(prices)), (False, max(prices))):
+        value, choices = extreme_arch(table, layout, cheapest=cheapest)
+        assert value == pytest.approx(want)
+        assert predict(lut, space.arch(choices), B).total_us == pytest.approx(want)
