@@ -75,7 +75,9 @@ def train_arch(
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last finished epoch.")
 @click.option("--force", is_flag=True, help="Replace a finished run in --out.")
-def train(data_dir, arch_path, out, epochs, batch_size, optimizer, lr, seed, resume, force) -> None:
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="torch threads per process (default: torch's). On a busy machine, more threads than free cores slow a step many times over.")
+def train(data_dir, arch_path, out, epochs, batch_size, optimizer, lr, seed, resume, force, threads) -> None:
     """Train ARCH on DATA and write OUT/model.pt and OUT/metrics.json (val and test metrics).
 
     Under `torchrun --nproc_per_node N -m dnas_hw.cli train ...` the N processes
@@ -84,6 +86,10 @@ def train(data_dir, arch_path, out, epochs, batch_size, optimizer, lr, seed, res
     from dnas_hw.family import load_arch
     from dnas_hw.train import TrainConfig
 
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     arch = load_arch(arch_path)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed)
     with distributed.session():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 import pytest
+import torch
 from click.testing import CliRunner
 
 from dnas_hw import __version__
@@ -64,3 +65,15 @@ def test_a_user_error_is_one_line_on_stderr_with_exit_code_2(tmp_path):
 def test_unknown_command_is_a_usage_error():
     result = CliRunner().invoke(main, ["trian"])
     assert result.exit_code == 2 and "No such command" in result.output
+
+
+def test_train_threads_sets_torchs_thread_count(synth_dir, tiny_arch_file, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        args = ["train", "--data", synth_dir, "--arch", tiny_arch_file, "--out", tmp_path / "run", "--threads", "1"]
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
