@@ -192,3 +192,32 @@ def loss_weight(local_rows: int, global_rows: int) -> float:
     gradient of the mean over the whole batch. 1.0 when the batch splits evenly.
     """
     return local_rows * world_size() / global_rows
+
+
+def average_grads(params: Sequence[nn.Parameter]) -> None:
+    """Replace the dense gradients of `params` by their mean over ranks, in one all-reduce.
+
+    For steps that do not go through DistributedDataParallel. Every rank must pass
+    the same parameters with the same set of gradients present (a parameter
+    without a gradient is skipped; sparse gradients belong to `SparseGradGather`).
+    """
+    if not is_active():
+        return
+    grads = [p.grad for p in params if p.grad is not None and not p.grad.is_sparse]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat.div_(world_size())
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
+
+
+def same_on_all_ranks(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether `tensors` hold the same values on every rank (the same answer on every rank; inf counts as a value)."""
+    if not is_active():
+        return True
+    flat = torch.cat([t.detach().reshape(-1).double() for t in tensors])
+    both = torch.cat([flat, -flat])  # one MAX all-reduce gives the maximum and minus the minimum
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    return bool(torch.equal(both[: len(flat)], -both[len(flat):]))

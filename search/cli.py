@@ -32,10 +32,16 @@ from dnas_hw.cli_types import DURATION_US
 @click.option("--device", default=None, help="Refuse a LUT not measured on this device.")
 @click.option("--threads", default=None, type=int, help="Refuse a LUT not measured with this thread count.")
 @click.option("--force", is_flag=True, help="Use a LUT whose target differs from --backend/--device/--threads.")
+@click.option("--stop-after", default=None, type=int, hidden=True, help="Stop after this many epochs, as if killed (tests of --resume).")
 def search(data_dir, space_name, lut_path, budget_us, batch_size, out, epochs, seed, resume, train_batch_size,
            warmup_epochs, penalty, sampling, hard, temperature_init, temperature_decay, flops_weight,
-           param_bytes_weight, backend, device, threads, force) -> None:
-    """Search SPACE on DATA for the best arch whose LUT latency at --batch-size fits --latency-budget."""
+           param_bytes_weight, backend, device, threads, force, stop_after) -> None:
+    """Search SPACE on DATA for the best arch whose LUT latency at --batch-size fits --latency-budget.
+
+    Under `torchrun --nproc_per_node N -m dnas_hw.cli search ...` the N processes
+    search data-parallel (--train-batch-size is the global batch) and rank 0 writes.
+    """
+    from dnas_hw import distributed
     from dnas_hw.data.folder import PreparedData
     from dnas_hw.space import get_space
     from lut.table import Lut
@@ -45,13 +51,16 @@ def search(data_dir, space_name, lut_path, budget_us, batch_size, out, epochs, s
     overrides = {
         "epochs": epochs, "train_batch_size": train_batch_size, "warmup_epochs": warmup_epochs, "penalty": penalty,
         "sampling": sampling, "hard": hard, "temperature_init": temperature_init, "temperature_decay": temperature_decay,
-        "flops_weight": flops_weight, "param_bytes_weight": param_bytes_weight,
+        "flops_weight": flops_weight, "param_bytes_weight": param_bytes_weight, "stop_after": stop_after,
     }
     config = SearchConfig.from_dict({"seed": seed, **{k: v for k, v in overrides.items() if v is not None}})
     lut = Lut.load(lut_path)
     lut.check_target(force=force, backend=backend, device=device, threads=threads)
     space = get_space(space_name, cardinalities=PreparedData.open(data_dir).cardinalities)
-    summary = run_search(data_dir, space, lut, budget_us=budget_us, batch_size=batch_size, out=out, config=config, resume=resume)
+    with distributed.session():
+        summary = run_search(data_dir, space, lut, budget_us=budget_us, batch_size=batch_size, out=out, config=config, resume=resume)
+        if not distributed.is_main() or "stopped_after_epoch" in summary:
+            return
     click.echo(
         f"arch predicted {summary['predicted_latency_ms']:.3f}ms at batch {summary['batch_size']} "
         f"(budget {summary['latency_budget_ms']:.3f}ms, {summary['budget_used']:.0%} used; {summary['budget_status']})"

@@ -8,6 +8,11 @@ Run folder `out/`:
     arch_probs_epochs.json  [{"epoch": e, "probs": {slot: {choice: p}}}] after each epoch (rewritten after each)
     derived_init.pt   the derived model holding the supernet's weights (a `model.pt`)
     summary.json      written last: its presence marks a finished run
+
+Under torchrun (`dnas_hw.distributed`) the search runs data-parallel: each rank
+takes its part of every global batch, gradients are averaged over the ranks,
+the Gumbel samples and so the logits stay identical on all of them (checked
+after each epoch), and rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dnas_hw.data.folder import PreparedData, iterate_batches, num_batches
+from dnas_hw import distributed
+from dnas_hw.data.folder import PreparedData, num_batches, shard_rows
 from dnas_hw.checkpoint import save_checkpoint
 from dnas_hw.errors import UserError
 from dnas_hw.files import read_json, write_json_atomic, write_text_atomic
@@ -39,6 +45,7 @@ from search.family_search import family_search
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project
+from search.shards import lockstep_batches
 from search.state import load_state, save_state
 from search.supernet import SupernetBase
 
@@ -87,40 +94,71 @@ class _Search:
         self.net = self.family.supernet(space)
         dense, sparse = split_parameters(_WeightsView(self.net))
         self.weight_opts = make_optimizers(dense, sparse, config.weight_optimizer, config.weight_lr)
+        # Several processes: each step averages its gradients over the ranks explicitly (the dense
+        # weights' and the logits' in one all-reduce each, the tables' in a SparseGradGather) rather
+        # than through DistributedDataParallel, whose reducer expects a gradient for every weight
+        # and the logits in every backward: a hard weight step uses one path (skipped layers and
+        # unchosen interaction kinds get none) and an arch step freezes the weights.
+        self.dense_weights = dense
+        self.sparse_gather = distributed.SparseGradGather(sparse) if distributed.is_active() and sparse else None
         self.arch_opt = torch.optim.Adam(self.net.arch_parameters(), lr=config.arch_lr)
         self.controller = BudgetController(budget_us, config.target, config.floor, config.multiplier_lr, config.multiplier_init,
                                            two_sided=config.penalty == "band", gain=config.multiplier_gain)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.loss_fn = nn.BCEWithLogitsLoss()
 
-    def sample(self, batch: int, tau: float, detach: bool) -> dict[str, torch.Tensor]:
-        samples = batch if self.config.sampling == "per-sample" else None
-        return {
-            g: gumbel_softmax(t.detach() if detach else t, tau, hard=self.config.hard, samples=samples, generator=self.generator)
+    def sample(self, global_rows: int, tau: float, detach: bool) -> dict[str, torch.Tensor]:
+        """Gumbel samples for a global batch of `global_rows` rows: {group: [rows, n]}, or per sample
+        [b, rows, n] for this rank's b rows of it. Every rank draws the whole batch's samples from
+        the same generator, so all use what one process would."""
+        per_sample = self.config.sampling == "per-sample"
+        samples = {
+            g: gumbel_softmax(t.detach() if detach else t, tau, hard=self.config.hard,
+                              samples=global_rows if per_sample else None, generator=self.generator)
             for g, t in self.net.arch_logits.items()
         }
+        if per_sample:
+            own = shard_rows(global_rows, distributed.shard())
+            samples = {g: s[own] for g, s in samples.items()}
+        return samples
 
-    def weight_step(self, dense, sparse, y, tau: float) -> float:
+    def task_loss(self, dense, sparse, y, probs, global_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean loss over this rank's rows of a `global_rows` batch, that loss times `distributed.loss_weight`)."""
+        logits = self.net(dense, sparse, probs)
+        if not len(y):  # no rows of a short last batch: a zero loss, so that the rank still joins the step
+            return logits.sum(), logits.sum()
+        loss = self.loss_fn(logits, y)
+        weight = distributed.loss_weight(len(y), global_rows)
+        return loss, (loss * weight if weight != 1.0 else loss)
+
+    def weight_step(self, dense, sparse, y, tau: float, global_rows: int | None = None) -> float:
+        """One step of the weights on this rank's rows of a global batch; returns their mean loss."""
+        global_rows = len(y) if global_rows is None else global_rows
         for opt in self.weight_opts:
             opt.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.net(dense, sparse, self.sample(len(y), tau, detach=True)), y)
-        loss.backward()
+        loss, weighted = self.task_loss(dense, sparse, y, self.sample(global_rows, tau, detach=True), global_rows)
+        weighted.backward()
+        distributed.average_grads(self.dense_weights)
         for opt in self.weight_opts:
             opt.step()
         return loss.item()
 
-    def arch_step(self, dense, sparse, y, tau: float) -> tuple[float, dict]:
+    def arch_step(self, dense, sparse, y, tau: float, global_rows: int | None = None) -> tuple[float, dict]:
+        """One step of the logits (weights frozen) on this rank's rows; returns (their mean loss, cost details)."""
+        global_rows = len(y) if global_rows is None else global_rows
         self.arch_opt.zero_grad(set_to_none=True)
         weights = self.net.weight_parameters()
         for p in weights:
             p.requires_grad_(False)
         try:
-            task = self.loss_fn(self.net(dense, sparse, self.sample(len(y), tau, detach=False)), y)
+            task, weighted = self.task_loss(dense, sparse, y, self.sample(global_rows, tau, detach=False), global_rows)
             cost, details = self.cost(self.net.probabilities(), self.derived_latency_us())
-            (task + cost).backward()
+            (weighted + cost).backward()
         finally:
             for p in weights:
                 p.requires_grad_(True)
+        # The cost term's gradient is the same on every rank: averaging keeps it, and averages the task's.
+        distributed.average_grads(self.net.arch_parameters())
         self.arch_opt.step()
         self.controller.update(self.derived_latency_us())
         return task.item(), details
@@ -171,25 +209,31 @@ def _run_epoch(search: _Search, data: PreparedData, epoch: int, started: float, 
     n_weight = num_batches(cut, c.train_batch_size, drop_last=False)
     n_arch = num_batches(len(train) - cut, c.train_batch_size, drop_last=False) if searching else 0
     every = max(1, n_weight // max(n_arch, 1))
-    weights = iterate_batches(train, c.train_batch_size, shuffle=True, seed=c.seed, epoch=epoch, rows=(0, cut))
-    arch = iterate_batches(train, c.train_batch_size, shuffle=True, seed=c.seed + 1, epoch=epoch, rows=(cut, len(train)))
+    # With several processes each rank reads its part of every global batch (`dnas_hw.distributed`).
+    rank, world = distributed.shard()
+    weights = lockstep_batches(train, c.train_batch_size, seed=c.seed, epoch=epoch, rows=(0, cut), shard=(rank, world))
+    arch = lockstep_batches(train, c.train_batch_size, seed=c.seed + 1, epoch=epoch, rows=(cut, len(train)), shard=(rank, world))
     budget_ms = search.budget_us / 1000
     task_sum = task_n = arch_sum = arch_n = 0
     details = search.cost(search.net.probabilities())[1]
-    label = f"search epoch {epoch + 1}/{c.epochs}" + ("" if searching else " (warm-up)")
+    label = f"search epoch {epoch + 1}/{c.epochs}" + ("" if searching else " (warm-up)") + (f" rank {rank}/{world}" if world > 1 else "")
     with progress(n_weight + n_arch, label, "batches") as bar:
-        for step, (dense, sparse, y) in enumerate(weights):
-            task_sum += search.weight_step(dense, sparse, y, tau) * len(y)
+        for step, (dense, sparse, y, global_rows) in enumerate(weights):
+            task_sum += search.weight_step(dense, sparse, y, tau, global_rows) * len(y)
             task_n += len(y)
             bar.update(1)
             if searching and (step + 1) % every == 0:
                 batch = next(arch, None)
                 if batch is not None:
-                    loss, details = search.arch_step(*batch, tau)
-                    arch_sum += loss * len(batch[2])
-                    arch_n += len(batch[2])
+                    *rows, global_rows = batch
+                    loss, details = search.arch_step(*rows, tau, global_rows)
+                    arch_sum += loss * len(rows[2])
+                    arch_n += len(rows[2])
                     bar.update(1)
-            bar.status = f"loss {task_sum / task_n:.4f} E[lat] {details['expected_latency_us'] / 1000:.3f}/{budget_ms:.3f}ms mult {search.controller.multiplier:.3g}"
+            bar.status = f"loss {task_sum / max(task_n, 1):.4f} E[lat] {details['expected_latency_us'] / 1000:.3f}/{budget_ms:.3f}ms mult {search.controller.multiplier:.3g}"
+    task_sum, task_n, arch_sum, arch_n = distributed.all_reduce_sum([task_sum, task_n, arch_sum, arch_n])
+    if not distributed.same_on_all_ranks(search.net.arch_parameters()):
+        raise RuntimeError(f"search epoch {epoch + 1}: the architecture logits differ between ranks")
     with torch.no_grad():
         probs = search.net.probabilities()
         _, details = search.cost(probs)
@@ -237,7 +281,7 @@ def run_search(
     check_inputs(data, space, lut, batch_size)
     tables = _tables(space, lut, batch_size, config)
     status, fastest_us, slowest_us = _feasibility(tables, Layout(space), budget_us, config.floor)
-    if status != "ok":
+    if status != "ok" and distributed.is_main():
         click.echo(f"search: budget {budget_us / 1000:.3f}ms is {status} "
                    f"(fastest arch {fastest_us / 1000:.3f}ms, slowest {slowest_us / 1000:.3f}ms)", err=True)
     identity = {
@@ -258,19 +302,26 @@ def run_search(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     last = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
+    # With several processes every rank runs the same search (identical logits, averaged
+    # gradients) and rank 0 alone writes; the others wait for its files at a barrier.
     for epoch in range(len(log), last):
         log.append(_run_epoch(search, data, epoch, started, elapsed_before))
-        write_text_atomic(out / LOG, pd.DataFrame(log).to_csv(index=False))
         with torch.no_grad():
             probs_log.append({"epoch": epoch + 1, "probs": search.net.layout.probs_dict(search.net.probabilities())})
-        write_json_atomic(out / PROBS_LOG, probs_log)
-        elapsed = elapsed_before + time.perf_counter() - started
-        save_state(out / STATE, {"identity": identity, "log": log, "probs_log": probs_log, "elapsed_s": elapsed,
-                                 **search.state_dict()})
+        if distributed.is_main():
+            write_text_atomic(out / LOG, pd.DataFrame(log).to_csv(index=False))
+            write_json_atomic(out / PROBS_LOG, probs_log)
+            elapsed = elapsed_before + time.perf_counter() - started
+            save_state(out / STATE, {"identity": identity, "log": log, "probs_log": probs_log, "elapsed_s": elapsed,
+                                     **search.state_dict()})
+        distributed.barrier()
     if len(log) < config.epochs:
         return {"stopped_after_epoch": len(log), "epochs": config.epochs}
-    return _finish(search, out, log, budget_us, batch_size, lut, status, fastest_us, slowest_us,
-                   elapsed_before + time.perf_counter() - started)
+    if distributed.is_main():
+        summary = _finish(search, out, log, budget_us, batch_size, lut, status, fastest_us, slowest_us,
+                          elapsed_before + time.perf_counter() - started)
+    distributed.barrier()
+    return summary if distributed.is_main() else read_json(out / SUMMARY, "summary")
 
 
 def _finish(search: _Search, out: Path, log, budget_us, batch_size, lut, status, fastest_us, slowest_us, elapsed) -> dict:

@@ -163,6 +163,12 @@ def _take(array: np.ndarray, rows: np.ndarray, whole_span: bool) -> np.ndarray:
     return np.asarray(array[rows])
 
 
+def shard_rows(batch_rows: int, shard: tuple[int, int]) -> slice:
+    """Rank r's part of a global batch of `batch_rows` rows under `shard=(r, w)`: rows [r*b/w, (r+1)*b/w)."""
+    rank, world = shard
+    return slice(rank * batch_rows // world, (rank + 1) * batch_rows // world)
+
+
 def iterate_batches(
     split: Split,
     batch_size: int,
@@ -199,7 +205,7 @@ def iterate_batches(
 
     def emit(batches: np.ndarray):  # batches: int64 [k, b] global row indices
         b = batches.shape[1]
-        own = batches[:, rank * b // world : (rank + 1) * b // world]
+        own = batches[:, shard_rows(b, shard)]
         idx, m = own.ravel(), own.shape[1]
         if not len(idx):
             return
