@@ -87,12 +87,11 @@ def assert_same_search(a: Path, b: Path) -> None:
         assert pa[slot] == pytest.approx(pb[slot], rel=REL_TOL, abs=1e-6), slot
 
 
-@pytest.mark.parametrize("sampling", ["per-batch", "per-sample"])
-def test_two_processes_match_one(setting, tmp_path, sampling):
-    # per-batch (hard): single-path weight steps, which leave skipped layers without gradients;
-    # per-sample: each rank uses its own rows' draws of the whole batch's samples.
-    reference = one_process(setting, f"one-{sampling}", "--sampling", sampling)
-    result = torchrun(search_args(setting, tmp_path / "run", "--sampling", sampling))
+def test_two_processes_match_one(setting, tmp_path):
+    # Per-batch hard samples (the default): single-path weight steps, which leave the
+    # weights of skipped layers and unchosen interaction kinds without gradients.
+    reference = one_process(setting, "one-per-batch")
+    result = torchrun(search_args(setting, tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
     # Only rank 0 wrote: the same files as one process, and one closing message.
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(p.name for p in reference.iterdir())
@@ -101,12 +100,13 @@ def test_two_processes_match_one(setting, tmp_path, sampling):
 
 
 def test_two_processes_resume_a_stopped_search(setting, tmp_path):
-    reference = one_process(setting, "one-per-batch", "--sampling", "per-batch")
-    stopped = torchrun(search_args(setting, tmp_path / "run", "--stop-after", "1"))
+    # Per-sample samples: each rank uses its own rows' draws of the whole batch's samples.
+    reference = one_process(setting, "one-per-sample", "--sampling", "per-sample")
+    stopped = torchrun(search_args(setting, tmp_path / "run", "--sampling", "per-sample", "--stop-after", "1"))
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     assert not (tmp_path / "run" / "arch.json").exists() and (tmp_path / "run" / "search_state.pt").exists()
     assert len(pd.read_csv(tmp_path / "run" / "search_log.csv")) == 1
-    resumed = torchrun(search_args(setting, tmp_path / "run", "--resume"))
+    resumed = torchrun(search_args(setting, tmp_path / "run", "--sampling", "per-sample", "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not (tmp_path / "run" / "search_state.pt").exists()
     assert_same_search(tmp_path / "run", reference)
