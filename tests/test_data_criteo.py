@@ -181,6 +181,30 @@ def test_min_count_shares_an_oov_id(tmp_path):
     # kept: aa (id 2), cc (id 3); bb seen once -> OOV id 1; missing -> 0.
     assert data.split("train").sparse[:, 0].tolist() == [2, 2, 1, 3, 3, 3, 0]
     assert data.cardinalities[0] == 4 and data.cardinalities[1] == 2
+    assert data.meta["ids"] == {"kind": "vocabulary", "min_count": 2, "file": "vocab.npz"}
+
+    # New raw data mapped with the saved vocabulary: the same values keep their ids.
+    later = tmp_path / "later.tsv"
+    later.write_text("\n".join(row(v) for v in ["cc", "dd", "aa", "bb", ""]) + "\n")
+    split = ("--split", "random", "--val-frac", "0", "--test-frac", "0")
+    assert prepare(tmp_path, later, "--vocab", tmp_path / "out", *split, name="later").exit_code == 0
+    again = PreparedData.open(tmp_path / "later")
+    assert again.split("train").sparse[:, 0].tolist() == [3, 1, 2, 1, 0]
+    assert again.cardinalities == data.cardinalities
+
+
+def test_vocab_errors(tmp_path):
+    raw = tmp_path / "raw.tsv"
+    raw.write_text(ROW + "\n")
+    split = ("--split", "random", "--val-frac", "0", "--test-frac", "0")
+    assert "vocabulary not found" in error(prepare(tmp_path, raw, "--vocab", tmp_path / "nowhere", *split))
+    assert "exactly one of" in error(prepare(tmp_path, raw, "--vocab", tmp_path, "--min-count", "2", *split))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "vocab.npz").write_bytes(b"PK\x03\x04 truncated")
+    assert "not a readable vocabulary" in error(prepare(tmp_path, raw, "--vocab", tmp_path / "bad", *split))
+    np.savez(tmp_path / "bad" / "vocab.npz", min_count=np.int64(1), C1=np.array([3, 2], np.uint32))
+    assert "exactly min_count, C1..C26" in error(prepare(tmp_path, raw, "--vocab", tmp_path / "bad", *split))
+    assert not (tmp_path / "out").exists()
 
 
 BAD_ROWS = {

@@ -52,7 +52,9 @@ def data() -> None:
 @click.option("--hash-size", type=int, help="Hash each categorical value to 1 + h % (N-1); id 0 is missing.")
 @click.option("--min-count", type=int,
               help="Vocabulary from the train rows: values seen fewer than N times share an OOV id "
-                   "[default: 1 when --hash-size is not given].")
+                   "[default: 1 when neither --hash-size nor --vocab is given].")
+@click.option("--vocab", "vocab_from", type=click.Path(path_type=Path),
+              help="Reuse the vocabulary of a folder prepared with --min-count: new raw data gets the same ids.")
 @click.option("--split", "split_kind", type=click.Choice(["days", "random"]), default="days", show_default=True,
               help="days: DLRM's 7 pseudo-days (one file) or one day per file; random: per row.")
 @click.option("--val-frac", type=float, default=0.1, show_default=True, help="Random split: fraction of val rows.")
@@ -63,13 +65,13 @@ def data() -> None:
               help="Rows parsed at a time; memory grows with it.")
 @click.option("--threads", type=int, default=2, show_default=True, help="Threads parsing chunks.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
-def prepare(raw, out, hash_size, min_count, split_kind, val_frac, test_frac, seed, on_bad_row, chunk_rows, threads,
-            force):
+def prepare(raw, out, hash_size, min_count, vocab_from, split_kind, val_frac, test_frac, seed, on_bad_row, chunk_rows,
+            threads, force):
     """Prepare raw Criteo files RAW... (Kaggle train.txt, or 1TB day_0..day_23 in order) into --out."""
-    if hash_size is None and min_count is None:
+    if hash_size is None and min_count is None and vocab_from is None:
         min_count = 1
     options = PrepareOptions(hash_size, min_count, split_kind, val_frac, test_frac, seed, on_bad_row, chunk_rows,
-                             threads)
+                             threads, vocab_from)
     start = time.perf_counter()
     with ExitStack() as stack:
         length = sum(p.stat().st_size for p in raw if p.is_file())

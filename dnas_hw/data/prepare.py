@@ -23,7 +23,7 @@ import numpy as np
 from dnas_hw.data import criteo
 from dnas_hw.data.criteo import Rows
 from dnas_hw.data.splits import TRAIN, DaysSplit, RandomSplit
-from dnas_hw.data.vocab import HashIds, VocabCounter
+from dnas_hw.data.vocab import VOCAB_FILE, HashIds, VocabCounter, Vocabulary
 from dnas_hw.data.writer import FolderWriter
 from dnas_hw.errors import UserError
 from dnas_hw.files import atomic_dir
@@ -36,7 +36,7 @@ DEFAULT_CHUNK_ROWS = 1 << 12  # ~1 MB of text: the parser's arrays stay in the C
 
 @dataclass(frozen=True)
 class PrepareOptions:
-    hash_size: int | None = None  # exactly one of hash_size and min_count
+    hash_size: int | None = None  # exactly one of hash_size, min_count and vocab_from
     min_count: int | None = None
     split: str = "days"  # "days" | "random"
     val_frac: float = 0.1
@@ -45,10 +45,11 @@ class PrepareOptions:
     on_bad_row: str = "error"  # "error" | "skip"
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     threads: int = 2
+    vocab_from: Path | None = None  # a folder prepared with --min-count: reuse its vocabulary
 
     def check(self) -> None:
-        if (self.hash_size is None) == (self.min_count is None):
-            raise UserError("give exactly one of --hash-size and --min-count")
+        if sum(x is not None for x in (self.hash_size, self.min_count, self.vocab_from)) != 1:
+            raise UserError("give exactly one of --hash-size, --min-count and --vocab")
         if self.hash_size is not None and self.hash_size < 2:
             raise UserError(f"--hash-size must be at least 2, got {self.hash_size}")
         if self.min_count is not None and self.min_count < 1:
@@ -136,10 +137,14 @@ def prepare(
     splitter = _splitter(paths, options)
     if options.hash_size is not None:
         mapper = HashIds(options.hash_size, criteo.NUM_SPARSE)
+    elif options.vocab_from is not None:
+        mapper = Vocabulary.load(Path(options.vocab_from) / VOCAB_FILE, criteo.NUM_SPARSE)
     else:
         mapper = _count_vocabulary(paths, options, splitter, open_progress("count"))
 
     with atomic_dir(out, force) as tmp:
+        if isinstance(mapper, Vocabulary):
+            mapper.save(tmp / VOCAB_FILE)
         writer = FolderWriter(tmp, criteo.NUM_DENSE, criteo.NUM_SPARSE)
         skipped = 0
         for file_index, first_line, rows in _parsed_chunks(paths, options, open_progress("write")):
@@ -153,7 +158,7 @@ def prepare(
         source = {
             "kind": "criteo",
             "files": [str(p) for p in paths],
-            "options": {k: v for k, v in asdict(options).items() if k != "threads"},
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items() if k != "threads"},
             "seed": options.seed if options.split == "random" else None,
         }
         return writer.finish(

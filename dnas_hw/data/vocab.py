@@ -8,17 +8,24 @@ Both reserve id 0 for a missing value.
 - `Vocabulary` (`--min-count`, as FuxiCTR does): built from the train rows by
   `VocabCounter`. Values seen at least `min_count` times get ids 2, 3, ... in
   increasing hash order; all others (rare in train, or unseen) share id 1, the
-  feature's out-of-vocabulary id. A table has `kept + 2` rows.
+  feature's out-of-vocabulary id. A table has `kept + 2` rows. `data prepare`
+  saves it as `vocab.npz` in the folder (`Vocabulary.save` / `load`), so later
+  raw data (a new day, serving logs) maps to the same ids with `--vocab DIR`.
 """
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from dnas_hw.errors import UserError
+
 MISSING_ID = 0
 OOV_ID = 1
+VOCAB_FILE = "vocab.npz"
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,32 @@ class Vocabulary:
         return ids
 
     def describe(self) -> dict:
-        return {"kind": "vocabulary", "min_count": self.min_count}
+        return {"kind": "vocabulary", "min_count": self.min_count, "file": VOCAB_FILE}
+
+    def save(self, path: Path) -> None:
+        """`path` (.npz, no pickle): `min_count`, and per feature `C1`.. its kept values (uint32, sorted)."""
+        with open(path, "wb") as f:
+            np.savez(f, min_count=np.int64(self.min_count), **{f"C{i + 1}": k for i, k in enumerate(self.kept)})
+
+    @classmethod
+    def load(cls, path: Path, num_sparse: int) -> "Vocabulary":
+        """A vocabulary saved by `save`; a missing or malformed file is a `UserError`."""
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: vocabulary not found (prepare a folder with --min-count to make one)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise UserError(f"{path}: not a readable vocabulary ({type(e).__name__})") from None
+        names = ["min_count"] + [f"C{i + 1}" for i in range(num_sparse)]
+        if sorted(arrays) != sorted(names):
+            raise UserError(f"{path}: a vocabulary holds exactly {names[0]}, C1..C{num_sparse}; found {sorted(arrays)}")
+        kept = tuple(arrays[f"C{i + 1}"] for i in range(num_sparse))
+        for i, k in enumerate(kept):
+            if k.dtype != np.uint32 or k.ndim != 1 or (len(k) > 1 and not (k[1:] > k[:-1]).all()):
+                raise UserError(f"{path}: C{i + 1} must be strictly increasing uint32 values")
+        return cls(int(arrays["min_count"]), kept)
 
 
 class VocabCounter:
