@@ -49,3 +49,20 @@ def tiny_arch_file(tmp_path, tiny_arch) -> Path:
     path = tmp_path / "arch.json"
     tiny_arch.save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def dcn():
+    """The DCN-v2 example family (examples/dcn). Imported here, not at collection: its ops
+    join the global registry, and tests/test_ops.py collects every registered op."""
+    import importlib
+
+    return importlib.import_module("examples.dcn")
+
+
+@pytest.fixture(scope="session")
+def dcn_tiny(dcn):
+    """The `dcn-tiny` space."""
+    from dnas_hw.space import get_space
+
+    return get_space("dcn-tiny")

@@ -6,7 +6,6 @@ global registry, and `tests/test_ops.py` collects every registered op.
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 from pathlib import Path
@@ -28,16 +27,6 @@ from dnas_hw.space import SKIP, SpaceError, get_space
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 5
-
-
-@pytest.fixture(scope="module")
-def dcn():
-    return importlib.import_module("examples.dcn")
-
-
-@pytest.fixture(scope="module")
-def tiny(dcn):
-    return get_space("dcn-tiny")
 
 
 @pytest.fixture(scope="module")
@@ -126,29 +115,29 @@ def test_bad_arch_fields_are_named(dcn, small_arch, change, words):
 # --------------------------------------------------------------------------- space
 
 
-def test_sampled_archs_are_built_from_op_calls_and_bounded(tiny):
-    calls = tiny.op_calls()
-    big, small = tiny.largest(), tiny.smallest()
+def test_sampled_archs_are_built_from_op_calls_and_bounded(dcn_tiny):
+    calls = dcn_tiny.op_calls()
+    big, small = dcn_tiny.largest(), dcn_tiny.smallest()
     assert big.cross_ranks == (4, 4) and big.deep_mlp == (16, 16) and small.cross_ranks == () and small.deep_mlp == ()
     rng = random.Random(0)
-    for arch in [tiny.sample(rng) for _ in range(40)] + [big, small]:
+    for arch in [dcn_tiny.sample(rng) for _ in range(40)] + [big, small]:
         used = {c for _, c in arch.ops().named()}
         assert used <= calls, sorted(map(str, used - calls))[:3]
         assert small.flops(64) <= arch.flops(64) <= big.flops(64)
         assert small.num_params() <= arch.num_params() <= big.num_params()
 
 
-def test_key_set_stays_small(tiny):
+def test_key_set_stays_small(dcn_tiny):
     ops = {}
-    for call in tiny.op_calls():
+    for call in dcn_tiny.op_calls():
         ops.setdefault(call.op, set()).add(call)
-    widths = {13 + 26 * e for e in tiny.emb_dims}
+    widths = {13 + 26 * e for e in dcn_tiny.emb_dims}
     # Cross keys: one per (width, rank), however many layers are stacked.
     assert {(c.params["width"], c.params["rank"]) for c in ops["cross_lowrank"]} == {(w, r) for w in widths for r in (2, 4)}
     assert len(ops["dcn_stack"]) == 2
     # Deep layers: inputs from {W} and the widths; outputs the widths, or the logit.
     assert {c.params["in_features"] for c in ops["linear"]} == widths | {8, 16}
-    slots = {s.name: s.choices for s in tiny.slots()}
+    slots = {s.name: s.choices for s in dcn_tiny.slots()}
     assert slots["cross.0"] == (2, 4, SKIP) and slots["emb_dim"] == (2, 4) and len(slots) == 1 + 26 + 2 + 2
 
 

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import random
 
@@ -25,16 +24,6 @@ from test_search_fixtures import one_thread, toy_lut  # noqa: F401 (autouse fixt
 B = 16
 
 
-@pytest.fixture(scope="module")
-def dcn():
-    return importlib.import_module("examples.dcn")
-
-
-@pytest.fixture(scope="module")
-def tiny(dcn):
-    return get_space("dcn-tiny")
-
-
 def _batch(space, n: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     dense = torch.randn(n, space.num_dense, generator=g)
@@ -51,8 +40,8 @@ def _trained_like(net, seed: int):
     return net
 
 
-def test_the_dcn_family_is_searchable_through_its_registration(dcn, tiny):
-    hook = family_search(tiny)
+def test_the_dcn_family_is_searchable_through_its_registration(dcn, dcn_tiny):
+    hook = family_search(dcn_tiny)
     assert hook is family_search(get_family("dcn")) and hook.supernet.__module__ == "examples.dcn.supernet"
 
 
@@ -64,60 +53,60 @@ def test_a_family_without_a_search_hook_is_refused_in_one_line(dcn):
 
 
 @pytest.mark.parametrize("path", ["masked", "single-path"])
-def test_one_hot_dcn_supernet_equals_the_standalone_dcn(tiny, path):
+def test_one_hot_dcn_supernet_equals_the_standalone_dcn(dcn_tiny, path):
     """Masked mixture (probabilities with a gradient) and single-path fast path, over sampled archs:
     hashed tables, dim masks, skipped and low-rank cross layers, skipped deep layers."""
-    hook = family_search(tiny)
-    net = _trained_like(hook.supernet(tiny), 1)
-    dense, sparse = _batch(tiny, 32)
+    hook = family_search(dcn_tiny)
+    net = _trained_like(hook.supernet(dcn_tiny), 1)
+    dense, sparse = _batch(dcn_tiny, 32)
     rng = random.Random(0)
     seen_skips = set()
     for _ in range(8):
-        choices = tiny.sample_choices(rng)
+        choices = dcn_tiny.sample_choices(rng)
         seen_skips |= {s for s, c in choices.items() if c == "skip"}
         probs = {g: t.float().requires_grad_(path == "masked") for g, t in net.layout.one_hot(choices).items()}
         model = hook.extract(net, choices)
-        assert model.arch == tiny.arch(choices)
+        assert model.arch == dcn_tiny.arch(choices)
         want = model(dense, sparse).detach()
         torch.testing.assert_close(net(dense, sparse, probs), want, rtol=1e-5, atol=1e-6 * want.abs().max().item())
     assert any(s.startswith("cross") for s in seen_skips) and any(s.startswith("deep") for s in seen_skips)
 
 
-def test_per_sample_masks_give_each_sample_its_own_dcn(tiny):
-    hook = family_search(tiny)
-    net = _trained_like(hook.supernet(tiny), 2)
+def test_per_sample_masks_give_each_sample_its_own_dcn(dcn_tiny):
+    hook = family_search(dcn_tiny)
+    net = _trained_like(hook.supernet(dcn_tiny), 2)
     n = 6
-    dense, sparse = _batch(tiny, n, seed=3)
+    dense, sparse = _batch(dcn_tiny, n, seed=3)
     rng = random.Random(4)
-    archs = [tiny.sample_choices(rng) for _ in range(n)]
+    archs = [dcn_tiny.sample_choices(rng) for _ in range(n)]
     per_sample = {g: torch.stack([net.layout.one_hot(c)[g].float() for c in archs]) for g in net.layout.groups}
     got = net(dense, sparse, per_sample)
     want = torch.stack([hook.extract(net, c)(dense[i : i + 1], sparse[i : i + 1])[0] for i, c in enumerate(archs)])
     torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-5)
 
 
-def test_arch_gradients_reach_every_dcn_logit_group(tiny):
-    net = family_search(tiny).supernet(tiny)
-    dense, sparse = _batch(tiny, 16)
+def test_arch_gradients_reach_every_dcn_logit_group(dcn_tiny):
+    net = family_search(dcn_tiny).supernet(dcn_tiny)
+    dense, sparse = _batch(dcn_tiny, 16)
     net(dense, sparse, net.probabilities()).sum().backward()
     for g, t in net.arch_logits.items():
         assert t.grad is not None and t.grad[torch.isfinite(t)].abs().sum() > 0, g
 
 
-def test_one_hot_expected_latency_equals_predict_for_dcn(tiny):
-    lut, layout = toy_lut(tiny, B), Layout(tiny)
-    table = latency_table(tiny, lut, B)
+def test_one_hot_expected_latency_equals_predict_for_dcn(dcn_tiny):
+    lut, layout = toy_lut(dcn_tiny, B), Layout(dcn_tiny)
+    table = latency_table(dcn_tiny, lut, B)
     rng = random.Random(1)
     for _ in range(20):
-        choices = tiny.sample_choices(rng)
-        want = predict(lut, tiny.arch(choices), B).total_us
+        choices = dcn_tiny.sample_choices(rng)
+        want = predict(lut, dcn_tiny.arch(choices), B).total_us
         assert float(expected_cost(table, layout.one_hot(choices))) == pytest.approx(want, rel=1e-12)
 
 
-def test_expected_latency_is_the_mean_over_sampled_dcn_archs(tiny):
+def test_expected_latency_is_the_mean_over_sampled_dcn_archs(dcn_tiny):
     """Away from one-hot: E[lat] under the probabilities equals the enumeration-free Monte Carlo mean."""
-    lut, layout = toy_lut(tiny, B), Layout(tiny)
-    table = latency_table(tiny, lut, B)
+    lut, layout = toy_lut(dcn_tiny, B), Layout(dcn_tiny)
+    table = latency_table(dcn_tiny, lut, B)
     g = torch.Generator().manual_seed(0)
     logits = {k: torch.randn(v.shape, generator=g, dtype=torch.float64).masked_fill(~grp.valid(), float("-inf"))
               for (k, grp), v in zip(layout.groups.items(), layout.init_logits().values())}
