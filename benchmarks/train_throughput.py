@@ -8,21 +8,28 @@ on this 2-core machine; the target is 1.5 times that.
 
 The model, optimizers and step are the project's own (`build_model`,
 `split_parameters`, `make_optimizers`, `train_step`, inside
-`tables_updated_in_backward` as `fit` runs it). Two routes are timed,
-interleaved run by run so that both see the same machine load:
+`updated_in_backward` as `fit` runs it). The routes are timed
+interleaved run by run so that all see the same machine load:
 
 - `packed`: what `dnas-hw train` does (tables packed: one gather for all
-  tables, and their SGD update done in the backward pass in one scatter);
+  tables, and their SGD update done in the backward pass in one scatter;
+  the MLPs' SGD step done in their backward pass, `MLPUpdatedInBackward`);
 - `per-feature`: lookups and updates as before packing: each feature's
   registry op (`SparseArch.packed = False`) and `torch.optim.SGD` over all
   parameters, one lookup and one update per table (the rest of the step,
-  MLPs and interaction, is the same code).
+  MLPs and interaction, is the same code);
+- `mlp-step-after-backward` (not timed by default): `packed`, but the MLPs
+  get weight gradients and `SGD.step()` updates them after the backward pass,
+  as before `MLPUpdatedInBackward`.
 
 Batches are drawn before timing from a pool of random ids over the full
 tables and random dense values and labels, so data loading is not timed.
 
     .venv/bin/python benchmarks/train_throughput.py --runs 7 --iters 200 --out train_throughput.json
     .venv/bin/python benchmarks/train_throughput.py --split     # where the time goes, per part
+    # A/B of two routes under load: CPU time of one thread, not a throughput
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_throughput.py --threads 1 --clock process \
+        --route packed --route mlp-step-after-backward --runs 15 --iters 60
     .venv/bin/python benchmarks/train_throughput.py --profile 50  # per op (the profiler's overhead included)
 """
 
@@ -43,12 +50,13 @@ from dnas_hw.bench import machine_info
 from dnas_hw.files import write_json_atomic
 from dnas_hw.model import build_model
 from dnas_hw.progress import progress
-from dnas_hw.train import make_optimizers, split_parameters, tables_updated_in_backward, train_step
+from dnas_hw.train import make_optimizers, split_parameters, updated_in_backward, train_step
 
 REFERENCE_SAMPLES_PER_S = 18_000  # facebookresearch/dlrm on this machine, 7.0 ms/iter at batch 128
 TARGET_RATIO = 1.5
 ROWS, TABLES, DIM, NUM_DENSE = 100_000, 26, 16, 13
-ROUTES = ("packed", "per-feature")
+ROUTES = ("packed", "per-feature", "mlp-step-after-backward")
+DEFAULT_ROUTES = ("packed", "per-feature")
 
 
 class Trainer:
@@ -57,9 +65,10 @@ class Trainer:
     def __init__(self, route: str, batch_size: int, lr: float, pool: int, seed: int):
         arch = dlrm_kaggle_reference([ROWS] * TABLES, dim=DIM)
         self.model = build_model(arch, seed=seed)
-        self.model.sparse_arch.packed = route == "packed"
+        self.model.sparse_arch.packed = route != "per-feature"
         self.model.train()
-        if route == "packed":
+        self.mlp_step_after_backward = route == "mlp-step-after-backward"
+        if route != "per-feature":
             self.optimizers = make_optimizers(*split_parameters(self.model), "sgd", lr)
         else:
             self.optimizers = [torch.optim.SGD(self.model.parameters(), lr=lr)]
@@ -77,7 +86,9 @@ class Trainer:
 
     def steps(self, n: int) -> torch.Tensor:
         loss = torch.zeros(())
-        with tables_updated_in_backward(self.model, self.optimizers):
+        with updated_in_backward(self.model, self.optimizers):
+            if self.mlp_step_after_backward:
+                self.model.dense_update_in_backward = None
             for _ in range(n):
                 loss = train_step(self.model, self.optimizers, self.loss_fn, *self.batches[self.i % len(self.batches)])
                 self.i += 1
@@ -105,6 +116,7 @@ def time_routes(routes, runs: int, iters: int, warmup: int, batch_size: int, lr:
                     raise RuntimeError(f"{route}: the loss diverged ({loss.item()})")
                 bar.update(iters, status=f"{route} {ms[route][-1]:.2f} ms/iter")
     out = {}
+    first = ms[routes[0]]
     for route, values in ms.items():
         median = statistics.median(values)
         samples_per_s = batch_size / median * 1e3
@@ -115,6 +127,8 @@ def time_routes(routes, runs: int, iters: int, warmup: int, batch_size: int, lr:
             "ms_per_iter_runs": values,
             "samples_per_s": samples_per_s,
             "ratio_to_reference": samples_per_s / REFERENCE_SAMPLES_PER_S,
+            # Each run's time over the first route's in the same round: steadier under changing load.
+            "time_ratio_to_first_route_median": statistics.median(v / f for v, f in zip(values, first)),
         }
     return out
 
@@ -124,18 +138,18 @@ def time_parts(runs: int, iters: int, batch_size: int, lr: float, seed: int) -> 
 
     step:        the whole `train_step` (packed route, tables updated in the backward pass);
     gemms:       the MLPs' matrix products alone, the same shapes, no autograd (forward X W^T + b,
-                 backward G W for each layer's input but the first, G^T X for each weight);
+                 backward G W for each layer's input but the first, and the weight's step
+                 W -= lr G^T X as `MLPUpdatedInBackward` does it, here into a scratch copy of W);
     lookups:     `SparseArch.lookup_stacked` forward and backward (modulo, gather, update in backward);
     interaction: `interact_stacked` forward and backward;
-    dense_sgd:   the dense parameters' `SGD.step`;
-    rest:        step minus the parts: activations, bias gradients, loss, autograd and Python overhead.
+    rest:        step minus the parts: activations, bias steps, loss, autograd and Python overhead.
     """
     trainer = Trainer("packed", batch_size, lr, pool=16, seed=seed)
-    model, (dense_sgd, _) = trainer.model, trainer.optimizers
+    model = trainer.model
     dense, sparse, _ = trainer.batches[0]
     g = torch.Generator().manual_seed(seed)
     layers = [m[0] for m in list(model.dense_arch) + list(model.over_arch)]
-    gemm_args = [(l.weight.detach(), l.bias.detach(), torch.randn(batch_size, l.in_features, generator=g),
+    gemm_args = [(l.weight.detach().clone(), l.bias.detach(), torch.randn(batch_size, l.in_features, generator=g),
                   torch.randn(batch_size, l.out_features, generator=g)) for l in layers]
 
     def gemms() -> None:
@@ -143,12 +157,12 @@ def time_parts(runs: int, iters: int, batch_size: int, lr: float, seed: int) -> 
             torch.addmm(b, x, w.t())
             if i:
                 torch.mm(grad, w)
-            torch.mm(grad.t(), x)
+            w.addmm_(grad.t(), x, alpha=-lr)
 
     lookup_grad = torch.randn(batch_size, model.arch.num_sparse, model.arch.interaction_dim, generator=g)
 
     def lookups() -> None:
-        with tables_updated_in_backward(model, trainer.optimizers):
+        with updated_in_backward(model, trainer.optimizers):
             model.sparse_arch.lookup_stacked(sparse).backward(lookup_grad)
 
     stacked = torch.randn(batch_size, model.arch.num_sparse + 1, model.arch.interaction_dim, generator=g, requires_grad=True)
@@ -157,23 +171,15 @@ def time_parts(runs: int, iters: int, batch_size: int, lr: float, seed: int) -> 
     def interaction() -> None:
         model.interaction.interact_stacked(stacked).backward(out_grad)
 
-    for p in dense_sgd.param_groups[0]["params"]:
-        p.grad = torch.zeros_like(p)  # the arithmetic of a step, leaving the weights as they are
-    parts = {"step": lambda: trainer.steps(1), "gemms": gemms, "lookups": lookups, "interaction": interaction,
-             "dense_sgd": dense_sgd.step}
+    parts = {"step": lambda: trainer.steps(1), "gemms": gemms, "lookups": lookups, "interaction": interaction}
     ms: dict[str, list[float]] = {k: [] for k in parts}
     with progress(runs * len(parts) * iters, "parts of a step", "calls") as bar:
         for _ in range(runs):
             for name, fn in parts.items():
-                if name == "step":
-                    dense_sgd.zero_grad(set_to_none=True)
                 start = time.perf_counter()
                 for _ in range(iters):
                     fn()
                 ms[name].append((time.perf_counter() - start) / iters * 1e3)
-                if name == "step":
-                    for p in dense_sgd.param_groups[0]["params"]:
-                        p.grad = torch.zeros_like(p)
                 bar.update(iters, status=f"{name} {ms[name][-1]:.3f} ms")
     out = {k: statistics.median(v) for k, v in ms.items()}
     out["rest"] = out["step"] - sum(v for k, v in out.items() if k != "step")
@@ -203,7 +209,7 @@ def load_average() -> list[float]:
 @click.option("--lr", default=0.1, show_default=True)
 @click.option("--pool", default=64, show_default=True, help="Distinct random batches cycled through.")
 @click.option("--threads", default=None, type=int, help="torch intra-op threads (default: torch's, one per core).")
-@click.option("--route", "routes", multiple=True, type=click.Choice(ROUTES), default=ROUTES, show_default=True)
+@click.option("--route", "routes", multiple=True, type=click.Choice(ROUTES), default=DEFAULT_ROUTES, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--clock", type=click.Choice(sorted(CLOCKS)), default="wall", show_default=True,
               help="wall: the figure. process: CPU time of this process, for comparing routes with --threads 1 "
@@ -248,7 +254,8 @@ def main(runs, iters, warmup, batch_size, lr, pool, threads, routes, seed, clock
         met = "meets" if r["ratio_to_reference"] >= TARGET_RATIO else "below"
         click.echo(f"{route:12s} {r['ms_per_iter_median']:6.2f} ms/iter (runs {r['ms_per_iter_min']:.2f}-"
                    f"{r['ms_per_iter_max']:.2f})  {r['samples_per_s']:8,.0f} samples/s  "
-                   f"{r['ratio_to_reference']:.2f}x the 18,000 reference ({met} the {TARGET_RATIO}x target)")
+                   f"{r['ratio_to_reference']:.2f}x the 18,000 reference ({met} the {TARGET_RATIO}x target); "
+                   f"time / {routes[0]}'s, run by run: median {r['time_ratio_to_first_route_median']:.3f}")
     if out:
         write_json_atomic(out, report)
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnas_hw.arch import Arch
+from dnas_hw.ops import LinearAct
 
 
 class SparseArch(nn.Module):
@@ -30,7 +31,7 @@ class SparseArch(nn.Module):
 
     `update_in_backward`: None, or an optimizer with `add_rows_(buffer, rows,
     grads)` (`dnas_hw.train.SparseSGD`, attached by
-    `dnas_hw.train.tables_updated_in_backward`). Then the packed route's backward
+    `dnas_hw.train.updated_in_backward`). Then the packed route's backward
     pass updates the tables in place, one scatter for all of them, and gives
     them no gradient at all; the per-feature route still gives gradients.
     """
@@ -155,6 +156,11 @@ class DLRM(nn.Module):
     In training, where the lookups take the packed route, they stay one tensor
     [B, F, D] and meet the dense vector in the interaction's `interact_stacked`,
     sparing the autograd graph a split into F tensors and a stack back.
+
+    `dense_update_in_backward`: None, or a plain `torch.optim.SGD` over the MLPs'
+    parameters (attached by `dnas_hw.train.updated_in_backward`). Then in
+    training each MLP runs as one `MLPUpdatedInBackward`, whose backward pass
+    applies the SGD step to the weights right where their gradients appear.
     """
 
     def __init__(self, arch: Arch):
@@ -165,15 +171,69 @@ class DLRM(nn.Module):
         self.sparse_arch = SparseArch([c.build() for c in ops.embeddings])
         self.interaction = ops.interaction.build()
         self.over_arch = nn.Sequential(*(c.build() for c in ops.top))
+        self.dense_update_in_backward = None
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-        x = self.dense_arch(dense)
+        x = self._mlp(self.dense_arch, dense)
         stacked = self.sparse_arch.lookup_stacked(sparse) if hasattr(self.interaction, "interact_stacked") else None
         if stacked is not None:
             z = self.interaction.interact_stacked(torch.cat([x.unsqueeze(1), stacked], dim=1))
         else:
             z = self.interaction(x, *self.sparse_arch(sparse))
-        return self.over_arch(z).squeeze(1)
+        return self._mlp(self.over_arch, z).squeeze(1)
+
+    def mlp_parameters(self) -> list[nn.Parameter] | None:
+        """The bottom and top MLPs' weights and biases, those `dense_update_in_backward` steps;
+        None where a layer is not a `LinearAct` with a ReLU or no activation (it cannot)."""
+        layers = list(self.dense_arch) + list(self.over_arch)
+        if not all(isinstance(l, LinearAct) and isinstance(l[1], (nn.ReLU, nn.Identity)) for l in layers):
+            return None
+        return [p for layer in layers for p in layer.parameters()]
+
+    def _mlp(self, mlp: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        sgd = self.dense_update_in_backward
+        if sgd is None or not self.training:
+            return mlp(x)
+        layers: list[LinearAct] = list(mlp)
+        params = [p for layer in layers for p in (layer[0].weight, layer[0].bias)]
+        relus = tuple(isinstance(layer[1], nn.ReLU) for layer in layers)
+        return MLPUpdatedInBackward.apply(x, sgd.param_groups[0]["lr"], relus, *params)
+
+
+class MLPUpdatedInBackward(torch.autograd.Function):
+    """An MLP of `LinearAct` layers (ReLU or none) whose weights take their plain SGD step in the backward pass.
+
+    forward(x [B, n_0], lr, relus (one bool per layer), *params (W_1 [n_1, n_0], b_1 [n_1], ..., W_L, b_L))
+    -> [B, n_L], the numbers of the `nn.Sequential` it stands for.
+    backward: from the last layer, with g [B, n_l] the gradient at layer l's output (through its ReLU):
+    the input's gradient g W_l (W_l before its step), then W_l -= lr g^T x_l as one in-place GEMM
+    (`addmm_`, no weight gradient tensor written and read back by an optimizer) and
+    b_l -= lr sum_B g. The parameters get no gradient. Like `PackedLookup`'s update, this is
+    `SGD.step()` (no momentum, no weight decay) provided every backward is followed by a step.
+    """
+
+    @staticmethod
+    def forward(ctx, x, lr, relus, *params):
+        acts = [x]  # each layer's input, then the last layer's output: x_0 .. x_L
+        for layer, relu in enumerate(relus):
+            x = torch.addmm(params[2 * layer + 1], x, params[2 * layer].t())
+            acts.append(x.relu_() if relu else x)
+        ctx.save_for_backward(*acts)
+        ctx.lr, ctx.relus, ctx.params = lr, relus, params
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        acts, params = ctx.saved_tensors, ctx.params
+        for layer in reversed(range(len(ctx.relus))):
+            if ctx.relus[layer]:
+                grad = torch.ops.aten.threshold_backward(grad, acts[layer + 1], 0)
+            weight, bias = params[2 * layer], params[2 * layer + 1]
+            grad_input = grad.mm(weight) if layer or ctx.needs_input_grad[0] else None
+            weight.addmm_(grad.t(), acts[layer], alpha=-ctx.lr)
+            bias.add_(grad.sum(0), alpha=-ctx.lr)
+            grad = grad_input
+        return (grad, None, None) + (None,) * len(params)
 
 
 class Probability(nn.Module):

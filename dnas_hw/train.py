@@ -92,7 +92,7 @@ class SparseSGD(torch.optim.Optimizer):
         """The step for gradient rows `grads` [N, d] of `buffer` [R, d] rows `rows` [N], done at once.
 
         Called from the backward pass when the tables are updated there
-        (`tables_updated_in_backward`); one parameter group, so one learning rate.
+        (`updated_in_backward`); one parameter group, so one learning rate.
         """
         _scatter_add_rows_(buffer, rows, grads * -self.param_groups[0]["lr"])
 
@@ -148,36 +148,53 @@ def _scatter_add_rows_(buffer: torch.Tensor, rows: torch.Tensor, values: torch.T
 
 
 @contextlib.contextmanager
-def tables_updated_in_backward(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> Iterator[None]:
-    """Inside the block, plain SGD updates a DLRM's packed tables during the backward pass.
+def updated_in_backward(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> Iterator[None]:
+    """Inside the block, plain SGD updates a DLRM's packed tables and its MLPs during the backward pass.
 
-    The `SparseSGD` among `optimizers` does the tables' step right where their
-    gradient rows appear, in one scatter (`SparseArch.update_in_backward`): no
-    per-table sparse gradient is built, accumulated, gathered and scattered
-    again. The result is what `optimizer.step()` would give, provided every
-    backward pass is followed by a step (no accumulation over several
-    backwards), as in `train_step`. Nothing changes for other models or
-    optimizers, or with several processes (their gradients must be exchanged).
+    Tables: the `SparseSGD` among `optimizers` does the tables' step right where
+    their gradient rows appear, in one scatter (`SparseArch.update_in_backward`):
+    no per-table sparse gradient is built, accumulated, gathered and scattered again.
+    MLPs: where a `torch.optim.SGD` without momentum, weight decay or
+    `maximize` covers all their parameters, each layer's weight takes its step
+    in one in-place GEMM as its gradient is computed (`DLRM.dense_update_in_backward`,
+    `MLPUpdatedInBackward`): no weight gradient is written and read back.
+    The result is what `optimizer.step()` would give, provided every backward
+    pass is followed by a step (no accumulation over several backwards), as in
+    `train_step`. Nothing changes for other models or optimizers, or with
+    several processes (their gradients must be exchanged).
     """
     from dnas_hw.model import SparseArch
 
-    sparse_arch = getattr(model, "sparse_arch", None)
-    sgd = [o for o in optimizers if isinstance(o, SparseSGD)]
-    tables = {id(t.table.weight) for t in sparse_arch.tables} if isinstance(sparse_arch, SparseArch) else set()
-    if (
-        not tables
-        or distributed.is_active()
-        or len(sgd) != 1
-        or len(sgd[0].param_groups) != 1
-        or not tables <= {id(p) for p in sgd[0].param_groups[0]["params"]}
-    ):
+    if distributed.is_active():
         yield
         return
-    sparse_arch.update_in_backward = sgd[0]
+    sparse_arch = getattr(model, "sparse_arch", None)
+    tables = [t.table.weight for t in sparse_arch.tables] if isinstance(sparse_arch, SparseArch) else []
+    sparse_sgd = _sole_sgd_over(tables, [o for o in optimizers if isinstance(o, SparseSGD)])
+    mlp_parameters = getattr(model, "mlp_parameters", lambda: None)()
+    dense_sgd = _sole_sgd_over(mlp_parameters or [], [o for o in optimizers if type(o) is torch.optim.SGD])
+    if dense_sgd is not None:
+        group = dense_sgd.param_groups[0]
+        if group["momentum"] or group["weight_decay"] or group["maximize"]:
+            dense_sgd = None
+    if sparse_sgd is not None:
+        sparse_arch.update_in_backward = sparse_sgd
+    if dense_sgd is not None:
+        model.dense_update_in_backward = dense_sgd
     try:
         yield
     finally:
-        sparse_arch.update_in_backward = None
+        if sparse_sgd is not None:
+            sparse_arch.update_in_backward = None
+        if dense_sgd is not None:
+            model.dense_update_in_backward = None
+
+
+def _sole_sgd_over(params: list[torch.Tensor], candidates: list[torch.optim.Optimizer]) -> torch.optim.Optimizer | None:
+    """The one optimizer of `candidates`, with one parameter group holding every one of `params`; else None."""
+    if not params or len(candidates) != 1 or len(candidates[0].param_groups) != 1:
+        return None
+    return candidates[0] if {id(p) for p in params} <= {id(p) for p in candidates[0].param_groups[0]["params"]} else None
 
 
 def train_step(
@@ -275,7 +292,7 @@ def fit(
     train, val = data.split("train"), data.split("val")
     stepped = distributed.data_parallel(model)
     for epoch in range(len(history), config.epochs):
-        with tables_updated_in_backward(model, optimizers):
+        with updated_in_backward(model, optimizers):
             loss = train_epoch(stepped, optimizers, train, config, epoch)
         history.append({"epoch": epoch + 1, "train_loss": loss, **{f"val_{k}": v for k, v in evaluate(model, val).items()}})
         if state_path is not None and distributed.is_main():

@@ -16,7 +16,7 @@ from dnas_hw.checkpoint import load_checkpoint, save_checkpoint
 from dnas_hw.errors import UserError
 from dnas_hw.model import Probability, build_model
 from dnas_hw.ops import HashedEmbedding, LinearAct
-from dnas_hw.train import make_optimizers, split_parameters, tables_updated_in_backward, train_step
+from dnas_hw.train import make_optimizers, split_parameters, updated_in_backward, train_step
 
 ARCHS = {
     "dot-equal-dims": Arch(num_dense=4, bottom_mlp=(8, 4), emb_dims=(4, 4, 4), emb_rows=(10, 20, 5),
@@ -131,28 +131,55 @@ def test_training_steps_match_the_per_feature_route(optimizer):
     plain_sgd = [torch.optim.SGD(models[1].parameters(), lr=0.1)] if name == "sgd" else None
     opts = [make_optimizers(*split_parameters(models[0]), name, 0.1),
             plain_sgd or make_optimizers(*split_parameters(models[1]), name, 0.1)]
-    in_backward = tables_updated_in_backward(models[0], opts[0]) if optimizer.endswith("in-backward") else nullcontext()
+    in_backward = updated_in_backward(models[0], opts[0]) if optimizer.endswith("in-backward") else nullcontext()
     with in_backward:
         assert (models[0].sparse_arch.update_in_backward is not None) == optimizer.endswith("in-backward")
+        assert (models[0].dense_update_in_backward is not None) == optimizer.endswith("in-backward")
         for step in range(5):
             dense, sparse, y = batch(arch, 16, seed=step)
             sparse[:4, 0] = sparse[4:8, 0]  # repeated rows in one batch must add up
             for model, opt in zip(models, opts):
                 train_step(model.train(), opt, nn.BCEWithLogitsLoss(), dense, sparse, y)
             if optimizer.endswith("in-backward"):
-                assert all(t.table.weight.grad is None for t in models[0].sparse_arch.tables)
-    assert models[0].sparse_arch.update_in_backward is None
+                assert all(p.grad is None for p in models[0].parameters())
+    assert models[0].sparse_arch.update_in_backward is None and models[0].dense_update_in_backward is None
     for (name, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     assert not torch.equal(models[0].sparse_arch.tables[0].table.weight, build_model(arch, seed=0).sparse_arch.tables[0].table.weight)
 
 
-def test_tables_are_updated_in_backward_only_with_plain_sgd_over_them():
+def test_parameters_are_updated_in_backward_only_with_plain_sgd_over_them():
     model = build_model(ARCHS["dot-equal-dims"], seed=0)
     dense, sparse = split_parameters(model)
     for opts in (make_optimizers(dense, sparse, "adagrad", 0.1), make_optimizers(dense, sparse[:1], "sgd", 0.1)):
-        with tables_updated_in_backward(model, opts):
+        with updated_in_backward(model, opts):
             assert model.sparse_arch.update_in_backward is None
+    momentum = [torch.optim.SGD(dense, lr=0.1, momentum=0.9), *make_optimizers([], sparse, "sgd", 0.1)]
+    for opts in (make_optimizers(dense[1:], sparse, "sgd", 0.1), make_optimizers(dense, sparse, "adam", 0.1), momentum):
+        with updated_in_backward(model, opts):
+            assert model.dense_update_in_backward is None
+
+
+def test_mlp_updated_in_backward_equals_sgd_step_after_backward():
+    """The fused MLP route: the same outputs, the same input gradient, and the weights of an SGD step."""
+    arch = ARCHS["dot-mixed-dims"]
+    fused, plain = build_model(arch, seed=0).train(), build_model(arch, seed=0).train()
+    fused.dense_update_in_backward = torch.optim.SGD(fused.mlp_parameters(), lr=0.5)
+    dense = batch(arch, 7)[0]  # the bottom MLP's input: no gradient wanted
+    top_in = torch.randn(7, plain.over_arch[0][0].in_features)
+    top_ins = [top_in.clone().requires_grad_(), top_in.clone().requires_grad_()]
+    outs = []
+    for model, x in zip((fused, plain), top_ins):
+        out = (model._mlp(model.dense_arch, dense).sum(1) + model._mlp(model.over_arch, x).squeeze(1)).square()
+        out.sum().backward()
+        outs.append(out)
+    torch.optim.SGD(plain.mlp_parameters(), lr=0.5).step()
+    torch.testing.assert_close(outs[0], outs[1])
+    torch.testing.assert_close(top_ins[0].grad, top_ins[1].grad)
+    assert all(p.grad is None for p in fused.mlp_parameters())
+    for a, b in zip(fused.mlp_parameters(), plain.mlp_parameters()):
+        torch.testing.assert_close(a, b)
+    assert not torch.equal(fused.dense_arch[0][0].weight, build_model(arch, seed=0).dense_arch[0][0].weight)
 
 
 def test_tables_moved_off_their_packing_still_train_correctly():
