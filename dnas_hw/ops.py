@@ -228,6 +228,7 @@ class DotInteraction(nn.Module):
         # One flat index into the [F+1, F+1] Gram matrix exports as a single Gather.
         # A constant index tensor: a buffer that follows .to(device) but is not saved.
         self.register_buffer("pairs", rows * n + cols, persistent=False)
+        self.register_buffer("gram_sources", PairwiseDots.gram_sources(self.pairs, n), persistent=False)
 
     def forward(self, dense: torch.Tensor, *sparse: torch.Tensor) -> torch.Tensor:
         t = torch.stack((dense,) + sparse, dim=1)  # [B, F+1, D]
@@ -238,32 +239,39 @@ class DotInteraction(nn.Module):
 
     def interact_stacked(self, t: torch.Tensor) -> torch.Tensor:
         """The training form: t [B, F+1, D] (dense, then the F embeddings) -> [B, D + (F+1)F/2]."""
-        return torch.cat([t[:, 0], PairwiseDots.apply(t, self.pairs)], dim=1)
+        return torch.cat([t[:, 0], PairwiseDots.apply(t, self.pairs, self.gram_sources)], dim=1)
 
 
 class PairwiseDots(torch.autograd.Function):
-    """t [B, n, D], pairs [P] distinct flat indices i*n + j -> [B, P]: the dot products t_i . t_j.
+    """t [B, n, D], pairs [P] distinct flat indices i*n + j (i != j) -> [B, P]: the dot products t_i . t_j.
 
     The same numbers as indexing the Gram matrix `bmm(t, t^T)`, with a cheaper
-    backward for training: the gradient lands in the Gram matrix by a plain
-    index write (the pairs are distinct, nothing to accumulate), and the Gram
-    matrix being symmetric, one `bmm(G + G^T, t)` gives the input's gradient
-    instead of autograd's two.
+    backward for training. `gram_sources` [n*n] gives each Gram entry's place
+    in [0, grad_1, ..., grad_P]: both (i, j) and (j, i) that of their pair, any
+    other entry the 0. One gather then builds the symmetric gradient
+    G + G^T of the Gram matrix (no zero fill, scatter and transposed add),
+    and one `bmm(G + G^T, t)` gives the input's gradient instead of autograd's two.
     """
 
     @staticmethod
-    def forward(ctx, t: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(t, pairs)
+    def gram_sources(pairs: torch.Tensor, n: int) -> torch.Tensor:
+        """[n*n]: entry i*n + j's place in [0, grad_1, ..., grad_P], both (i, j) and (j, i) that of their pair."""
+        sources = torch.zeros(n * n, dtype=torch.long, device=pairs.device)
+        sources[pairs] = sources[(pairs % n) * n + pairs // n] = torch.arange(1, len(pairs) + 1, device=pairs.device)
+        return sources
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, pairs: torch.Tensor, gram_sources: torch.Tensor | None = None) -> torch.Tensor:
+        """`gram_sources`: `PairwiseDots.gram_sources(pairs, n)`, derived here where not given."""
+        ctx.save_for_backward(t, PairwiseDots.gram_sources(pairs, t.shape[1]) if gram_sources is None else gram_sources)
         return torch.bmm(t, t.transpose(1, 2)).flatten(1).index_select(1, pairs)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        t, pairs = ctx.saved_tensors
+        t, gram_sources = ctx.saved_tensors
         b, n, _ = t.shape
-        g = grad.new_zeros(b, n * n)
-        g[:, pairs] = grad
-        g = g.view(b, n, n)
-        return torch.bmm(g + g.transpose(1, 2), t), None
+        sym = torch.cat([grad.new_zeros(b, 1), grad], dim=1).index_select(1, gram_sources).view(b, n, n)
+        return torch.bmm(sym, t), None, None
 
 
 @register_op(
