@@ -86,11 +86,9 @@ class Trainer:
 
     def steps(self, n: int) -> torch.Tensor:
         loss = torch.zeros(())
-        with updated_in_backward(self.model, self.optimizers):
-            if self.mlp_step_after_backward:
-                self.model.dense_update_in_backward = None
+        with updated_in_backward(self.model, self.optimizers, mlps=not self.mlp_step_after_backward) as optimizers:
             for _ in range(n):
-                loss = train_step(self.model, self.optimizers, self.loss_fn, *self.batches[self.i % len(self.batches)])
+                loss = train_step(self.model, optimizers, self.loss_fn, *self.batches[self.i % len(self.batches)])
                 self.i += 1
         return loss
 
@@ -133,7 +131,7 @@ def time_routes(routes, runs: int, iters: int, warmup: int, batch_size: int, lr:
     return out
 
 
-def time_parts(runs: int, iters: int, batch_size: int, lr: float, seed: int) -> dict[str, float]:
+def time_parts(runs: int, iters: int, batch_size: int, lr: float, seed: int, clock: str = "wall") -> dict[str, float]:
     """Where a packed step's time goes: ms of each part timed on its own, medians over interleaved runs.
 
     step:        the whole `train_step` (packed route, tables updated in the backward pass);
@@ -144,6 +142,7 @@ def time_parts(runs: int, iters: int, batch_size: int, lr: float, seed: int) -> 
     interaction: `interact_stacked` forward and backward;
     rest:        step minus the parts: activations, bias steps, loss, autograd and Python overhead.
     """
+    now = CLOCKS[clock]
     trainer = Trainer("packed", batch_size, lr, pool=16, seed=seed)
     model = trainer.model
     dense, sparse, _ = trainer.batches[0]
@@ -162,7 +161,7 @@ def time_parts(runs: int, iters: int, batch_size: int, lr: float, seed: int) -> 
     lookup_grad = torch.randn(batch_size, model.arch.num_sparse, model.arch.interaction_dim, generator=g)
 
     def lookups() -> None:
-        with updated_in_backward(model, trainer.optimizers):
+        with updated_in_backward(model, trainer.optimizers, mlps=False):
             model.sparse_arch.lookup_stacked(sparse).backward(lookup_grad)
 
     stacked = torch.randn(batch_size, model.arch.num_sparse + 1, model.arch.interaction_dim, generator=g, requires_grad=True)
@@ -176,10 +175,10 @@ def time_parts(runs: int, iters: int, batch_size: int, lr: float, seed: int) -> 
     with progress(runs * len(parts) * iters, "parts of a step", "calls") as bar:
         for _ in range(runs):
             for name, fn in parts.items():
-                start = time.perf_counter()
+                start = now()
                 for _ in range(iters):
                     fn()
-                ms[name].append((time.perf_counter() - start) / iters * 1e3)
+                ms[name].append((now() - start) / iters * 1e3)
                 bar.update(iters, status=f"{name} {ms[name][-1]:.3f} ms")
     out = {k: statistics.median(v) for k, v in ms.items()}
     out["rest"] = out["step"] - sum(v for k, v in out.items() if k != "step")
@@ -228,8 +227,8 @@ def main(runs, iters, warmup, batch_size, lr, pool, threads, routes, seed, clock
         return
     if split:
         load_before = load_average()
-        parts = time_parts(runs, iters, batch_size, lr, seed)
-        click.echo(f"{torch.get_num_threads()} threads; load average {load_before} -> {load_average()}")
+        parts = time_parts(runs, iters, batch_size, lr, seed, clock)
+        click.echo(f"{torch.get_num_threads()} threads, {clock} clock; load average {load_before} -> {load_average()}")
         for name, value in parts.items():
             click.echo(f"{name:12s} {value:6.3f} ms  {value / parts['step']:5.1%}")
         return

@@ -148,41 +148,54 @@ def _scatter_add_rows_(buffer: torch.Tensor, rows: torch.Tensor, values: torch.T
 
 
 @contextlib.contextmanager
-def updated_in_backward(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> Iterator[None]:
+def updated_in_backward(
+    model: nn.Module, optimizers: list[torch.optim.Optimizer], mlps: bool = True
+) -> Iterator[list[torch.optim.Optimizer]]:
     """Inside the block, plain SGD updates a DLRM's packed tables and its MLPs during the backward pass.
 
     Tables: the `SparseSGD` among `optimizers` does the tables' step right where
     their gradient rows appear, in one scatter (`SparseArch.update_in_backward`):
     no per-table sparse gradient is built, accumulated, gathered and scattered again.
-    MLPs: where a `torch.optim.SGD` without momentum, weight decay or
-    `maximize` covers all their parameters, each layer's weight takes its step
-    in one in-place GEMM as its gradient is computed (`DLRM.dense_update_in_backward`,
-    `MLPUpdatedInBackward`): no weight gradient is written and read back.
+    MLPs (unless `mlps` is False, for comparisons): where a `torch.optim.SGD`
+    without momentum, weight decay or `maximize` covers all their parameters,
+    each layer's weight takes its step in one in-place GEMM as its gradient is
+    computed (`DLRM.dense_update_in_backward`, `MLPUpdatedInBackward`): no weight
+    gradient is written and read back.
     The result is what `optimizer.step()` would give, provided every backward
     pass is followed by a step (no accumulation over several backwards), as in
     `train_step`. Nothing changes for other models or optimizers, or with
     several processes (their gradients must be exchanged).
+
+    Yields the optimizers `train_step` must still zero and step: all but those
+    whose every parameter is updated in the backward pass (their `zero_grad` and
+    `step` would find nothing to do, at a cost of tens of microseconds a step).
+    That holds while the model stays in training mode on its packed route, as
+    `train_epoch` keeps it.
     """
     from dnas_hw.model import SparseArch
 
     if distributed.is_active():
-        yield
+        yield optimizers
         return
     sparse_arch = getattr(model, "sparse_arch", None)
     tables = [t.table.weight for t in sparse_arch.tables] if isinstance(sparse_arch, SparseArch) else []
     sparse_sgd = _sole_sgd_over(tables, [o for o in optimizers if isinstance(o, SparseSGD)])
-    mlp_parameters = getattr(model, "mlp_parameters", lambda: None)()
-    dense_sgd = _sole_sgd_over(mlp_parameters or [], [o for o in optimizers if type(o) is torch.optim.SGD])
+    mlp_parameters = (getattr(model, "mlp_parameters", lambda: None)() if mlps else None) or []
+    dense_sgd = _sole_sgd_over(mlp_parameters, [o for o in optimizers if type(o) is torch.optim.SGD])
     if dense_sgd is not None:
         group = dense_sgd.param_groups[0]
         if group["momentum"] or group["weight_decay"] or group["maximize"]:
             dense_sgd = None
+    handled: set[int] = set()
     if sparse_sgd is not None:
         sparse_arch.update_in_backward = sparse_sgd
+        if sparse_arch.packed and all(g.is_packed() for g in sparse_arch.groups):
+            handled.update(id(p) for p in tables)
     if dense_sgd is not None:
         model.dense_update_in_backward = dense_sgd
+        handled.update(id(p) for p in mlp_parameters)
     try:
-        yield
+        yield [o for o in optimizers if not all(id(p) in handled for g in o.param_groups for p in g["params"])]
     finally:
         if sparse_sgd is not None:
             sparse_arch.update_in_backward = None
@@ -292,8 +305,8 @@ def fit(
     train, val = data.split("train"), data.split("val")
     stepped = distributed.data_parallel(model)
     for epoch in range(len(history), config.epochs):
-        with updated_in_backward(model, optimizers):
-            loss = train_epoch(stepped, optimizers, train, config, epoch)
+        with updated_in_backward(model, optimizers) as still_stepped:
+            loss = train_epoch(stepped, still_stepped, train, config, epoch)
         history.append({"epoch": epoch + 1, "train_loss": loss, **{f"val_{k}": v for k, v in evaluate(model, val).items()}})
         if state_path is not None and distributed.is_main():
             _save_state(state_path, model, optimizers, config, history)

@@ -16,7 +16,7 @@ from dnas_hw.checkpoint import load_checkpoint, save_checkpoint
 from dnas_hw.errors import UserError
 from dnas_hw.model import Probability, build_model
 from dnas_hw.ops import HashedEmbedding, LinearAct
-from dnas_hw.train import make_optimizers, split_parameters, updated_in_backward, train_step
+from dnas_hw.train import SparseSGD, make_optimizers, split_parameters, train_step, updated_in_backward
 
 ARCHS = {
     "dot-equal-dims": Arch(num_dense=4, bottom_mlp=(8, 4), emb_dims=(4, 4, 4), emb_rows=(10, 20, 5),
@@ -131,14 +131,15 @@ def test_training_steps_match_the_per_feature_route(optimizer):
     plain_sgd = [torch.optim.SGD(models[1].parameters(), lr=0.1)] if name == "sgd" else None
     opts = [make_optimizers(*split_parameters(models[0]), name, 0.1),
             plain_sgd or make_optimizers(*split_parameters(models[1]), name, 0.1)]
-    in_backward = updated_in_backward(models[0], opts[0]) if optimizer.endswith("in-backward") else nullcontext()
-    with in_backward:
+    in_backward = updated_in_backward(models[0], opts[0]) if optimizer.endswith("in-backward") else nullcontext(opts[0])
+    with in_backward as stepped:
         assert (models[0].sparse_arch.update_in_backward is not None) == optimizer.endswith("in-backward")
         assert (models[0].dense_update_in_backward is not None) == optimizer.endswith("in-backward")
+        assert stepped == ([] if optimizer.endswith("in-backward") else opts[0])
         for step in range(5):
             dense, sparse, y = batch(arch, 16, seed=step)
             sparse[:4, 0] = sparse[4:8, 0]  # repeated rows in one batch must add up
-            for model, opt in zip(models, opts):
+            for model, opt in zip(models, (stepped, opts[1])):
                 train_step(model.train(), opt, nn.BCEWithLogitsLoss(), dense, sparse, y)
             if optimizer.endswith("in-backward"):
                 assert all(p.grad is None for p in models[0].parameters())
@@ -152,12 +153,18 @@ def test_parameters_are_updated_in_backward_only_with_plain_sgd_over_them():
     model = build_model(ARCHS["dot-equal-dims"], seed=0)
     dense, sparse = split_parameters(model)
     for opts in (make_optimizers(dense, sparse, "adagrad", 0.1), make_optimizers(dense, sparse[:1], "sgd", 0.1)):
-        with updated_in_backward(model, opts):
+        with updated_in_backward(model, opts) as stepped:
             assert model.sparse_arch.update_in_backward is None
+            assert stepped == [o for o in opts if not isinstance(o, torch.optim.SGD)]  # only a plain SGD is left out
     momentum = [torch.optim.SGD(dense, lr=0.1, momentum=0.9), *make_optimizers([], sparse, "sgd", 0.1)]
     for opts in (make_optimizers(dense[1:], sparse, "sgd", 0.1), make_optimizers(dense, sparse, "adam", 0.1), momentum):
-        with updated_in_backward(model, opts):
+        with updated_in_backward(model, opts) as stepped:
             assert model.dense_update_in_backward is None
+            assert stepped == [o for o in opts if not isinstance(o, SparseSGD)]
+    model.sparse_arch.packed = False  # the per-feature route: the tables get gradients, SparseSGD must step
+    opts = make_optimizers(dense, sparse, "sgd", 0.1)
+    with updated_in_backward(model, opts) as stepped:
+        assert stepped == opts[1:]
 
 
 def test_mlp_updated_in_backward_equals_sgd_step_after_backward():
