@@ -164,11 +164,12 @@ def time_parts(runs: int, iters: int, batch_size: int, lr: float, seed: int, clo
         with updated_in_backward(model, trainer.optimizers, mlps=False):
             model.sparse_arch.lookup_stacked(sparse).backward(lookup_grad)
 
-    stacked = torch.randn(batch_size, model.arch.num_sparse + 1, model.arch.interaction_dim, generator=g, requires_grad=True)
+    dense_out = torch.randn(batch_size, model.arch.interaction_dim, generator=g, requires_grad=True)
+    stacked = torch.randn(batch_size, model.arch.num_sparse, model.arch.interaction_dim, generator=g, requires_grad=True)
     out_grad = torch.randn(batch_size, model.arch.ops().interaction.output_width(), generator=g)
 
     def interaction() -> None:
-        model.interaction.interact_stacked(stacked).backward(out_grad)
+        model.interaction.interact_stacked(dense_out, stacked).backward(out_grad)
 
     parts = {"step": lambda: trainer.steps(1), "gemms": gemms, "lookups": lookups, "interaction": interaction}
     ms: dict[str, list[float]] = {k: [] for k in parts}

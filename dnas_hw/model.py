@@ -133,7 +133,7 @@ class PackedLookup(torch.autograd.Function):
         (saved,) = ctx.saved_tensors
         none = (None, None, None, None)
         if ctx.update is not None:
-            ctx.update.add_rows_(ctx.buffer, saved, grad.reshape(-1, grad.shape[-1]))
+            ctx.update.add_rows_(ctx.buffer, saved, grad)
             return none + (None,) * len(ctx.sizes)
         # Contiguous per table, so that autograd keeps each table's gradient without a copy.
         ids = saved.t().unsqueeze(1).contiguous().unbind(0)  # F x [1, B]
@@ -177,7 +177,7 @@ class DLRM(nn.Module):
         x = self._mlp(self.dense_arch, dense)
         stacked = self.sparse_arch.lookup_stacked(sparse) if hasattr(self.interaction, "interact_stacked") else None
         if stacked is not None:
-            z = self.interaction.interact_stacked(torch.cat([x.unsqueeze(1), stacked], dim=1))
+            z = self.interaction.interact_stacked(x, stacked)
         else:
             z = self.interaction(x, *self.sparse_arch(sparse))
         return self._mlp(self.over_arch, z).squeeze(1)

@@ -231,15 +231,15 @@ class DotInteraction(nn.Module):
         self.register_buffer("gram_sources", PairwiseDots.gram_sources(self.pairs, n), persistent=False)
 
     def forward(self, dense: torch.Tensor, *sparse: torch.Tensor) -> torch.Tensor:
-        t = torch.stack((dense,) + sparse, dim=1)  # [B, F+1, D]
         if self.training:
-            return self.interact_stacked(t)
+            return self.interact_stacked(dense, torch.stack(sparse, dim=1))
+        t = torch.stack((dense,) + sparse, dim=1)  # [B, F+1, D]
         gram = torch.bmm(t, t.transpose(1, 2))  # [B, F+1, F+1]
         return torch.cat([dense, gram.flatten(1)[:, self.pairs]], dim=1)
 
-    def interact_stacked(self, t: torch.Tensor) -> torch.Tensor:
-        """The training form: t [B, F+1, D] (dense, then the F embeddings) -> [B, D + (F+1)F/2]."""
-        return torch.cat([t[:, 0], PairwiseDots.apply(t, self.pairs, self.gram_sources)], dim=1)
+    def interact_stacked(self, dense: torch.Tensor, stacked: torch.Tensor) -> torch.Tensor:
+        """The training form: dense [B, D], stacked [B, F, D] (the F embeddings) -> [B, D + (F+1)F/2]."""
+        return DenseAndPairwiseDots.apply(dense, stacked, self.pairs, self.gram_sources)
 
 
 class PairwiseDots(torch.autograd.Function):
@@ -261,17 +261,51 @@ class PairwiseDots(torch.autograd.Function):
         return sources
 
     @staticmethod
+    def dots(t: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """t [B, n, D] -> [B, P]: the dot products of the pairs."""
+        return torch.bmm(t, t.transpose(1, 2)).flatten(1).index_select(1, pairs)
+
+    @staticmethod
+    def input_grad(grad: torch.Tensor, t: torch.Tensor, gram_sources: torch.Tensor) -> torch.Tensor:
+        """grad [B, P] (of the dots) -> [B, n, D] (of t): (G + G^T) t, G + G^T gathered from [0, grad]."""
+        b, n, _ = t.shape
+        sym = torch.cat([grad.new_zeros(b, 1), grad], dim=1).index_select(1, gram_sources).view(b, n, n)
+        return torch.bmm(sym, t)
+
+    @staticmethod
     def forward(ctx, t: torch.Tensor, pairs: torch.Tensor, gram_sources: torch.Tensor | None = None) -> torch.Tensor:
         """`gram_sources`: `PairwiseDots.gram_sources(pairs, n)`, derived here where not given."""
         ctx.save_for_backward(t, PairwiseDots.gram_sources(pairs, t.shape[1]) if gram_sources is None else gram_sources)
-        return torch.bmm(t, t.transpose(1, 2)).flatten(1).index_select(1, pairs)
+        return PairwiseDots.dots(t, pairs)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         t, gram_sources = ctx.saved_tensors
-        b, n, _ = t.shape
-        sym = torch.cat([grad.new_zeros(b, 1), grad], dim=1).index_select(1, gram_sources).view(b, n, n)
-        return torch.bmm(sym, t), None, None
+        return PairwiseDots.input_grad(grad, t, gram_sources), None, None
+
+
+class DenseAndPairwiseDots(torch.autograd.Function):
+    """dense [B, D], stacked [B, F, D], pairs, gram_sources (see `PairwiseDots`) -> [B, D + P]:
+    the dense vector, then the pairs' dot products of t = [dense, stacked] [B, F+1, D].
+
+    The dot interaction's training form as one autograd node: what would otherwise be
+    a stack, a select and two concatenations in the graph (each with its own backward,
+    a zero-filled gradient for the select and an add where the two paths to `dense` meet)
+    is one concatenation forward and two views backward.
+    """
+
+    @staticmethod
+    def forward(ctx, dense, stacked, pairs, gram_sources):
+        t = torch.cat([dense.unsqueeze(1), stacked], dim=1)
+        ctx.save_for_backward(t, gram_sources)
+        return torch.cat([dense, PairwiseDots.dots(t, pairs)], dim=1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        t, gram_sources = ctx.saved_tensors
+        d = t.shape[2]
+        grad_t = PairwiseDots.input_grad(grad[:, d:], t, gram_sources)
+        return grad_t[:, 0] + grad[:, :d], grad_t[:, 1:], None, None
 
 
 @register_op(
@@ -292,9 +326,9 @@ class CatInteraction(nn.Module):
     def forward(self, dense: torch.Tensor, *sparse: torch.Tensor) -> torch.Tensor:
         return torch.cat((dense,) + sparse, dim=1)
 
-    def interact_stacked(self, t: torch.Tensor) -> torch.Tensor:
-        """The training form: t [B, F+1, D] (dense, then the F embeddings) -> [B, (F+1) D]."""
-        return t.flatten(1)
+    def interact_stacked(self, dense: torch.Tensor, stacked: torch.Tensor) -> torch.Tensor:
+        """The training form: dense [B, D], stacked [B, F, D] (the F embeddings) -> [B, (F+1) D]."""
+        return torch.cat([dense, stacked.flatten(1)], dim=1)
 
 
 @register_op(

@@ -89,12 +89,13 @@ class SparseSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def add_rows_(self, buffer: torch.Tensor, rows: torch.Tensor, grads: torch.Tensor) -> None:
-        """The step for gradient rows `grads` [N, d] of `buffer` [R, d] rows `rows` [N], done at once.
+        """The step for gradient rows `grads` [..., d] (N rows, any layout) of `buffer` [R, d] rows `rows` [N], done at once.
 
         Called from the backward pass when the tables are updated there
         (`updated_in_backward`); one parameter group, so one learning rate.
         """
-        _scatter_add_rows_(buffer, rows, grads * -self.param_groups[0]["lr"])
+        # The product is a new contiguous tensor whatever the layout of `grads`: its rows are a view.
+        _scatter_add_rows_(buffer, rows, (grads * -self.param_groups[0]["lr"]).reshape(-1, grads.shape[-1]))
 
     @torch.no_grad()
     def step(self, closure=None):
