@@ -6,6 +6,8 @@ ops the profiler measures and the LUT prices.
 
 from __future__ import annotations
 
+import mmap
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,7 +81,7 @@ class _PackedGroup:
             starts.append(starts[-1] + r)
         self.offsets = torch.tensor(starts, dtype=torch.long)
         first = self.tables[0].weight
-        self.buffer = torch.empty(sum(rows), dim, dtype=first.dtype, device=first.device)
+        self.buffer = _rows_buffer(sum(rows), dim, first.dtype, first.device)
         with torch.no_grad():
             # One table at a time, so each old weight is freed as soon as it is copied.
             for t, start, r in zip(self.tables, starts, rows):
@@ -107,6 +109,29 @@ class _PackedGroup:
         out = PackedLookup.apply(local, self.offsets, self.buffer, update_in_backward, *(weights[:1] if update_in_backward else weights))
         dim = self.buffer.shape[1]
         return F.pad(out, (0, width - dim)) if width > dim else out
+
+
+def _rows_buffer(rows: int, dim: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised [rows, dim] tensor; on Linux CPU, in memory advised onto transparent huge pages.
+
+    A step gathers and updates a few thousand random rows of hundreds of MB of
+    tables: with 4 KiB pages nearly each row costs a TLB miss besides its cache
+    miss; with 2 MiB pages far fewer (in our A/B under load, ~2% of a Kaggle-reference
+    training step). Where the advice is unavailable or refused, plain `torch.empty`.
+    """
+    nbytes = rows * dim * torch.empty((), dtype=dtype).element_size()
+    if device.type != "cpu" or nbytes < _HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty(rows, dim, dtype=dtype, device=device)
+    # Private and anonymous (the default, shared, would be shmem, outside THP); untouched until first written.
+    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        memory.madvise(mmap.MADV_HUGEPAGE)
+    except OSError:
+        pass  # still a valid buffer, on small pages
+    return torch.frombuffer(memory, dtype=dtype).view(rows, dim)
+
+
+_HUGE_PAGE = 2 << 20
 
 
 class PackedLookup(torch.autograd.Function):

@@ -5,7 +5,9 @@ training route (and its update in the backward pass) against the per-feature ops
 from __future__ import annotations
 
 import copy
+import mmap
 from contextlib import nullcontext
+from pathlib import Path
 
 import pytest
 import torch
@@ -238,3 +240,33 @@ def test_foreign_or_mismatched_checkpoints_are_user_errors(tmp_path):
         load_checkpoint(tmp_path / "mismatch.pt")
     with pytest.raises(UserError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def _vm_flags_at(address: int) -> list[str]:
+    """The VmFlags of this process's mapping that holds `address` (Linux /proc/self/smaps)."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            start, end = (int(x, 16) for x in head.split("-"))
+            inside = start <= address < end
+        elif inside and head == "VmFlags:":
+            return line.split()[1:]
+    return []
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists() or not hasattr(mmap, "MADV_HUGEPAGE"), reason="Linux only")
+def test_large_packed_tables_are_advised_onto_huge_pages_and_train_as_before():
+    arch = Arch(num_dense=2, bottom_mlp=(4,), emb_dims=(4, 4), emb_rows=(70_000, 70_000), interaction="dot", top_mlp=(3,))
+    packed, per_feature = build_model(arch, seed=0), build_model(arch, seed=0)
+    per_feature.sparse_arch.packed = False
+    buffer = packed.sparse_arch.groups[0].buffer  # 2 x 70,000 x 4 floats: over one 2 MiB page
+    assert "hg" in _vm_flags_at(buffer.data_ptr())
+    dense, sparse, y = batch(arch, 16)
+    for model in (packed, per_feature):
+        opts = make_optimizers(*split_parameters(model), "sgd", 0.5)
+        with updated_in_backward(model, opts) as stepped:
+            train_step(model.train(), stepped, nn.BCEWithLogitsLoss(), dense, sparse, y)
+    for (name, a), b in zip(packed.state_dict().items(), per_feature.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert packed.sparse_arch.groups[0].is_packed()
