@@ -110,3 +110,37 @@ def test_two_processes_resume_a_stopped_search(setting, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not (tmp_path / "run" / "search_state.pt").exists()
     assert_same_search(tmp_path / "run", reference)
+
+
+# --------------------------------------------------------------------------- pieces, in one process
+
+
+def test_lockstep_batches_give_every_rank_every_global_batch(setting):
+    from dnas_hw.data.folder import iterate_batches
+    from search.shards import lockstep_batches
+
+    train = PreparedData.open(setting["data"]).split("train")
+    cut = len(train) * 4 // 5  # 10 full batches and one of a single row
+    kw = dict(seed=3, epoch=1, rows=(0, cut))
+    whole = list(iterate_batches(train, TRAIN_BATCH, shuffle=True, **kw))
+    for rank in (0, 1):
+        parts = list(lockstep_batches(train, TRAIN_BATCH, shard=(rank, 2), **kw))
+        assert [g for *_, g in parts] == [TRAIN_BATCH] * 10 + [1]
+        # Rank 0's share of the 1-row batch is empty; rank 1 holds the row.
+        assert [len(y) for _, _, y, _ in parts] == [64] * 10 + [rank]
+        assert parts[-1][0].shape == (rank, train.dense.shape[1]) and parts[-1][1].shape == (rank, train.sparse.shape[1])
+        for (dense, _, y, _), (whole_dense, _, whole_y) in zip(parts, whole):
+            own = slice(rank * len(whole_y) // 2, (rank + 1) * len(whole_y) // 2)
+            assert (y == whole_y[own]).all() and (dense == whole_dense[own]).all()
+
+
+def test_gradient_sync_is_the_identity_in_one_process():
+    import torch
+
+    from dnas_hw import distributed
+
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.full((3,), 2.0)
+    distributed.average_grads([p])
+    assert p.grad.tolist() == [2.0, 2.0, 2.0]
+    assert distributed.same_on_all_ranks([torch.tensor([float("-inf"), 1.0])])
