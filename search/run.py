@@ -235,8 +235,8 @@ def _run_epoch(search: _Search, data: PreparedData, epoch: int, started: float, 
                     bar.update(1)
             bar.status = f"loss {task_sum / max(task_n, 1):.4f} E[lat] {details['expected_latency_us'] / 1000:.3f}/{budget_ms:.3f}ms mult {search.controller.multiplier:.3g}"
     task_sum, task_n, arch_sum, arch_n = distributed.all_reduce_sum([task_sum, task_n, arch_sum, arch_n])
-    if not distributed.same_on_all_ranks(search.net.arch_parameters()):
-        raise RuntimeError(f"search epoch {epoch + 1}: the architecture logits differ between ranks")
+    if not distributed.same_on_all_ranks([*search.net.arch_parameters(), torch.tensor([search.controller.multiplier])]):
+        raise RuntimeError(f"search epoch {epoch + 1}: the architecture logits or the budget multiplier differ between ranks")
     with torch.no_grad():
         probs = search.net.probabilities()
         _, details = search.cost(probs)
@@ -274,6 +274,8 @@ def run_search(
     family_search(space)  # refuses a family without a search hook, before any work
     if budget_us <= 0 or batch_size < 1:
         raise UserError("the latency budget and the batch size must be positive")
+    if config.train_batch_size % distributed.world_size():
+        raise UserError(f"--train-batch-size {config.train_batch_size} is not divisible by the {distributed.world_size()} processes")
     if (out / SUMMARY).exists():
         if resume:
             return read_json(out / SUMMARY, "summary")

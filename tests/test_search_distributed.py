@@ -144,3 +144,18 @@ def test_gradient_sync_is_the_identity_in_one_process():
     distributed.average_grads([p])
     assert p.grad.tolist() == [2.0, 2.0, 2.0]
     assert distributed.same_on_all_ranks([torch.tensor([float("-inf"), 1.0])])
+
+
+def test_a_batch_the_processes_cannot_share_is_refused_before_anything_is_written(setting, tmp_path, monkeypatch):
+    from dnas_hw import distributed
+    from dnas_hw.errors import UserError
+    from lut.table import Lut
+    from search.config import SearchConfig
+    from search.run import run_search
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    space = get_space("dlrm-tiny", cardinalities=PreparedData.open(setting["data"]).cardinalities)
+    with pytest.raises(UserError, match="not divisible by the 3 processes"):
+        run_search(setting["data"], space, Lut.load(setting["lut"]), budget_us=setting["budget_ms"] * 1000, batch_size=B,
+                   out=tmp_path / "run", config=SearchConfig(train_batch_size=TRAIN_BATCH))
+    assert not (tmp_path / "run").exists()
