@@ -200,7 +200,9 @@ class DLRM(nn.Module):
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         x = self._mlp(self.dense_arch, dense)
-        stacked = self.sparse_arch.lookup_stacked(sparse) if hasattr(self.interaction, "interact_stacked") else None
+        # A sparse part without the packed route (e.g. examples/torchrec's) has no `lookup_stacked`.
+        lookup_stacked = getattr(self.sparse_arch, "lookup_stacked", None)
+        stacked = lookup_stacked(sparse) if lookup_stacked and hasattr(self.interaction, "interact_stacked") else None
         if stacked is not None:
             z = self.interaction.interact_stacked(x, stacked)
         else:

@@ -191,6 +191,25 @@ def test_mlp_updated_in_backward_equals_sgd_step_after_backward():
     assert not torch.equal(fused.dense_arch[0][0].weight, build_model(arch, seed=0).dense_arch[0][0].weight)
 
 
+def test_a_sparse_part_without_the_packed_route_trains():
+    """A replacement sparse part (examples/torchrec's, say) need only map ids to F tensors [B, D]."""
+
+    class PlainSparseArch(nn.Module):
+        def __init__(self, tables):
+            super().__init__()
+            self.tables = tables
+
+        def forward(self, sparse):
+            return [table(ids) for table, ids in zip(self.tables, sparse.unbind(1))]
+
+    arch = ARCHS["dot-mixed-dims"]
+    model, reference = build_model(arch, seed=0), build_model(arch, seed=0)
+    reference.sparse_arch.packed = False
+    model.sparse_arch = PlainSparseArch(model.sparse_arch.tables)
+    dense, sparse, _ = batch(arch, 8)
+    torch.testing.assert_close(model.train()(dense, sparse), reference.train()(dense, sparse))
+
+
 def test_tables_moved_off_their_packing_still_train_correctly():
     arch = ARCHS["cat-mixed-dims"]
     model = build_model(arch, seed=0)
