@@ -9,10 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dnas_hw.ops import OpCall
 from dnas_hw.space import SearchSpace
 from search.layout import Layout
-from search.mixed import MixedEmbeddings, MixedInteraction, MixedLinear, sliced_linear
+from search.mixed import MixedEmbeddings, MixedInteraction, MixedLinear, shared_linear, sliced_linear
 
 
 def mixed_mlp(in_width: int, widths: tuple[int, ...], layers: int, skip: bool) -> tuple[nn.ModuleList, int]:
@@ -65,11 +64,11 @@ class Supernet(SupernetBase):
         super().__init__(space)
         d = space.interaction_dim
         self.bottom, width = mixed_mlp(space.num_dense, space.bottom_widths, space.bottom_layers, space.skip)
-        self.bottom_out = OpCall.make("linear", in_features=width, out_features=d, activation="relu").build()
+        self.bottom_out = shared_linear(width, d, "relu")
         self.embeddings = MixedEmbeddings(tuple(space.rows_choices(f) for f in range(space.num_sparse)), space.emb_dims)
         self.interaction = MixedInteraction([space.interaction_op(k) for k in space.interactions])
         self.top, width = mixed_mlp(self.interaction.out_width, space.top_widths, space.top_layers, space.skip)
-        self.top_out = OpCall.make("linear", in_features=width, out_features=1, activation="none").build()
+        self.top_out = shared_linear(width, 1, "none")
         self.init_arch_logits()
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:

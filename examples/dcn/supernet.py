@@ -33,7 +33,7 @@ from dnas_hw.space import SKIP, Choice
 from search.cost import DTYPE, CostTable, Factor, Price, mlp_prices
 from search.extract import copy_embeddings, copy_linear
 from search.family_search import FamilySearch
-from search.mixed import MixedEmbeddings, fixed_choice, mixed_inv_sqrt_width, prefix_masks, sliced_linear
+from search.mixed import MixedEmbeddings, fixed_choice, mixed_inv_sqrt_width, prefix_masks, shared_linear, sliced_linear
 from search.supernet import SupernetBase, mixed_mlp
 
 from examples.dcn.model import DCN, build_dcn
@@ -77,7 +77,7 @@ class DCNSupernet(SupernetBase):
         width = space.num_dense + space.num_sparse * self.embeddings.dim
         self.cross = nn.ModuleList(MixedCross(width, space.cross_ranks) for _ in range(space.cross_layers))
         self.deep, width = mixed_mlp(width, space.deep_widths, space.deep_layers, space.skip)
-        self.out = OpCall.make("linear", in_features=width, out_features=1, activation="none").build()
+        self.out = shared_linear(width, 1, "none")
         self.init_arch_logits()
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
