@@ -86,15 +86,20 @@ def fan_in_scale(in_features: int, inv_sqrt_width: InvSqrtWidth) -> InvSqrtWidth
     return in_features**0.5 * inv_sqrt_width
 
 
+def scaled_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, in_features: int,
+                  inv_sqrt_width: InvSqrtWidth) -> torch.Tensor:
+    """x [B, u] @ weight [w, u]^T (+ bias), a slice of a shared linear of `in_features` inputs, fan-in scaled."""
+    scale = fan_in_scale(in_features, inv_sqrt_width)
+    if isinstance(scale, float) and abs(scale - 1.0) < 1e-12:
+        return F.linear(x, weight, bias)
+    return _FanInScaledLinear.apply(x, weight, bias, torch.as_tensor(scale, dtype=x.dtype).detach().reshape(-1, 1))
+
+
 def sliced_linear(layer: nn.Module, x: torch.Tensor, inv_sqrt_width: InvSqrtWidth, out_features: int | None = None) -> torch.Tensor:
     """A LinearAct on x [B, u] (u <= its input width), fan-in scaled, restricted to its first `out_features` outputs."""
     lin, act = layer[0], layer[1]
     out = lin.out_features if out_features is None else out_features
-    weight, bias = lin.weight[:out, : x.shape[1]], lin.bias[:out]
-    scale = fan_in_scale(lin.in_features, inv_sqrt_width)
-    if isinstance(scale, float) and abs(scale - 1.0) < 1e-12:
-        return act(F.linear(x, weight, bias))
-    return act(_FanInScaledLinear.apply(x, weight, bias, torch.as_tensor(scale, dtype=x.dtype).detach().reshape(-1, 1)))
+    return act(scaled_linear(x, lin.weight[:out, : x.shape[1]], lin.bias[:out], lin.in_features, inv_sqrt_width))
 
 
 def mixed_inv_sqrt_width(probs: torch.Tensor, widths: tuple[int, ...], carried: InvSqrtWidth | None = None) -> InvSqrtWidth:

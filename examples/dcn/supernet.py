@@ -25,7 +25,6 @@ standalone `DCN` of the derived arch (tests/test_search_family_dcn.py).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dnas_hw.ops import OpCall
@@ -33,7 +32,17 @@ from dnas_hw.space import SKIP, Choice
 from search.cost import DTYPE, CostTable, Factor, Price, mlp_prices
 from search.extract import copy_embeddings, copy_linear
 from search.family_search import FamilySearch
-from search.mixed import MixedEmbeddings, fixed_choice, mixed_inv_sqrt_width, prefix_masks, shared_linear, sliced_linear
+from search.mixed import (
+    InvSqrtWidth,
+    MixedEmbeddings,
+    fan_in_scale,
+    fixed_choice,
+    mixed_inv_sqrt_width,
+    prefix_masks,
+    scaled_linear,
+    shared_linear,
+    sliced_linear,
+)
 from search.supernet import SupernetBase, mixed_mlp
 
 from examples.dcn.model import DCN, build_dcn
@@ -46,6 +55,9 @@ class MixedCross(nn.Module):
     x0 [B, W], x [B, W], probs [..., n (+1)] over `ranks` (+ skip) -> [B, W]:
         y = x0 * (U ((probs[:n] @ masks) * V^T x) + (sum probs[:n]) b) + x
     which is sum_k p_k (x0 * (U_k V_k^T x + b) + x) + p_skip x: at a one-hot, rank k's layer.
+    V^T and U are fan-in scaled (`search.mixed`): V^T for x's true width (its embedding dim,
+    `inv_sqrt_width`), U for the rank, so every candidate starts as a standalone layer
+    (nn.Linear's init) of its own fan-ins would.
     """
 
     def __init__(self, width: int, ranks: tuple[int, ...]):
@@ -55,17 +67,19 @@ class MixedCross(nn.Module):
         self.up = nn.Linear(max(ranks), width)  # U and b
         self.register_buffer("masks", prefix_masks(ranks, max(ranks)), persistent=False)
 
-    def forward(self, x0: torch.Tensor, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        n = len(self.ranks)
+    def forward(self, x0: torch.Tensor, x: torch.Tensor, probs: torch.Tensor, inv_sqrt_width: InvSqrtWidth) -> torch.Tensor:
+        n, r_max = len(self.ranks), max(self.ranks)
         j = fixed_choice(probs)
         if j is not None:  # one rank (or skip) for the whole batch: only its slice runs
             if j == n:
                 return x
             k = self.ranks[j]
-            return x0 * F.linear(F.linear(x, self.down.weight[:k]), self.up.weight[:, :k], self.up.bias) + x
+            h = scaled_linear(x, self.down.weight[:k], None, self.down.in_features, inv_sqrt_width)
+            return x0 * scaled_linear(h, self.up.weight[:, :k], self.up.bias, r_max, k**-0.5) + x
         p = probs[..., :n]
-        h = self.down(x) * (p @ self.masks)
-        return x0 * (F.linear(h, self.up.weight) + p.sum(-1, keepdim=True) * self.up.bias) + x
+        inv_rank = mixed_inv_sqrt_width(p / p.sum(-1, keepdim=True).clamp_min(1e-12), self.ranks)
+        h = scaled_linear(x, self.down.weight, None, self.down.in_features, inv_sqrt_width) * (p @ self.masks)
+        return x0 * (scaled_linear(h, self.up.weight, None, r_max, inv_rank) + p.sum(-1, keepdim=True) * self.up.bias) + x
 
 
 class DCNSupernet(SupernetBase):
@@ -84,9 +98,9 @@ class DCNSupernet(SupernetBase):
         embedded = self.embeddings(sparse, probs["emb_rows"], probs["emb_dim"])  # one dim row serves every feature
         x0 = torch.cat([dense, embedded.flatten(1)], dim=1)
         x = x0
+        inv = mixed_inv_sqrt_width(probs["emb_dim"][..., 0, :], self.space.widths())  # x0's true width
         for i, layer in enumerate(self.cross):
-            x = layer(x0, x, probs["cross"][..., i, :])
-        inv = mixed_inv_sqrt_width(probs["emb_dim"][..., 0, :], self.space.widths())
+            x = layer(x0, x, probs["cross"][..., i, :], inv)
         for i, layer in enumerate(self.deep):
             x, inv = layer(x, probs["deep"][..., i, :], inv)
         return sliced_linear(self.out, x, inv).squeeze(1)
@@ -108,8 +122,8 @@ def extract_dcn(supernet: DCNSupernet, choices: dict[str, Choice]) -> DCN:
     copy_embeddings(model.sparse_arch, supernet.embeddings)
     kept = [layer for i, layer in enumerate(supernet.cross) if choices[f"cross.{i}"] != SKIP]
     for dst, src, rank in zip(model.cross, kept, arch.cross_ranks, strict=True):
-        dst.down.weight.copy_(src.down.weight[:rank, columns])
-        dst.up.weight.copy_(src.up.weight[columns, :rank])
+        dst.down.weight.copy_(src.down.weight[:rank, columns] * fan_in_scale(src.down.in_features, len(columns) ** -0.5))
+        dst.up.weight.copy_(src.up.weight[columns, :rank] * fan_in_scale(src.up.in_features, rank**-0.5))
         dst.up.bias.copy_(src.up.bias[columns])
     linears = [m.linear for i, m in enumerate(supernet.deep) if choices[f"deep.{i}"] != SKIP] + [supernet.out]
     for n, (dst, src) in enumerate(zip(model.deep, linears, strict=True)):
