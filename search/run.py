@@ -142,6 +142,8 @@ class _Search:
         loss, weighted = self.task_loss(dense, sparse, y, self.sample(global_rows, tau, detach=True), global_rows)
         weighted.backward()
         distributed.average_grads(self.dense_weights)
+        if self.config.weight_grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.dense_weights, self.config.weight_grad_clip)
         for opt in self.weight_opts:
             opt.step()
         return loss.item()

@@ -116,6 +116,8 @@ def test_config_rejects_unknown_and_bad_fields():
         SearchConfig(penalty="quadratic")
     with pytest.raises(Exception, match="warmup"):
         SearchConfig(epochs=2, warmup_epochs=2)
+    with pytest.raises(Exception, match="weight_grad_clip"):
+        SearchConfig(weight_grad_clip=0.0)
 
 
 def _write_lut(lut, path):
