@@ -31,10 +31,10 @@ def copy_linear(dst: torch.nn.Module, src: torch.nn.Module, columns: torch.Tenso
 
 def copy_embeddings(sparse_arch: torch.nn.Module, embeddings: torch.nn.Module) -> None:
     """`dnas_hw.model.SparseArch` <- `search.mixed.MixedEmbeddings`: each feature's table is the
-    leading [rows, dim] slice of its part of the fused table."""
+    leading `dim` columns of its size candidate's rows in the fused table."""
     for f, table in enumerate(sparse_arch.tables):
         w = table.table.weight
-        w.copy_(embeddings.feature_table(f)[: w.shape[0], : w.shape[1]])
+        w.copy_(embeddings.feature_table(f, w.shape[0])[:, : w.shape[1]])
 
 
 def extract_model(supernet: Supernet, choices: dict[str, Choice]) -> DLRM:

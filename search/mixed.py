@@ -166,44 +166,53 @@ class MixedEmbeddings(nn.Module):
     """Every feature's table-size and dim choice, in one fused table.
 
     sparse [B, F] int64, rows_probs [..., F, R], dim_probs [..., F, E] -> [B, F, D].
-    Feature f owns rows [offset_f, offset_f + rows_f[0]) of one
-    [sum_f max rows_f, D] table (D = max dim = the interaction width). The
-    table-size candidate r hashes `id mod rows_f[r]` into the same rows, so all
-    candidates are read with one gather of [B, F, R] indices; a dim candidate is
-    a prefix mask. Gradients are sparse (only the rows a batch touches).
+    Each table-size candidate r of feature f has rows of its own,
+    [offset_{f,r}, offset_{f,r} + rows_f[r]) of one [sum_f sum_r rows_f[r], D]
+    table (D = max dim = the interaction width; the fractions 1, 0.1, 0.01,
+    0.001 cost 1.11x the full tables), read at `id mod rows_f[r]`; all
+    candidates are read with one gather of [B, F, R] indices, a dim candidate
+    is a prefix mask. Gradients are sparse (only the rows a batch touches).
+    Own rows, not a hashed view of the full table's leading rows: shared, a
+    smaller candidate's rows are updated more often per row, look better early
+    and took the planted important features' tables (RESULTS.md, "Search").
     """
 
     def __init__(self, rows: tuple[tuple[int, ...], ...], dims: tuple[int, ...], sparse_grad: bool = True):
         super().__init__()
         self.rows, self.dims, self.dim = rows, dims, max(dims)
-        sizes = [r[0] for r in rows]
-        offsets = torch.tensor([0] + sizes[:-1]).cumsum(0)
         r_max = max(len(r) for r in rows)
+        blocks = [size for r in rows for size in r]  # every (feature, size candidate) block, in order
+        starts = torch.tensor([0] + blocks[:-1]).cumsum(0).tolist()
+        offsets, k = [], 0
+        for r in rows:
+            own = starts[k : k + len(r)]
+            offsets.append(own + [own[0]] * (r_max - len(r)))  # padded sizes: the largest's rows, probability 0
+            k += len(r)
         # Padded table sizes repeat the largest one; their probability is exactly 0.
         moduli = torch.tensor([list(r) + [r[0]] * (r_max - len(r)) for r in rows])
-        self.register_buffer("offsets", offsets[:, None], persistent=False)  # [F, 1]
+        self.register_buffer("offsets", torch.tensor(offsets), persistent=False)  # [F, R]
         self.register_buffer("moduli", moduli, persistent=False)  # [F, R]
         self.register_buffer("masks", prefix_masks(dims, self.dim), persistent=False)  # [E, D]
-        self.table = nn.Embedding(sum(sizes), self.dim, sparse=sparse_grad)
-        with torch.no_grad():  # DLRM's init per feature: uniform in +-1/sqrt(rows)
-            for f, size in enumerate(sizes):
-                bound = size**-0.5
-                self.table.weight[offsets[f] : offsets[f] + size].uniform_(-bound, bound)
+        self.table = nn.Embedding(sum(blocks), self.dim, sparse=sparse_grad)
+        with torch.no_grad():  # DLRM's init per table: uniform in +-1/sqrt(rows)
+            for start, size in zip(starts, blocks):
+                self.table.weight[start : start + size].uniform_(-(size**-0.5), size**-0.5)
 
     def forward(self, sparse: torch.Tensor, rows_probs: torch.Tensor, dim_probs: torch.Tensor) -> torch.Tensor:
         if rows_probs.dim() == 2 and not rows_probs.requires_grad and bool((rows_probs.max(-1).values == 1.0).all()):
             # One table size per feature, fixed for the batch: one lookup per feature instead of R.
-            moduli = (self.moduli * rows_probs.to(self.moduli.dtype)).sum(-1)  # [F]
-            return self.table(self.offsets[:, 0] + sparse % moduli) * (dim_probs @ self.masks)
+            chosen = rows_probs.to(self.moduli.dtype)
+            moduli, offsets = (self.moduli * chosen).sum(-1), (self.offsets * chosen).sum(-1)  # [F] each
+            return self.table(offsets + sparse % moduli) * (dim_probs @ self.masks)
         idx = self.offsets + sparse[:, :, None] % self.moduli  # [B, F, R]
         vectors = self.table(idx)  # [B, F, R, D]
         mixed = (rows_probs.to(vectors.dtype)[..., None] * vectors).sum(-2)  # [B, F, D]
         return mixed * (dim_probs @ self.masks)
 
-    def feature_table(self, f: int) -> torch.Tensor:
-        """Feature f's slice of the fused table [rows_f[0], D]."""
-        start = int(self.offsets[f, 0])
-        return self.table.weight[start : start + self.rows[f][0]]
+    def feature_table(self, f: int, rows: int) -> torch.Tensor:
+        """Feature f's table of `rows` rows (one of its size candidates): [rows, D]."""
+        start = int(self.offsets[f, self.rows[f].index(rows)])
+        return self.table.weight[start : start + rows]
 
 
 class MixedInteraction(nn.Module):
