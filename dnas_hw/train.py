@@ -315,31 +315,30 @@ def fit(
     return history
 
 
-def _save_state(path: Path, model: nn.Module, optimizers, config: TrainConfig, history) -> None:
-    from dnas_hw.files import atomic_path
+TRAIN_STATE_FORMAT = "dnas-hw-train-state/1"
 
-    with atomic_path(path) as tmp:
-        torch.save(
-            {
-                "config": asdict(config),
-                "model": model.state_dict(),
-                "optimizers": [o.state_dict() for o in optimizers],
-                "history": history,
-            },
-            tmp,
-        )
+
+def _save_state(path: Path, model: nn.Module, optimizers, config: TrainConfig, history) -> None:
+    from dnas_hw.files import save_torch_atomic
+
+    save_torch_atomic(path, TRAIN_STATE_FORMAT, {
+        "config": asdict(config),
+        "model": model.state_dict(),
+        "optimizers": [o.state_dict() for o in optimizers],
+        "history": history,
+    })
 
 
 def _load_state(path: Path, model: nn.Module, optimizers, config: TrainConfig) -> list[dict[str, Any]]:
+    from dnas_hw.files import load_torch
+
+    state = load_torch(path, TRAIN_STATE_FORMAT, "training state (delete it to start over)")
+    if state.get("config") != asdict(config):
+        raise UserError(f"{path}: saved with other training options; use a new --out or the same options")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["config"] != asdict(config):
-            raise UserError(f"{path}: saved with other training options; use a new --out or the same options")
         model.load_state_dict(state["model"])
-        for opt, s in zip(optimizers, state["optimizers"]):
+        for opt, s in zip(optimizers, state["optimizers"], strict=True):
             opt.load_state_dict(s)
         return list(state["history"])
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"{path}: unreadable training state ({type(e).__name__}); delete it to start over") from None
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise UserError(f"{path}: training state does not fit this run ({type(e).__name__}); delete it to start over") from None

@@ -118,6 +118,10 @@ def test_resume_after_a_stop_ends_where_an_uninterrupted_run_does(synth_dir, tin
     assert metrics_of(tmp_path / "resumed") == metrics_of(tmp_path / "straight")
     assert not (tmp_path / "resumed" / "train_state.pt").exists()
 
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "train_state.pt").write_bytes(b"PK\x03\x04 not a torch file")
+    assert_user_error(train(*args, "--out", tmp_path / "corrupt", "--resume"), "unreadable training state")
+
 
 def test_every_optimizer_trains(synth_dir, tiny_arch):
     data = PreparedData.open(synth_dir)
