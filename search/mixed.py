@@ -186,9 +186,8 @@ class MixedEmbeddings(nn.Module):
         offsets, k = [], 0
         for r in rows:
             own = starts[k : k + len(r)]
-            offsets.append(own + [own[0]] * (r_max - len(r)))  # padded sizes: the largest's rows, probability 0
+            offsets.append(own + [own[0]] * (r_max - len(r)))  # padded sizes repeat the largest's; probability 0
             k += len(r)
-        # Padded table sizes repeat the largest one; their probability is exactly 0.
         moduli = torch.tensor([list(r) + [r[0]] * (r_max - len(r)) for r in rows])
         self.register_buffer("offsets", torch.tensor(offsets), persistent=False)  # [F, R]
         self.register_buffer("moduli", moduli, persistent=False)  # [F, R]
