@@ -21,6 +21,9 @@ from dnas_hw.cli_types import DURATION_US
 @click.option("--resume", is_flag=True, help="Continue an interrupted search in --out from its last finished epoch.")
 @click.option("--train-batch-size", default=None, type=int, help="Supernet training batch size [default: 256].")
 @click.option("--warmup-epochs", default=None, type=int, help="Weight-only epochs before the logits move [default: 1].")
+@click.option("--weight-optimizer", default=None, type=click.Choice(["sgd", "adagrad", "adam"]),
+              help="Optimizer of the supernet's weights; use the one the derived arch will be retrained with [default: SearchConfig].")
+@click.option("--weight-lr", default=None, type=float, help="Learning rate of the supernet's weights [default: SearchConfig].")
 @click.option("--penalty", default=None, type=click.Choice(["band", "hinge", "linear-log", "fbnet"]), help="Budget term form: band (two-sided, default), hinge (pushes down only), linear-log, fbnet.")
 @click.option("--sampling", default=None, type=click.Choice(["per-batch", "per-sample"]), help="One Gumbel draw per batch or per sample.")
 @click.option("--hard/--soft", default=None, help="Straight-through one-hot samples (single-path weight steps) or soft mixtures [default: hard].")
@@ -34,7 +37,7 @@ from dnas_hw.cli_types import DURATION_US
 @click.option("--force", is_flag=True, help="Use a LUT whose target differs from --backend/--device/--threads.")
 @click.option("--stop-after", default=None, type=int, hidden=True, help="Stop after this many epochs, as if killed (tests of --resume).")
 def search(data_dir, space_name, lut_path, budget_us, batch_size, out, epochs, seed, resume, train_batch_size,
-           warmup_epochs, penalty, sampling, hard, temperature_init, temperature_decay, flops_weight,
+           warmup_epochs, weight_optimizer, weight_lr, penalty, sampling, hard, temperature_init, temperature_decay, flops_weight,
            param_bytes_weight, backend, device, threads, force, stop_after) -> None:
     """Search SPACE on DATA for the best arch whose LUT latency at --batch-size fits --latency-budget.
 
@@ -50,6 +53,7 @@ def search(data_dir, space_name, lut_path, budget_us, batch_size, out, epochs, s
 
     overrides = {
         "epochs": epochs, "train_batch_size": train_batch_size, "warmup_epochs": warmup_epochs, "penalty": penalty,
+        "weight_optimizer": weight_optimizer, "weight_lr": weight_lr,
         "sampling": sampling, "hard": hard, "temperature_init": temperature_init, "temperature_decay": temperature_decay,
         "flops_weight": flops_weight, "param_bytes_weight": param_bytes_weight, "stop_after": stop_after,
     }
