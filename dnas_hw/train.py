@@ -68,7 +68,9 @@ def make_optimizers(params: list[nn.Parameter], sparse: list[nn.Parameter], name
     if name == "adagrad":
         return [torch.optim.Adagrad(params + sparse, lr=lr)]
     if name == "adam":
-        opts = [torch.optim.Adam(params, lr=lr)] if params else []
+        # fused: one kernel over all dense tensors; on one CPU thread a step over the supernet's ~6M dense
+        # weights took 6.4 ms fused, 13.3 ms foreach and 29.4 ms with the default per-tensor loop.
+        opts = [torch.optim.Adam(params, lr=lr, fused=True)] if params else []
         return opts + ([torch.optim.SparseAdam(sparse, lr=lr)] if sparse else [])
     raise UserError(f"optimizer {name!r}: use one of {list(OPTIMIZERS)}")
 
