@@ -21,27 +21,18 @@ some weights without gradients):
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
+from _torchrun import (benchmark_data, check_epochs, data_options, epoch_worker_options, launch_epochs,  # sibling module
+                       report_header, timed_epochs, torchrun)
+
 CONFIGS = {"1x1": 1, "2x1": 2}  # name -> processes (one thread each)
-
-
-def torchrun(processes: int, *args: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), __file__, *args]
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise click.ClickException(f"{processes} process(es) {args[0]} failed:\n{result.stderr[-2000:]}")
 
 
 def make_search(data_dir: str, batch_size: int, seed: int):
@@ -68,8 +59,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--data", "data_dir", type=click.Path(), help="Prepared data folder (default: synthesize --rows rows).")
-@click.option("--rows", default=20_000, show_default=True, help="Rows to synthesize when --data is not given.")
+@data_options
 @click.option("--batch-size", default=256, show_default=True, help="Global supernet training batch.")
 @click.option("--epochs", default=3, show_default=True, help="Search epochs per launch; the first is warm-up.")
 @click.option("--runs", default=3, show_default=True, help="Launches per configuration.")
@@ -77,31 +67,21 @@ def cli() -> None:
 @click.option("--json", "json_path", type=click.Path(), help="Also write the results here.")
 def run(data_dir, rows, batch_size, epochs, runs, seed, json_path) -> None:
     """Time whole search epochs in 1 and 2 processes; print steps/s medians and the ratio."""
-    from dnas_hw.bench import machine_info
-    from dnas_hw.data.synth import SynthOptions, synth
     from dnas_hw.files import write_json_atomic
     from dnas_hw.progress import progress
 
-    if epochs < 2:
-        raise click.BadParameter("needs at least 2 epochs (the first is warm-up)", param_hint="--epochs")
+    check_epochs(epochs)
     rates: dict[str, list[float]] = {c: [] for c in CONFIGS}
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(data_dir) if data_dir else Path(tmp) / "data"
-        if not data_dir:
-            synth(data, SynthOptions(rows=rows, seed=seed))
+        data = benchmark_data(data_dir, rows, seed, Path(tmp))
         with progress(runs * len(CONFIGS), "launches", "launches") as bar:
             for i in range(runs):
                 for name, processes in CONFIGS.items():
-                    out = Path(tmp) / f"{name}-{i}.json"
-                    torchrun(processes, "worker", "--data", str(data), "--batch-size", str(batch_size),
-                             "--epochs", str(epochs), "--seed", str(seed), "--out", str(out))
-                    r = json.loads(out.read_text())
+                    r = launch_epochs(__file__, processes, 1, data, batch_size, epochs, seed, Path(tmp) / f"{name}-{i}.json")
                     rates[name].append(statistics.median(s / t for s, t in zip(r["steps"][1:], r["epoch_s"][1:])))
                     bar.update(1, status=f"{name} {rates[name][-1]:.1f} steps/s")
     med = {c: statistics.median(v) for c, v in rates.items()}
-    report = {"machine": machine_info(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "load_average": os.getloadavg(), "command": " ".join(sys.argv), "steps_per_s": rates, "median": med,
-              "ratio_2x1_1x1": med["2x1"] / med["1x1"]}
+    report = {**report_header(), "steps_per_s": rates, "median": med, "ratio_2x1_1x1": med["2x1"] / med["1x1"]}
     click.echo("  ".join(f"{c}: {med[c]:.2f} steps/s ({' / '.join(f'{v:.2f}' for v in rates[c])})" for c in CONFIGS)
                + f"   2x1/1x1 {report['ratio_2x1_1x1']:.2f}   load {report['load_average'][0]:.1f}")
     if json_path:
@@ -109,11 +89,7 @@ def run(data_dir, rows, batch_size, epochs, runs, seed, json_path) -> None:
 
 
 @cli.command(hidden=True)
-@click.option("--data", "data_dir", required=True, type=click.Path())
-@click.option("--batch-size", required=True, type=int)
-@click.option("--epochs", required=True, type=int)
-@click.option("--seed", required=True, type=int)
-@click.option("--out", required=True, type=click.Path())
+@epoch_worker_options
 def worker(data_dir, batch_size, epochs, seed, out) -> None:
     """One rank: EPOCHS search epochs, each timed between barriers, its steps counted."""
     from dnas_hw import distributed
@@ -128,15 +104,14 @@ def worker(data_dir, batch_size, epochs, seed, out) -> None:
                 counted["steps"] += 1
                 return _real(*args)
             setattr(search, kind, step)
-        times, steps = [], []
-        for epoch in range(epochs):
-            counted["steps"] = 0
-            distributed.barrier()
-            start = time.perf_counter()
+        steps = []
+
+        def run_epoch(epoch, start):
+            before = counted["steps"]
             _run_epoch(search, data, epoch, start, 0.0)
-            distributed.barrier()
-            times.append(time.perf_counter() - start)
-            steps.append(counted["steps"])
+            steps.append(counted["steps"] - before)
+
+        times = timed_epochs(epochs, run_epoch)
         if distributed.is_main():
             write_json_atomic(out, {"world": distributed.world_size(), "epoch_s": times, "steps": steps})
 
@@ -151,9 +126,9 @@ def sync(batch_size, steps, runs) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(runs):
             for method in times:
-                out = Path(tmp) / f"{method}-{i}.json"
-                torchrun(2, "sync-worker", "--method", method, "--batch-size", str(batch_size), "--steps", str(steps), "--out", str(out))
-                times[method].append(json.loads(out.read_text())["median_ms"])
+                r = torchrun(__file__, 2, 1, Path(tmp) / f"{method}-{i}.json",
+                             "sync-worker", "--method", method, "--batch-size", str(batch_size), "--steps", str(steps))
+                times[method].append(r["median_ms"])
     click.echo("  ".join(f"{m}: {statistics.median(v):.1f} ms ({' / '.join(f'{x:.1f}' for x in v)})" for m, v in times.items())
                + f"   load {os.getloadavg()[0]:.1f}")
 
