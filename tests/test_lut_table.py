@@ -6,10 +6,9 @@ import json
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
+from cli_checks import one_error_line, run
 from dnas_hw.arch import Arch
-from dnas_hw.cli import main
 from lut.predict import predict
 from lut.table import COLUMNS, Lut, LutError, LutMissError, merge, meta_path, overhead_call
 
@@ -34,18 +33,6 @@ def save_toy(path, rows=None, **meta):
     rows = toy_rows()[0] if rows is None else rows
     Lut(rows, {**META, **meta}).save(path)
     return path
-
-
-def run(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result.exit_code, result.output
-
-
-def one_error_line(code, out, needle):
-    assert code == 2, out
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], out
-    assert "Traceback" not in out
 
 
 def test_predict_is_the_hand_sum_with_the_overhead_last(tmp_path):

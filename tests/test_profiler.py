@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from dnas_hw.cli import main
+from cli_checks import last_error_line, run
 from dnas_hw.errors import UserError
 from dnas_hw.family import builtin_space_names, load_space
 from dnas_hw.ops import registered_ops
@@ -42,18 +41,6 @@ emb_row_fractions = [1.0]
 interactions = ["dot"]
 skip = false
 """.format(cards=", ".join(str(20 + f) for f in range(26)))
-
-
-def run(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result.exit_code, result.output
-
-
-def one_error_line(code, out, needle):
-    assert code == 2, out
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert lines[-1].startswith("error:") and needle in lines[-1], out
-    assert "Traceback" not in out
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +185,7 @@ def test_resume_of_a_complete_lut_measures_nothing(tmp_path, tiny_lut, capsys):
 ])
 def test_bad_profile_input_is_one_clear_error(tmp_path, args, needle):
     code, out = run("profile", *args, "--backend", "torch", "--batch-size", "2", "--out", tmp_path / "x.csv")
-    one_error_line(code, out, needle)
+    last_error_line(code, out, needle)
     assert not (tmp_path / "x.csv").exists()
 
 
@@ -206,7 +193,7 @@ def test_bad_profile_input_is_one_clear_error(tmp_path, args, needle):
 def test_cuda_without_a_gpu_is_one_clear_error(tmp_path):
     code, out = run("profile", "--space", "dlrm-tiny", "--backend", "torch", "--device", "cuda",
                     "--batch-size", "2", "--out", tmp_path / "x.csv")
-    one_error_line(code, out, "no CUDA device")
+    last_error_line(code, out, "no CUDA device")
 
 
 def test_op_inputs_are_spread_ids_as_strided_columns_and_hot_activations():
