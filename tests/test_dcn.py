@@ -10,7 +10,6 @@ import json
 import random
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pandas as pd
 import pytest
@@ -20,9 +19,9 @@ from click.testing import CliRunner
 from dnas_hw.cli import main
 from dnas_hw.errors import UserError
 from dnas_hw.family import PLUGINS_ENV, arch_from_dict, family_of, load_arch
-from dnas_hw.onnx_io import export_module, ort_session
 from dnas_hw.ops import OpCall
 from dnas_hw.space import SKIP, SpaceError, get_space
+from op_checks import assert_onnx_round_trip
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,16 +58,7 @@ def test_op_shape_flops_params_by_hand(dcn, op):
 
 @pytest.mark.parametrize("op", sorted(OP_CASES))
 def test_op_onnx_round_trip_at_another_batch_size(dcn, op):
-    call = OpCall.make(op, **OP_CASES[op][0])
-    module = call.build().eval()
-    inputs = call.example_inputs(BATCH, torch.Generator().manual_seed(1))
-    names = [f"x{i}" for i in range(len(inputs))]
-    proto = export_module(module, inputs, names, ["y"])
-    onnx.checker.check_model(proto)
-    inputs = call.example_inputs(BATCH + 2, torch.Generator().manual_seed(2))
-    (got,) = ort_session(proto, threads=1).run(None, {n: t.numpy() for n, t in zip(names, inputs)})
-    with torch.no_grad():
-        np.testing.assert_allclose(got, module(*inputs).numpy(), rtol=1e-5, atol=1e-6)
+    assert_onnx_round_trip(OpCall.make(op, **OP_CASES[op][0]), BATCH)
 
 
 def test_cross_layer_by_hand(dcn):

@@ -7,13 +7,12 @@ registered without one.
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
 import pytest
 import torch
 
-from dnas_hw.onnx_io import export_module, ort_session
+from dnas_hw.onnx_io import export_module
 from dnas_hw.ops import OpCall, PairwiseDots, get_op, interaction_kinds, register_op, registered_ops
+from op_checks import assert_onnx_round_trip
 
 BATCH = 5
 
@@ -75,18 +74,7 @@ def test_flops_and_params_by_hand(op):
 
 @pytest.mark.parametrize("op", OPS)
 def test_onnx_round_trip_matches_torch(op):
-    call = small_call(op)
-    module = call.build().eval()
-    inputs = call.example_inputs(BATCH, torch.Generator().manual_seed(1))
-    names = [f"x{i}" for i in range(len(inputs))]
-    proto = export_module(module, inputs, names, ["y"])
-    onnx.checker.check_model(proto)
-    # Another batch size than the traced one: the batch axis is dynamic.
-    inputs = call.example_inputs(BATCH + 2, torch.Generator().manual_seed(2))
-    (got,) = ort_session(proto, threads=1).run(None, {n: t.numpy() for n, t in zip(names, inputs)})
-    with torch.no_grad():
-        want = module(*inputs).numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert_onnx_round_trip(small_call(op), BATCH)
 
 
 def test_embedding_exports_as_gather_without_loop():
