@@ -66,3 +66,22 @@ def dcn_tiny(dcn):
     from dnas_hw.space import get_space
 
     return get_space("dcn-tiny")
+
+
+@pytest.fixture
+def stop_training_in_second_epoch(monkeypatch):
+    """A switch for `dnas_hw.train.train_epoch`: `stop_training_in_second_epoch(True)` makes it raise
+    KeyboardInterrupt (as a kill would stop the run) when epoch index 1 starts; `(False)` puts the real one back."""
+    import dnas_hw.train
+
+    real_epoch = dnas_hw.train.train_epoch
+
+    def killed_in_second_epoch(model, optimizers, split, config, epoch, **kw):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(model, optimizers, split, config, epoch, **kw)
+
+    def switch(stopped: bool) -> None:
+        monkeypatch.setattr(dnas_hw.train, "train_epoch", killed_in_second_epoch if stopped else real_epoch)
+
+    return switch

@@ -20,7 +20,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import dnas_hw.train
 from dnas_hw import distributed
 from dnas_hw.cli import main
 from dnas_hw.data.folder import PreparedData
@@ -90,16 +89,9 @@ def test_two_processes_match_one(odd_data, one_process, tmp_path):
     assert_same_run(tmp_path / "run", reference)
 
 
-def test_two_processes_resume_a_stopped_run(odd_data, one_process, tmp_path, monkeypatch):
+def test_two_processes_resume_a_stopped_run(odd_data, one_process, tmp_path, stop_training_in_second_epoch):
     arch, reference = one_process
-    real_epoch = dnas_hw.train.train_epoch
-
-    def killed_in_second_epoch(model, optimizers, split, config, epoch, **kw):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real_epoch(model, optimizers, split, config, epoch, **kw)
-
-    monkeypatch.setattr(dnas_hw.train, "train_epoch", killed_in_second_epoch)
+    stop_training_in_second_epoch(True)
     assert CliRunner().invoke(main, train_args(odd_data, arch, tmp_path / "run")).exit_code != 0
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["train_state.pt"]
     # Both ranks resume from the state one process left, and end where the uninterrupted run did.

@@ -95,22 +95,16 @@ def test_a_finished_run_is_kept_unless_forced(trained, synth_dir, tiny_arch_file
     assert (run / "model.pt").read_bytes() != before
 
 
-def test_resume_after_a_stop_ends_where_an_uninterrupted_run_does(synth_dir, tiny_arch_file, tmp_path, monkeypatch):
+def test_resume_after_a_stop_ends_where_an_uninterrupted_run_does(synth_dir, tiny_arch_file, tmp_path,
+                                                                  stop_training_in_second_epoch):
     args = ["--data", synth_dir, "--arch", tiny_arch_file, "--epochs", 2, "--optimizer", "adagrad", "--lr", 0.05]
     assert train(*args, "--out", tmp_path / "straight").exit_code == 0
 
-    real_epoch = dnas_hw.train.train_epoch
-
-    def killed_in_second_epoch(model, optimizers, split, config, epoch, **kw):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real_epoch(model, optimizers, split, config, epoch, **kw)
-
-    monkeypatch.setattr(dnas_hw.train, "train_epoch", killed_in_second_epoch)
+    stop_training_in_second_epoch(True)
     stopped = train(*args, "--out", tmp_path / "resumed")
     assert stopped.exit_code != 0
     assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["train_state.pt"]  # nothing that looks finished
-    monkeypatch.setattr(dnas_hw.train, "train_epoch", real_epoch)
+    stop_training_in_second_epoch(False)
 
     assert_user_error(train(*args, "--out", tmp_path / "resumed"), "--resume")
     assert_user_error(train(*args[:-1], "0.1", "--out", tmp_path / "resumed", "--resume"), "other training options")
