@@ -14,21 +14,19 @@ from lut.predict import predict
 from lut.table import overhead_call
 from search.cost import CostTables, budget_penalty, cost_loss, expected_cost, latency_table
 from search.layout import Layout
-from test_search_fixtures import one_thread, tiny_space, toy_lut  # noqa: F401 (autouse fixture)
+from test_search_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
+    assert_one_hot_expected_latency_equals_predict,
+    one_thread,
+    tiny_space,
+    toy_lut,
+)
 
 B = 16
 
 
 @pytest.mark.parametrize("space", [tiny_space(), get_space("dlrm-kaggle")], ids=lambda s: s.name)
 def test_one_hot_expected_latency_equals_predict(space):
-    lut, layout = toy_lut(space, B), Layout(space)
-    table = latency_table(space, lut, B)
-    rng = random.Random(1)
-    for _ in range(20):
-        choices = space.sample_choices(rng)
-        want = predict(lut, space.arch(choices), B).total_us
-        got = float(expected_cost(table, layout.one_hot(choices)))
-        assert got == pytest.approx(want, rel=1e-12)
+    assert_one_hot_expected_latency_equals_predict(space, B)
 
 
 def toy_space() -> SearchSpace:

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import itertools
-import random
 
 import pytest
 import torch
@@ -19,25 +18,17 @@ from search.cost import expected_cost, latency_table
 from search.extremes import extreme_arch
 from search.family_search import family_search
 from search.layout import Layout
-from test_search_fixtures import one_thread, toy_lut  # noqa: F401 (autouse fixture)
+from test_search_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
+    assert_one_hot_expected_latency_equals_predict,
+    assert_one_hot_supernet_equals_extracted,
+    assert_per_sample_masks_give_each_sample_its_arch,
+    one_thread,
+    random_batch,
+    toy_lut,
+    trained_like,
+)
 
 B = 16
-
-
-def _batch(space, n: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    dense = torch.randn(n, space.num_dense, generator=g)
-    sparse = torch.stack([torch.randint(0, c, (n,), generator=g) for c in space.cardinalities], 1)
-    return dense, sparse
-
-
-def _trained_like(net, seed: int):
-    """Perturb every weight, so a wrong slice or column cannot pass by symmetry of the initialisation."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.weight_parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return net
 
 
 def test_the_dcn_family_is_searchable_through_its_registration(dcn, dcn_tiny):
@@ -57,50 +48,27 @@ def test_one_hot_dcn_supernet_equals_the_standalone_dcn(dcn_tiny, path):
     """Masked mixture (probabilities with a gradient) and single-path fast path, over sampled archs:
     hashed tables, dim masks, skipped and low-rank cross layers, skipped deep layers."""
     hook = family_search(dcn_tiny)
-    net = _trained_like(hook.supernet(dcn_tiny), 1)
-    dense, sparse = _batch(dcn_tiny, 32)
-    rng = random.Random(0)
-    seen_skips = set()
-    for _ in range(8):
-        choices = dcn_tiny.sample_choices(rng)
-        seen_skips |= {s for s, c in choices.items() if c == "skip"}
-        probs = {g: t.float().requires_grad_(path == "masked") for g, t in net.layout.one_hot(choices).items()}
-        model = hook.extract(net, choices)
-        assert model.arch == dcn_tiny.arch(choices)
-        want = model(dense, sparse).detach()
-        torch.testing.assert_close(net(dense, sparse, probs), want, rtol=1e-5, atol=1e-6 * want.abs().max().item())
+    net = trained_like(hook.supernet(dcn_tiny), 1)
+    drawn = assert_one_hot_supernet_equals_extracted(net, dcn_tiny, hook.extract, path == "masked", 8)
+    seen_skips = {s for choices in drawn for s, c in choices.items() if c == "skip"}
     assert any(s.startswith("cross") for s in seen_skips) and any(s.startswith("deep") for s in seen_skips)
 
 
 def test_per_sample_masks_give_each_sample_its_own_dcn(dcn_tiny):
     hook = family_search(dcn_tiny)
-    net = _trained_like(hook.supernet(dcn_tiny), 2)
-    n = 6
-    dense, sparse = _batch(dcn_tiny, n, seed=3)
-    rng = random.Random(4)
-    archs = [dcn_tiny.sample_choices(rng) for _ in range(n)]
-    per_sample = {g: torch.stack([net.layout.one_hot(c)[g].float() for c in archs]) for g in net.layout.groups}
-    got = net(dense, sparse, per_sample)
-    want = torch.stack([hook.extract(net, c)(dense[i : i + 1], sparse[i : i + 1])[0] for i, c in enumerate(archs)])
-    torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-5)
+    assert_per_sample_masks_give_each_sample_its_arch(trained_like(hook.supernet(dcn_tiny), 2), dcn_tiny, hook.extract, 6)
 
 
 def test_arch_gradients_reach_every_dcn_logit_group(dcn_tiny):
     net = family_search(dcn_tiny).supernet(dcn_tiny)
-    dense, sparse = _batch(dcn_tiny, 16)
+    dense, sparse = random_batch(dcn_tiny, 16)
     net(dense, sparse, net.probabilities()).sum().backward()
     for g, t in net.arch_logits.items():
         assert t.grad is not None and t.grad[torch.isfinite(t)].abs().sum() > 0, g
 
 
 def test_one_hot_expected_latency_equals_predict_for_dcn(dcn_tiny):
-    lut, layout = toy_lut(dcn_tiny, B), Layout(dcn_tiny)
-    table = latency_table(dcn_tiny, lut, B)
-    rng = random.Random(1)
-    for _ in range(20):
-        choices = dcn_tiny.sample_choices(rng)
-        want = predict(lut, dcn_tiny.arch(choices), B).total_us
-        assert float(expected_cost(table, layout.one_hot(choices))) == pytest.approx(want, rel=1e-12)
+    assert_one_hot_expected_latency_equals_predict(dcn_tiny, B)
 
 
 def test_expected_latency_is_the_mean_over_sampled_dcn_archs(dcn_tiny):

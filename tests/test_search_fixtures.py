@@ -8,13 +8,17 @@ that no two candidates tie by accident.
 from __future__ import annotations
 
 import hashlib
+import random
 
 import pandas as pd
 import pytest
 import torch
 
 from dnas_hw.space import SearchSpace, get_space
+from lut.predict import predict
 from lut.table import COLUMNS, Lut, overhead_call
+from search.cost import expected_cost, latency_table
+from search.layout import Layout
 
 
 def toy_latency(op: str, params_json: str, flops: int, num_params: int) -> float:
@@ -54,3 +58,64 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def random_batch(space, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dense (n, num_dense) normal, sparse (n, num_sparse) ids within each table's cardinality)."""
+    g = torch.Generator().manual_seed(seed)
+    dense = torch.randn(n, space.num_dense, generator=g)
+    sparse = torch.stack([torch.randint(0, c, (n,), generator=g) for c in space.cardinalities], 1)
+    return dense, sparse
+
+
+def trained_like(net, seed: int):
+    """Perturb every weight of the supernet `net` (in place; returned), so a wrong slice or column
+    cannot pass by symmetry of the initialisation."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.weight_parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return net
+
+
+def assert_one_hot_expected_latency_equals_predict(space: SearchSpace, batch_size: int) -> None:
+    """Over 20 sampled archs (seed 1): the expected cost at one-hot probabilities is the LUT's
+    prediction for the derived arch (toy LUT), to 1e-12."""
+    lut, layout = toy_lut(space, batch_size), Layout(space)
+    table = latency_table(space, lut, batch_size)
+    rng = random.Random(1)
+    for _ in range(20):
+        choices = space.sample_choices(rng)
+        want = predict(lut, space.arch(choices), batch_size).total_us
+        assert float(expected_cost(table, layout.one_hot(choices))) == pytest.approx(want, rel=1e-12)
+
+
+def assert_one_hot_supernet_equals_extracted(net, space, extract, masked: bool, draws: int) -> list[dict]:
+    """Over `draws` sampled archs (seed 0) on a batch of 32: the supernet at one-hot probabilities
+    (carrying a gradient when `masked`, else the single-path fast path) computes what
+    `extract(net, choices)` does, and that model's arch is space.arch(choices). Returns the choices drawn."""
+    dense, sparse = random_batch(space, 32)
+    rng = random.Random(0)
+    drawn = []
+    for _ in range(draws):
+        choices = space.sample_choices(rng)
+        probs = {g: t.float().requires_grad_(masked) for g, t in net.layout.one_hot(choices).items()}
+        model = extract(net, choices)
+        assert model.arch == space.arch(choices)
+        want = model(dense, sparse).detach()
+        # fp32 rounding only: the masked path sums over zero-padded inputs, a different GEMM.
+        torch.testing.assert_close(net(dense, sparse, probs), want, rtol=1e-5, atol=1e-6 * want.abs().max().item())
+        drawn.append(choices)
+    return drawn
+
+
+def assert_per_sample_masks_give_each_sample_its_arch(net, space, extract, n: int) -> None:
+    """A batch of `n` (seed 3), each sample with its own one-hot masks (archs drawn with seed 4): row i of
+    the supernet's output is what `extract(net, choices_i)` computes for sample i."""
+    dense, sparse = random_batch(space, n, seed=3)
+    rng = random.Random(4)
+    archs = [space.sample_choices(rng) for _ in range(n)]
+    per_sample = {g: torch.stack([net.layout.one_hot(c)[g].float() for c in archs]) for g in net.layout.groups}
+    got = net(dense, sparse, per_sample)
+    want = torch.stack([extract(net, c)(dense[i : i + 1], sparse[i : i + 1])[0] for i, c in enumerate(archs)])
+    torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-5)

@@ -11,23 +11,14 @@ from dnas_hw.space import get_space
 from search.extract import extract_model
 from search.gumbel import gumbel_softmax
 from search.supernet import Supernet
-from test_search_fixtures import one_thread, tiny_space  # noqa: F401 (autouse fixture)
-
-
-def _batch(space, n: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    dense = torch.randn(n, space.num_dense, generator=g)
-    sparse = torch.stack([torch.randint(0, c, (n,), generator=g) for c in space.cardinalities], 1)
-    return dense, sparse
-
-
-def _trained_like(net: Supernet, seed: int) -> Supernet:
-    """Perturb every weight, so a wrong slice cannot pass by symmetry of the initialisation."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.weight_parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return net
+from test_search_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
+    assert_one_hot_supernet_equals_extracted,
+    assert_per_sample_masks_give_each_sample_its_arch,
+    one_thread,
+    random_batch,
+    tiny_space,
+    trained_like,
+)
 
 
 SMALL_KAGGLE = get_space("dlrm-kaggle", cardinalities=[50 + 13 * f for f in range(26)])
@@ -37,31 +28,12 @@ SMALL_KAGGLE = get_space("dlrm-kaggle", cardinalities=[50 + 13 * f for f in rang
 @pytest.mark.parametrize("space", [tiny_space(), SMALL_KAGGLE], ids=lambda s: s.name)
 def test_one_hot_supernet_equals_standalone_model(space, path):
     """Both the masked mixture (probabilities that carry a gradient) and the single-path fast path."""
-    net = _trained_like(Supernet(space), 1)
-    dense, sparse = _batch(space, 32)
-    rng = random.Random(0)
-    for _ in range(6):
-        choices = space.sample_choices(rng)
-        probs = {g: t.float().requires_grad_(path == "masked") for g, t in net.layout.one_hot(choices).items()}
-        model = extract_model(net, choices)
-        assert model.arch == space.arch(choices)
-        want = model(dense, sparse).detach()
-        # fp32 rounding only: the masked path sums over zero-padded inputs, a different GEMM.
-        torch.testing.assert_close(net(dense, sparse, probs), want, rtol=1e-5, atol=1e-6 * want.abs().max().item())
+    assert_one_hot_supernet_equals_extracted(trained_like(Supernet(space), 1), space, extract_model, path == "masked", 6)
 
 
 def test_per_sample_masks_give_each_sample_its_own_arch():
     space = tiny_space()
-    net = _trained_like(Supernet(space), 2)
-    n = 8
-    dense, sparse = _batch(space, n, seed=3)
-    rng = random.Random(4)
-    archs = [space.sample_choices(rng) for _ in range(n)]
-    per_sample = {g: torch.stack([net.layout.one_hot(c)[g].float() for c in archs]) for g in net.layout.groups}
-    out = net(dense, sparse, per_sample)
-    for i, choices in enumerate(archs):
-        want = extract_model(net, choices)(dense[i : i + 1], sparse[i : i + 1])
-        torch.testing.assert_close(out[i : i + 1], want, rtol=1e-5, atol=1e-5)
+    assert_per_sample_masks_give_each_sample_its_arch(trained_like(Supernet(space), 2), space, extract_model, 8)
 
 
 def test_gumbel_samples():
@@ -92,7 +64,7 @@ def test_supernet_training_touches_only_sampled_rows_sparsely():
     dense_params, sparse_params = split_parameters(_WeightsView(net))
     assert sparse_params == [net.embeddings.table.weight]
     assert all(p is not q for p in dense_params for q in net.arch_parameters())
-    dense, sparse = _batch(space, 16)
+    dense, sparse = random_batch(space, 16)
     probs = {g: torch.softmax(t, -1) for g, t in net.arch_logits.items()}
     net(dense, sparse, probs).sum().backward()
     assert net.embeddings.table.weight.grad.is_sparse
@@ -105,7 +77,7 @@ def test_a_supernet_step_is_the_standalone_step_of_the_sampled_arch(path):
     SGD step on the standalone model."""
     space = SMALL_KAGGLE
     net = Supernet(space)
-    dense, sparse = _batch(space, 64, seed=5)
+    dense, sparse = random_batch(space, 64, seed=5)
     y = torch.rand(64).round()
     choices = {**space.sample_choices(random.Random(7)), "top.0": 128, "top.1": 1024, "bottom.1": 128}
     probs = {g: t.float().requires_grad_(path == "masked") for g, t in net.layout.one_hot(choices).items()}
