@@ -135,9 +135,7 @@ def fit_in_model(
 
 
 def overhead_stats(fit: InModelFit, whole: Sequence[TimingStats], ops: Sequence[Mapping[str, Mapping[str, float]]]) -> TimingStats:
-    """The overhead row: the fitted p50 overhead; at p10 (p90) shifted so that the sum of the op rows' p10 (p90)
-    matches the references' whole-model p10 (p90) in the median (summed op tails exceed a model's tail, so the
-    p90 overhead may lie below the p10 one).
+    """The overhead row: the fitted p50 overhead, and p10/p90 shifted by the median spread of the references.
 
     `ops[r][percentile][kind]` is reference r's op sum per kind at that percentile.
     """
@@ -186,7 +184,7 @@ def measure_in_model(
     `op_stats(call, b)` gives an op's raw measured row; `status` is told which group is being timed.
     """
     def size(arch: Arch) -> float:  # the log of the geometric mean of the arch's op sums over the batch sizes
-        return sum(math.log(max(sum(op_sums(arch, op_stats, b)["p50_us"].values()), 1e-9)) for b in batch_sizes)
+        return sum(math.log(sum(op_sums(arch, op_stats, b)["p50_us"].values())) for b in batch_sizes)
 
     archs = reference_archs(space, size, seed)
     kinds = sorted({c.op for c in space.op_calls()})
