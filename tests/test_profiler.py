@@ -18,12 +18,9 @@ from dnas_hw.errors import UserError
 from dnas_hw.family import builtin_space_names, load_space
 from dnas_hw.ops import registered_ops
 from dnas_hw.space import get_space
-from dnas_hw.arch import Arch
-from lut.predict import predict
 from lut.table import Lut, meta_path, overhead_call
 from lut.validate import validate_lut
 from profiler.keys import all_keys, space_calls
-from profiler.overhead import MIN_FACTOR, REFERENCE_SAMPLES
 from profiler.run import PartialFile, partial_path, profile_to_lut
 from profiler.timers import op_input_pool, op_timer
 
@@ -92,16 +89,8 @@ def test_dlrm_tiny_profiles_in_seconds_into_a_complete_lut(tiny_lut):
     assert (meta["backend"], meta["device"], meta["threads"], meta["space_hash"]) == ("torch", "cpu", 1, space.fingerprint())
     assert not partial_path(path).exists() and not meta_path(partial_path(path)).exists()
     assert (loaded.rows["repeats"] > 0).all()
-    factors = meta["in_model_factor"]
-    assert set(factors) == {str(B)} and set(factors[str(B)]) == {c.op for c in space.op_calls()}
-    assert all(f >= MIN_FACTOR for f in factors[str(B)].values())
-    references = meta["model_overhead"][str(B)]
-    assert 2 <= len(references) <= REFERENCE_SAMPLES
-    # Folded into the rows, the fit is what the LUT predicts: the rows' sum is overhead + sum_k factor_k * ops_k.
-    overhead = loaded.latency_us(overhead_call(13, 26), B)
-    for ref in references:
-        fitted = overhead + sum(factors[str(B)][k] * us for k, us in ref["ops_us"].items())
-        assert predict(loaded, Arch.from_dict(ref["arch"]), B).total_us == pytest.approx(fitted, rel=1e-4, abs=0.05)
+    assert set(meta["in_model_factor"]) == {str(B)} and meta["in_model_factor"][str(B)] >= 1.0
+    assert len(meta["model_overhead"][str(B)]) == 5  # the smallest arch and 4 drawn ones
 
 
 def test_validate_reports_on_the_profiled_lut(tiny_lut, tmp_path):
