@@ -227,10 +227,10 @@ class MixedInteraction(nn.Module):
 
     Each kind k has columns of its own in the top MLP's first layer,
     [offset_k, offset_k + width_k) of sum_k width_k: the dot kind's pairwise
-    products and the cat kind's raw embeddings mean different things, and when
-    they shared the leading columns (as the widths of an MLP layer do) the
-    weights fitted cat's and the logits chose cat on the planted data, where a
-    dot model retrains much better (RESULTS.md, "Search"). A fixed kind returns
+    products and the cat kind's raw embeddings mean different things, so one
+    weight must not serve both (as the leading columns of an MLP layer's widths
+    do). This alone did not stop the search choosing cat on the planted data,
+    where a dot model retrains much better (RESULTS.md, "Search", sixth pass). A fixed kind returns
     its own output [B, width_k] and its first column; a mixture returns
     [B, sum_k width_k] (each kind in its columns, times its probability) and 0.
     """
