@@ -4,7 +4,6 @@
 leading slice, or chosen input columns, with the fan-in scale folded in).
 `extract_model(supernet, choices)` (DLRM's) builds `dnas_hw.model.build_model(arch)` and
 copies into it the leading slices that the supernet uses for those choices
-(the top MLP's first layer: the chosen interaction kind's own columns)
 (with the fan-in scale folded into each linear's weight), so
 it computes what the supernet computes at one-hot probabilities (tested), and
 can warm-start retraining.
@@ -38,13 +37,6 @@ def copy_embeddings(sparse_arch: torch.nn.Module, embeddings: torch.nn.Module) -
         w.copy_(embeddings.feature_table(f, w.shape[0])[:, : w.shape[1]])
 
 
-def interaction_columns(supernet: Supernet, kind: str) -> torch.Tensor:
-    """The top MLP's first-layer input columns of interaction `kind` (`search.mixed.MixedInteraction`)."""
-    k = supernet.space.interactions.index(kind)
-    first = supernet.interaction.first_columns[k]
-    return torch.arange(first, first + supernet.interaction.widths[k])
-
-
 def extract_model(supernet: Supernet, choices: dict[str, Choice]) -> DLRM:
     space = supernet.space
     model = build_model(space.arch(choices))
@@ -54,7 +46,7 @@ def extract_model(supernet: Supernet, choices: dict[str, Choice]) -> DLRM:
             ("top", supernet.top, supernet.top_out, model.over_arch),
         ):
             kept = [m.linear for i, m in enumerate(mixed) if choices[f"{prefix}.{i}"] != SKIP] + [out]
-            for j, (dst, src) in enumerate(zip(target, kept, strict=True)):
-                copy_linear(dst, src, interaction_columns(supernet, choices["interaction"]) if prefix == "top" and j == 0 else None)
+            for dst, src in zip(target, kept, strict=True):
+                copy_linear(dst, src)
         copy_embeddings(model.sparse_arch, supernet.embeddings)
     return model

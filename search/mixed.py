@@ -95,14 +95,11 @@ def scaled_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return _FanInScaledLinear.apply(x, weight, bias, torch.as_tensor(scale, dtype=x.dtype).detach().reshape(-1, 1))
 
 
-def sliced_linear(layer: nn.Module, x: torch.Tensor, inv_sqrt_width: InvSqrtWidth, out_features: int | None = None,
-                  first_column: int = 0) -> torch.Tensor:
-    """A LinearAct on x [B, u] (the layer's input columns first_column .. first_column + u), fan-in
-    scaled, restricted to its first `out_features` outputs."""
+def sliced_linear(layer: nn.Module, x: torch.Tensor, inv_sqrt_width: InvSqrtWidth, out_features: int | None = None) -> torch.Tensor:
+    """A LinearAct on x [B, u] (u <= its input width), fan-in scaled, restricted to its first `out_features` outputs."""
     lin, act = layer[0], layer[1]
     out = lin.out_features if out_features is None else out_features
-    weight = lin.weight[:out, first_column : first_column + x.shape[1]]
-    return act(scaled_linear(x, weight, lin.bias[:out], lin.in_features, inv_sqrt_width))
+    return act(scaled_linear(x, lin.weight[:out, : x.shape[1]], lin.bias[:out], lin.in_features, inv_sqrt_width))
 
 
 def mixed_inv_sqrt_width(probs: torch.Tensor, widths: tuple[int, ...], carried: InvSqrtWidth | None = None) -> InvSqrtWidth:
@@ -150,18 +147,13 @@ class MixedLinear(nn.Module):
         self.out_width = max(max(widths), in_width) if skip else max(widths)
         self.register_buffer("masks", prefix_masks(widths, max(widths)), persistent=False)
 
-    def forward(self, x: torch.Tensor, probs: torch.Tensor, inv_sqrt_width: InvSqrtWidth,
-                first_column: int = 0) -> tuple[torch.Tensor, InvSqrtWidth]:
-        """-> (y, E[1/sqrt(y's width)]); `inv_sqrt_width` is x's (see `mixed_inv_sqrt_width`).
-        x holds the layer's input columns from `first_column` on (see `MixedInteraction`); y's start at 0."""
+    def forward(self, x: torch.Tensor, probs: torch.Tensor, inv_sqrt_width: InvSqrtWidth) -> tuple[torch.Tensor, InvSqrtWidth]:
+        """-> (y, E[1/sqrt(y's width)]); `inv_sqrt_width` is x's (see `mixed_inv_sqrt_width`)."""
         n = len(self.widths)
         out_inv = mixed_inv_sqrt_width(probs, self.widths, inv_sqrt_width)
         j = fixed_choice(probs)
-        if j is not None and j < n:
-            return sliced_linear(self.linear, x, inv_sqrt_width, self.widths[j], first_column), out_inv
-        x = F.pad(x, (first_column, 0)) if first_column else x
-        if j is not None:  # skipped: x passes on, laid out from column 0 like every layer's output
-            return x, out_inv
+        if j is not None:
+            return (x if j == n else sliced_linear(self.linear, x, inv_sqrt_width, self.widths[j])), out_inv
         x = pad_to(x, self.linear[0].in_features)
         y = sliced_linear(self.linear, x, inv_sqrt_width) * (probs[..., :n] @ self.masks)
         y = F.pad(y, (0, self.out_width - y.shape[1]))
@@ -223,36 +215,34 @@ class MixedEmbeddings(nn.Module):
 
 
 class MixedInteraction(nn.Module):
-    """dense [B, D], embedded [B, F, D], probs [..., K] -> (z, first_column).
+    """dense [B, D], embedded [B, F, D], probs [..., K] -> [B, max_k width_k].
 
-    Each kind k has columns of its own in the top MLP's first layer,
-    [offset_k, offset_k + width_k) of sum_k width_k: the dot kind's pairwise
-    products and the cat kind's raw embeddings mean different things, so one
-    weight must not serve both (as the leading columns of an MLP layer's widths
-    do). This alone did not stop the search choosing cat on the planted data,
-    where a dot model retrains much better (RESULTS.md, "Search", sixth pass). A fixed kind returns
-    its own output [B, width_k] and its first column; a mixture returns
-    [B, sum_k width_k] (each kind in its columns, times its probability) and 0.
+    Every kind runs on the same inputs; each output is zero-padded to the widest
+    and mixed by probs, so the top MLP's first layer sees kind k in its leading
+    width_k columns, as the standalone model's first top layer does. Columns of
+    each kind's own were tried (sixth pass, RESULTS.md "Search"): they did not
+    change the search's choice of cat over dot on the planted data, and every
+    top layer that may read the interaction grew from 1,728 to 2,143 inputs
+    (soft-mode steps 1.3x dearer, the search 18% longer), so they were reverted.
     """
 
     def __init__(self, calls: list[OpCall]):
         super().__init__()
         self.kinds = nn.ModuleList(c.build() for c in calls)
         self.widths = tuple(c.output_width() for c in calls)
-        self.first_columns = tuple(sum(self.widths[:k]) for k in range(len(self.widths)))
-        self.out_width = sum(self.widths)
+        self.out_width = max(self.widths)
 
     def inv_sqrt_width(self, probs: torch.Tensor) -> InvSqrtWidth:
         """E[1/sqrt(output width)] under probs [..., K] (the top MLP's fan-in scaling)."""
         return mixed_inv_sqrt_width(probs, self.widths)
 
-    def forward(self, dense: torch.Tensor, embedded: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def forward(self, dense: torch.Tensor, embedded: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         sparse = embedded.unbind(1)
         k = fixed_choice(probs)
         if k is not None:
-            return self.kinds[k](dense, *sparse), self.first_columns[k]
+            return self.kinds[k](dense, *sparse)
         out = 0
         for k, op in enumerate(self.kinds):
-            z, first = op(dense, *sparse), self.first_columns[k]
-            out = out + probs[..., k : k + 1] * F.pad(z, (first, self.out_width - first - z.shape[1]))
-        return out, 0
+            z = op(dense, *sparse)
+            out = out + probs[..., k : k + 1] * F.pad(z, (0, self.out_width - z.shape[1]))
+        return out

@@ -55,7 +55,7 @@ class Supernet(SupernetBase):
 
     bottom:      MixedLinear per bottom slot, then linear(carry -> D, relu)
     embeddings:  MixedEmbeddings -> [B, F, D]
-    interaction: MixedInteraction -> [B, sum_k width_k], each kind in columns of its own
+    interaction: MixedInteraction -> [B, K_max]
     top:         MixedLinear per top slot, then linear(carry -> 1)
     `arch_logits` (`SupernetBase`) are parameters too, kept apart from the weights.
     """
@@ -78,8 +78,7 @@ class Supernet(SupernetBase):
         x = sliced_linear(self.bottom_out, x, inv)
         embedded = self.embeddings(sparse, probs["emb_rows"], probs["emb_dim"])
         p_inter = probs["interaction"][..., 0, :]
-        (z, first_column), inv = self.interaction(x, embedded, p_inter), self.interaction.inv_sqrt_width(p_inter)
+        z, inv = self.interaction(x, embedded, p_inter), self.interaction.inv_sqrt_width(p_inter)
         for i, layer in enumerate(self.top):
-            z, inv = layer(z, probs["top"][..., i, :], inv, first_column)
-            first_column = 0
-        return sliced_linear(self.top_out, z, inv, first_column=first_column).squeeze(1)
+            z, inv = layer(z, probs["top"][..., i, :], inv)
+        return sliced_linear(self.top_out, z, inv).squeeze(1)

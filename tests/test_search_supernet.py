@@ -31,32 +31,6 @@ def test_one_hot_supernet_equals_standalone_model(space, path):
     assert_one_hot_supernet_equals_extracted(trained_like(Supernet(space), 1), space, extract_model, path == "masked", 6)
 
 
-@pytest.mark.parametrize("masked", [True, False], ids=["masked", "single-path"])
-@pytest.mark.parametrize("top_layers_kept", [0, 1, 3])
-@pytest.mark.parametrize("kind", ["dot", "cat"])
-def test_each_interaction_kind_feeds_the_top_mlp_through_its_own_columns(kind, top_layers_kept, masked):
-    """Every interaction kind, with none, the first or all top layers kept (skipped ones pass the
-    interaction's output on): the one-hot supernet computes the extracted model, and a step of one
-    kind leaves the other kind's columns of the first top layer untouched."""
-    space = SMALL_KAGGLE
-    net = trained_like(Supernet(space), 5)
-    choices = space.sample_choices(random.Random(7))
-    choices["interaction"] = kind
-    for i in range(space.top_layers):
-        choices[f"top.{i}"] = 256 if i < top_layers_kept else "skip"
-    probs = {g: t.float().requires_grad_(masked) for g, t in net.layout.one_hot(choices).items()}
-    dense, sparse = random_batch(space, 16)
-    out = net(dense, sparse, probs)
-    want = extract_model(net, choices)(dense, sparse).detach()
-    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6 * want.abs().max().item())
-    out.sum().backward()
-    first_top = net.top[0].linear[0] if top_layers_kept else net.top_out[0]
-    k = space.interactions.index(kind)
-    first, width = net.interaction.first_columns[k], net.interaction.widths[k]
-    touched = first_top.weight.grad.abs().sum(0) > 0  # [input columns]
-    assert touched[first : first + width].any() and not touched[:first].any() and not touched[first + width :].any()
-
-
 def test_per_sample_masks_give_each_sample_its_own_arch():
     space = tiny_space()
     assert_per_sample_masks_give_each_sample_its_arch(trained_like(Supernet(space), 2), space, extract_model, 8)
