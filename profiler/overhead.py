@@ -5,21 +5,44 @@ rest of the model (and, on a shared host, other processes) runs between two
 of its calls and ages its weights and tables out of the nearest caches; and a
 whole-model call pays once what no op pays: the call itself, the split of
 `sparse` into its columns, the final squeeze and sigmoid. Measured on whole
-models, the first is proportional to the ops' time (at batch 64 on the
-development machine, models ran 1.45x the sum of their ops, to within 2%, from
-a 180 us model to a 2.3 ms one) and the second is constant. So, per batch size:
+models, the first is proportional to the ops' time and the second is
+constant. So, per batch size:
 
-    latency(arch) = overhead + factor * sum of the arch's op latencies
+    latency(arch) = overhead + sum over op kinds k of factor_k * (sum of the arch's k-op latencies)
 
-with `factor` the Theil-Sen slope (the median of pairwise slopes, robust to
-one noisy model) of whole-model latency against the op sum over the reference
-archs (at least 1; 1 where their op sums are too close for a slope), and
-`overhead` the median of `latency - factor * op sum`. The profiler
-folds `factor` into the op rows (`in_model_factor` in the LUT's metadata), so
-the LUT stays a plain sum: `overhead + sum of rows`.
+with one of two sets of factors, whichever predicts the references better
+when each is left out in turn (leave-one-out, the median relative error,
+the unit of the fidelity target):
 
-The reference archs are the space's smallest and `REFERENCE_SAMPLES` archs
-drawn from a seed stream of their own (never the validation's).
+- `common`: one factor for every kind, the Theil-Sen slope of whole-model
+  latency against the op sum (the median of pairwise slopes, robust to one
+  noisy model); at least 1 (ops do not run faster inside a model than back to
+  back; a slope below is noise), and 1 where the op sums are too close for a
+  slope.
+- `per-kind`: a factor per op kind (`linear`, `embedding`,
+  `interaction_dot`, ...) by relative least squares, with a ridge that pulls
+  each kind's factor towards the common one in proportion to the kind's share
+  of the references' latency (a kind whose time hardly varies between the
+  references gets the common factor instead of one made of noise). It wins
+  where one kind's rows were measured off the others' scale (onnxruntime at
+  batch 1 in fidelity run 4: embedding rows ran 0.56x inside models, the rest
+  1.2-1.3x).
+
+In both, `overhead` is the median of `latency - sum_k factor_k * op sum_k`
+over the references, per percentile. The profiler folds each kind's factor
+into its op rows (`in_model_factor` in the LUT's metadata, `{op kind:
+factor}` per batch size), so the LUT stays a plain sum, `overhead + sum of
+rows`, and the search's cost a sum of probability x row.
+
+The reference archs are the space's smallest (it anchors the overhead: a fit
+without it under-predicted small models by up to 47%) and `REFERENCE_SAMPLES`
+archs drawn from a seed stream of their own (never the validation's). Offline,
+on the 600 measured archs of two fidelity runs, the number of references
+decided most (16 drawn: 94.7% / 87.4% of archs within 10% on average over the
+configurations of the two runs, against 90.5% / 75.3% with 4), and picking
+them at quantiles of size, the largest included, was no better with this fit,
+worse with the common factor alone (at batch 1 the largest MLPs fall out of
+L3 and run off the line) and dearer to time (docs/profiling.md).
 """
 
 from __future__ import annotations
@@ -27,27 +50,34 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from dnas_hw.arch import Arch
 from dnas_hw.ops import OpCall
 from dnas_hw.runners import time_archs
 from dnas_hw.timing import TimingStats
+from lut.validate import GROUP
 
-REFERENCE_SAMPLES = 4
+REFERENCE_SAMPLES = 16
 PERCENTILES = ("p10_us", "p50_us", "p90_us")
-
-
-def reference_archs(space, seed: int = 0, samples: int = REFERENCE_SAMPLES) -> list:
-    """The space's smallest arch and `samples` random ones, from a stream of their own."""
-    rng = random.Random(f"model-overhead:{seed}")
-    return [space.smallest()] + [space.sample(rng) for _ in range(samples)]
-
-
 # A pair of reference archs gives a slope only if their op sums differ by this fraction of the larger one;
 # closer pairs would give a slope made of timing noise.
 MIN_SPAN = 0.25
+# Weight of the ridge (factor_k - common factor)^2 x share_k^2 against the sum of squared relative errors.
+RIDGE = 0.1
+# No kind of op runs more than twice as fast inside a model as alone: a per-kind fit below is degenerate.
+MIN_FACTOR = 0.5
+# Leave-one-out needs this many references; with fewer the common factor is used.
+MIN_REFERENCES_TO_CHOOSE = 4
+METHODS = ("common", "per-kind")
+
+
+def reference_archs(space, seed: int = 0, samples: int = REFERENCE_SAMPLES) -> list[Arch]:
+    """The space's smallest arch (first) and `samples` random ones, from a stream of their own."""
+    rng = random.Random(f"model-overhead:{seed}")
+    return [space.smallest()] + [space.sample(rng) for _ in range(samples)]
 
 
 def theil_sen_slope(x: Sequence[float], y: Sequence[float], min_span: float = MIN_SPAN) -> float | None:
@@ -60,26 +90,120 @@ def theil_sen_slope(x: Sequence[float], y: Sequence[float], min_span: float = MI
     return float(np.median(slopes)) if slopes else None
 
 
+def common_factor(whole_us: np.ndarray, ops_us: np.ndarray) -> float:
+    """Theil-Sen slope of whole-model latency `[R]` against the op sums (`ops_us` `[R, K]`, summed), at least 1."""
+    slope = theil_sen_slope(ops_us.sum(axis=1).tolist(), whole_us.tolist())
+    return 1.0 if slope is None else max(1.0, slope)
+
+
+def per_kind_factors(whole_us: np.ndarray, ops_us: np.ndarray, prior: float, ridge: float = RIDGE) -> np.ndarray:
+    """Factors `[K]` minimising sum_r ((o + ops_us[r] . f) / whole_us[r] - 1)^2 + ridge sum_k share_k^2 (f_k - prior)^2.
+
+    `share_k` is kind k's mean fraction of the references' latency (at least
+    1e-3, so a kind no reference runs gets `prior`). The intercept `o` is
+    fitted with the factors and then dropped: the overhead row is the median
+    residual (`overhead_us`), the same for both methods.
+    """
+    r, k = ops_us.shape
+    relative = ops_us / whole_us[:, None]
+    share = np.maximum(relative.mean(axis=0), 1e-3)
+    a = np.vstack([
+        np.column_stack([1.0 / whole_us, relative]),
+        np.column_stack([np.zeros(k), np.diag(np.sqrt(ridge) * share)]),
+    ])
+    b = np.concatenate([np.ones(r), np.sqrt(ridge) * share * prior])
+    return np.maximum(np.linalg.lstsq(a, b, rcond=None)[0][1:], MIN_FACTOR)
+
+
+def factors_by(method: str, whole_us: np.ndarray, ops_us: np.ndarray) -> np.ndarray:
+    """The factors `[K]` of `method` ("common" or "per-kind") on references `whole_us` `[R]`, `ops_us` `[R, K]`."""
+    common = common_factor(whole_us, ops_us)
+    if method == "common":
+        return np.full(ops_us.shape[1], common)
+    return per_kind_factors(whole_us, ops_us, common)
+
+
+def overhead_us(whole_us: np.ndarray, ops_us: np.ndarray, factors: np.ndarray) -> float:
+    """The median over references of `whole - ops . factors`."""
+    return float(np.median(whole_us - ops_us @ factors))
+
+
+def leave_one_out_error(method: str, whole_us: np.ndarray, ops_us: np.ndarray) -> float:
+    """Median over references of |predicted / measured - 1|, each predicted by `method` fitted on the others."""
+    errors = []
+    for i in range(len(whole_us)):
+        rest = np.arange(len(whole_us)) != i
+        f = factors_by(method, whole_us[rest], ops_us[rest])
+        predicted = overhead_us(whole_us[rest], ops_us[rest], f) + ops_us[i] @ f
+        errors.append(abs(predicted / whole_us[i] - 1.0))
+    return float(np.median(errors))
+
+
+@dataclass(frozen=True)
+class InModelFit:
+    """One batch size's fit: `latency = overhead + sum_k factors[k] * op sum of kind k`."""
+
+    method: str  # "common" or "per-kind"
+    factors: dict[str, float]  # op kind -> factor
+    overhead: TimingStats
+    loo_error: dict[str, float]  # method -> leave-one-out median relative error on the references
+
+
+def choose_method(whole_us: np.ndarray, ops_us: np.ndarray) -> tuple[str, dict[str, float]]:
+    """`(method, {method: leave-one-out error})`: per-kind only where it predicts left-out references better.
+
+    With fewer than `MIN_REFERENCES_TO_CHOOSE` references, or op sums too close
+    for a slope, it is `common` (with no errors to report).
+    """
+    if len(whole_us) < MIN_REFERENCES_TO_CHOOSE or theil_sen_slope(ops_us.sum(axis=1).tolist(), whole_us.tolist()) is None:
+        return "common", {}
+    errors = {m: leave_one_out_error(m, whole_us, ops_us) for m in METHODS}
+    return ("per-kind" if errors["per-kind"] < errors["common"] else "common"), errors
+
+
+def fit_in_model(
+    whole: Sequence[TimingStats], ops: Sequence[Mapping[str, Mapping[str, float]]], kinds: Sequence[str] = (),
+) -> InModelFit:
+    """The fit from the references' whole-model stats and their op sums, `ops[r][percentile][kind]` in us.
+
+    Every kind in `kinds` or in `ops` gets a factor (a kind no reference runs:
+    the common factor). The factors come from the p50s; the overhead row's
+    p10/p50/p90 are the median residuals at each percentile.
+    """
+    kinds = sorted(set(kinds) | {k for o in ops for k in o["p50_us"]})
+
+    def matrix(p: str) -> np.ndarray:
+        return np.array([[o[p].get(k, 0.0) for k in kinds] for o in ops], dtype=np.float64).reshape(len(ops), len(kinds))
+
+    y = np.array([w.p50_us for w in whole], dtype=np.float64)
+    method, errors = choose_method(y, matrix("p50_us"))
+    f = factors_by(method, y, matrix("p50_us"))
+    overhead = TimingStats(
+        *(overhead_us(np.array([getattr(w, p) for w in whole], dtype=np.float64), matrix(p), f) for p in PERCENTILES),
+        sum(w.repeats for w in whole),
+    )
+    return InModelFit(
+        method, {k: round(float(v), 6) for k, v in zip(kinds, f)}, overhead,
+        {m: round(e, 6) for m, e in errors.items()},
+    )
+
+
+def op_sums(arch: Arch, op_stats: Callable[[OpCall, int], TimingStats], b: int) -> dict[str, dict[str, float]]:
+    """`{percentile: {op kind: sum of the arch's op latencies of that kind}}` at batch size `b`."""
+    sums: dict[str, dict[str, float]] = {p: {} for p in PERCENTILES}
+    for _, call in arch.ops().named():
+        stats = op_stats(call, b)
+        for p in PERCENTILES:
+            sums[p][call.op] = sums[p].get(call.op, 0.0) + getattr(stats, p)
+    return sums
+
+
 @dataclass(frozen=True)
 class InModel:
-    """One batch size's fit: `latency = overhead + factor * op sum`, and the points it was fitted to."""
+    """One batch size's fit and the points it was fitted to."""
 
-    factor: float
-    overhead: TimingStats
-    references: list[dict]  # per reference arch: whole_us, ops_us (p50)
-
-
-def fit_in_model(whole: Sequence[TimingStats], ops: Sequence[dict[str, float]]) -> tuple[float, TimingStats]:
-    """`(factor, overhead)` from whole-model stats and the matching op sums (`{percentile: us}`) of the references.
-
-    The factor is at least 1: ops do not run faster inside a model than back to
-    back (a fit below 1 is timing noise); where the references' op sums are too
-    close to give a slope, it is 1.
-    """
-    slope = theil_sen_slope([o["p50_us"] for o in ops], [w.p50_us for w in whole])
-    factor = 1.0 if slope is None else max(1.0, slope)
-    overhead = [float(np.median([getattr(w, p) - factor * o[p] for w, o in zip(whole, ops)])) for p in PERCENTILES]
-    return factor, TimingStats(*overhead, sum(w.repeats for w in whole))
+    fit: InModelFit
+    references: list[dict]  # per reference arch: whole_us, ops_us ({op kind: us}), p50
 
 
 def measure_in_model(
@@ -91,20 +215,28 @@ def measure_in_model(
     threads: int,
     batch_sizes: Sequence[int],
     seed: int = 0,
+    status: Callable[[str], None] = lambda _: None,
 ) -> dict[int, InModel]:
-    """Time the reference archs whole and fit each batch size; `op_stats(call, b)` gives an op's measured row."""
+    """Time the reference archs whole (in groups, as `lut validate` times its archs) and fit each batch size.
+
+    `op_stats(call, b)` gives an op's raw measured row; `status` is told which group is being timed.
+    """
     archs = reference_archs(space, seed)
-    whole = time_archs(
-        archs, backend=backend, device=device, threads=threads, batch_sizes=batch_sizes,
-        cardinalities=space.cardinalities, seed=seed,
-    )
+    kinds = sorted({c.op for c in space.op_calls()})
+    whole: list[dict[int, TimingStats]] = []
+    for start in range(0, len(archs), GROUP):
+        status(f"in-model fit: whole reference models {start + 1}-{min(start + GROUP, len(archs))} of {len(archs)}")
+        whole += time_archs(
+            archs[start : start + GROUP], backend=backend, device=device, threads=threads, batch_sizes=batch_sizes,
+            cardinalities=space.cardinalities, seed=seed,
+        )
     fits = {}
     for b in batch_sizes:
-        ops = [
-            {p: sum(getattr(op_stats(c, b), p) for _, c in arch.ops().named()) for p in PERCENTILES} for arch in archs
-        ]
+        ops = [op_sums(a, op_stats, b) for a in archs]
         timed = [w[b] for w in whole]
-        factor, overhead = fit_in_model(timed, ops)
-        references = [{"whole_us": round(w.p50_us, 3), "ops_us": round(o["p50_us"], 3)} for w, o in zip(timed, ops)]
-        fits[int(b)] = InModel(factor, overhead, references)
+        references = [
+            {"whole_us": round(w.p50_us, 3), "ops_us": {k: round(v, 3) for k, v in o["p50_us"].items()}}
+            for w, o in zip(timed, ops)
+        ]
+        fits[int(b)] = InModel(fit_in_model(timed, ops, kinds), references)
     return fits

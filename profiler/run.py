@@ -13,8 +13,11 @@ Files, for `--out LUT.csv`:
 the keys still missing, for example new batch sizes.
 
 The partial file holds raw op measurements; the final LUT's op rows are those
-times the batch size's in-model factor (`profiler.overhead`), recorded with the
-fit in `LUT.meta.json` (`in_model_factor`, `model_overhead`).
+times their op kind's in-model factor at that batch size (`profiler.overhead`),
+recorded with the fit in `LUT.meta.json`: `in_model_factor` is
+`{batch size: {op kind: factor}}` (all kinds equal where the common factor won;
+LUTs written before per-kind factors hold one number per batch size, which
+applies to every kind), `model_overhead` `{batch size: [reference points]}`.
 """
 
 from __future__ import annotations
@@ -117,9 +120,17 @@ def _check_args(backend: str, device: str, threads: int, batch_sizes: Sequence[i
     return sizes
 
 
-def scaled(r: dict, factor: float) -> dict:
-    """A raw op row with its latencies multiplied by the in-model factor."""
+def op_factor(factors: dict, op: str, batch_size: int) -> float:
+    """The in-model factor of op kind `op` at `batch_size` from the metadata's `in_model_factor`
+    (`{batch size: {kind: factor}}`, or one number per batch size in LUTs written before per-kind factors)."""
+    at_b = factors[str(batch_size)]
+    return float(at_b) if isinstance(at_b, (int, float)) else float(at_b[op])
+
+
+def scaled(r: dict, factors: dict) -> dict:
+    """A raw op row with its latencies multiplied by its kind's in-model factor."""
     key = (r["op"], r["params"], int(r["batch_size"]))
+    factor = op_factor(factors, r["op"], key[2])
     return row(key, TimingStats(*(factor * float(r[p]) for p in ("p10_us", "p50_us", "p90_us")), int(r["repeats"])))
 
 
@@ -206,21 +217,20 @@ def profile_to_lut(
                 partial.append(done[call.key(b)])
             bar.update(len(bs))
         if overhead_todo:
-            bar.update(0, status="in-model factor and overhead: whole reference models")
             fits = measure_in_model(
                 space, lambda c, b: stats_of(done[c.key(b)]), backend=backend, device=device, threads=threads,
-                batch_sizes=overhead_todo, seed=seed,
+                batch_sizes=overhead_todo, seed=seed, status=lambda text: bar.update(0, status=text),
             )
             for b, fit in fits.items():
-                factors[str(b)] = round(fit.factor, 6)
+                factors[str(b)] = fit.fit.factors
                 details[str(b)] = fit.references
             partial.start(meta, list(done.values()))  # the factors first: the overhead rows are only valid with them
             for b, fit in fits.items():
-                done[overhead.key(b)] = row(overhead.key(b), fit.overhead)
+                done[overhead.key(b)] = row(overhead.key(b), fit.fit.overhead)
                 partial.append(done[overhead.key(b)])
             bar.update(len(overhead_todo))
     for key in raw:
-        done[key] = scaled(done[key], factors[str(key[2])])
+        done[key] = scaled(done[key], factors)
     try:
         lut = Lut.from_records(list(done.values()), meta, str(out))
     except LutError as e:

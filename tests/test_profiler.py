@@ -21,6 +21,7 @@ from dnas_hw.space import get_space
 from lut.table import Lut, meta_path, overhead_call
 from lut.validate import validate_lut
 from profiler.keys import all_keys, space_calls
+from profiler.overhead import MIN_FACTOR, REFERENCE_SAMPLES
 from profiler.run import PartialFile, partial_path, profile_to_lut
 from profiler.timers import op_input_pool, op_timer
 
@@ -89,8 +90,10 @@ def test_dlrm_tiny_profiles_in_seconds_into_a_complete_lut(tiny_lut):
     assert (meta["backend"], meta["device"], meta["threads"], meta["space_hash"]) == ("torch", "cpu", 1, space.fingerprint())
     assert not partial_path(path).exists() and not meta_path(partial_path(path)).exists()
     assert (loaded.rows["repeats"] > 0).all()
-    assert set(meta["in_model_factor"]) == {str(B)} and meta["in_model_factor"][str(B)] >= 1.0
-    assert len(meta["model_overhead"][str(B)]) == 5  # the smallest arch and 4 drawn ones
+    factors = meta["in_model_factor"]
+    assert set(factors) == {str(B)} and set(factors[str(B)]) == {c.op for c in space.op_calls()}
+    assert min(factors[str(B)].values()) >= MIN_FACTOR
+    assert len(meta["model_overhead"][str(B)]) == REFERENCE_SAMPLES + 1  # the smallest arch and the drawn ones
 
 
 def test_validate_reports_on_the_profiled_lut(tiny_lut, tmp_path):
