@@ -108,7 +108,6 @@ class _Search:
         self.controller = BudgetController(budget_us, config.target, config.floor, config.multiplier_lr, config.multiplier_init,
                                            two_sided=config.penalty == "band", gain=config.multiplier_gain)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.loss_fn = nn.BCEWithLogitsLoss()
 
     def sample(self, global_rows: int, tau: float, detach: bool) -> dict[str, torch.Tensor]:
         """Gumbel samples for a global batch of `global_rows` rows: {group: [rows, n]}, or per sample
@@ -127,12 +126,34 @@ class _Search:
 
     def task_loss(self, dense, sparse, y, probs, global_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean loss over this rank's rows of a `global_rows` batch, that loss times `distributed.loss_weight`)."""
-        logits = self.net(dense, sparse, probs)
+        return self.weighted_loss(self.net(dense, sparse, probs), y, global_rows)
+
+    def weighted_loss(self, logits, y, global_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`task_loss` from logits [..., B] (the mean over the last dimension)."""
         if not len(y):  # no rows of a short last batch: a zero loss, so that the rank still joins the step
             return logits.sum(), logits.sum()
-        loss = self.loss_fn(logits, y)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y.expand_as(logits), reduction="none").mean(-1)
         weight = distributed.loss_weight(len(y), global_rows)
         return loss, (loss * weight if weight != 1.0 else loss)
+
+    def enumerated_loss(self, dense, sparse, y, probs, global_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`task_loss` for an arch step, plus the exact gradient of the enumerated groups' logits.
+
+        Each enumerated group g (`SupernetBase.enumerated_groups`) runs with its
+        sample fixed, and its candidates' losses L_gk (all other choices as
+        sampled) enter as sum_k softmax(logits_g)_k * L_gk: the expected loss
+        over g's choice, whose gradient is exact rather than straight-through.
+        """
+        groups = self.net.enumerated_groups if self.config.enumerate_groups else ()
+        if not groups:
+            return self.task_loss(dense, sparse, y, probs, global_rows)
+        probs = {g: t.detach() if g in groups else t for g, t in probs.items()}
+        logits, candidates = self.net.forward_with_candidates(dense, sparse, probs)
+        loss, weighted = self.weighted_loss(logits, y, global_rows)
+        for g in groups:
+            _, candidate_losses = self.weighted_loss(candidates[g], y, global_rows)  # [K], no gradient
+            weighted = weighted + (torch.softmax(self.net.arch_logits[g][0], -1) * candidate_losses).sum()
+        return loss, weighted
 
     def weight_step(self, dense, sparse, y, tau: float, global_rows: int | None = None) -> float:
         """One step of the weights on this rank's rows of a global batch; returns their mean loss."""
@@ -156,7 +177,7 @@ class _Search:
         for p in weights:
             p.requires_grad_(False)
         try:
-            task, weighted = self.task_loss(dense, sparse, y, self.sample(global_rows, tau, detach=False), global_rows)
+            task, weighted = self.enumerated_loss(dense, sparse, y, self.sample(global_rows, tau, detach=False), global_rows)
             cost, details = self.cost(self.net.probabilities(), self.derived_latency_us())
             (weighted + cost).backward()
         finally:

@@ -97,3 +97,54 @@ def test_a_supernet_step_is_the_standalone_step_of_the_sampled_arch(path):
     stepped = extract_model(net, choices)
     for (name, got), want in zip(stepped.state_dict().items(), model.state_dict().values(), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("sampling", ["per-batch", "per-sample"])
+def test_candidate_logits_are_the_supernet_with_each_interaction_kind(sampling):
+    """forward_with_candidates: row k is the supernet with the interaction set to kind k and every
+    other choice as sampled; the logits are the supernet's under the sampled probabilities."""
+    space = SMALL_KAGGLE
+    net = trained_like(Supernet(space), 3)
+    dense, sparse = random_batch(space, 16, seed=6)
+    g = torch.Generator().manual_seed(0)
+    samples = 16 if sampling == "per-sample" else None
+    probs = {name: gumbel_softmax(t, 0.5, hard=True, samples=samples, generator=g) for name, t in net.arch_logits.items()}
+    probs["interaction"] = probs["interaction"].detach()
+    logits, candidates = net.forward_with_candidates(dense, sparse, probs)
+    torch.testing.assert_close(logits, net(dense, sparse, probs))
+    assert logits.requires_grad and not candidates["interaction"].requires_grad
+    assert candidates["interaction"].shape == (len(space.interactions), 16)
+    for k in range(len(space.interactions)):
+        kind = torch.zeros_like(probs["interaction"])
+        kind[..., k] = 1.0
+        want = net(dense, sparse, {**probs, "interaction": kind}).detach()
+        torch.testing.assert_close(candidates["interaction"][k], want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_arch_step_takes_the_interaction_gradient_by_enumeration(tmp_path):
+    """The interaction logits' task gradient is that of sum_k p_k L_k (p = softmax of the logits,
+    L_k = the batch's loss with kind k, the other choices as sampled): p_k (L_k - sum_j p_j L_j).
+    Straight-through, it would depend on the sampled kind's output only."""
+    from search.config import SearchConfig
+    from search.run import _Search, _tables
+    from test_search_fixtures import toy_lut
+
+    space = SMALL_KAGGLE
+    search = _Search(space, _tables(space, toy_lut(space, 64), 64, SearchConfig()), 1e9, SearchConfig())
+    trained_like(search.net, 4)
+    with torch.no_grad():
+        search.net.arch_logits["interaction"].copy_(torch.tensor([[0.3, -0.2]]))
+    dense, sparse = random_batch(space, 64, seed=7)
+    y = torch.rand(64, generator=torch.Generator().manual_seed(8)).round()
+    probs = search.sample(64, 0.5, detach=False)
+    _, weighted = search.enumerated_loss(dense, sparse, y, probs, 64)
+    weighted.backward()
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    losses = []
+    for k in range(2):
+        kind = torch.zeros_like(probs["interaction"])
+        kind[..., k] = 1.0
+        losses.append(loss_fn(search.net(dense, sparse, {g: t.detach() for g, t in {**probs, "interaction": kind}.items()}), y).item())
+    p, L = torch.softmax(torch.tensor([0.3, -0.2]), -1), torch.tensor(losses)
+    torch.testing.assert_close(search.net.arch_logits["interaction"].grad[0], p * (L - (p * L).sum()), rtol=1e-4, atol=1e-7)
+    assert search.net.arch_logits["top"].grad.abs().sum() > 0  # the other slots keep their straight-through gradient
