@@ -57,25 +57,26 @@ InvSqrtWidth = float | torch.Tensor  # E[1/sqrt(input width)]: exact (float) or 
 class _FanInScaledLinear(torch.autograd.Function):
     """y = (x * s) W^T + b, with W's gradient taken against x / s (see the module docstring).
 
-    x [B, u], weight [w, u], bias [w], s a [1] or [B, 1] tensor without gradient. A single
-    s scales the weight instead of x: the same product the derived model's weight holds.
+    x [B, u], weight [w, u], bias [w], s a [1] or [B, 1] tensor without gradient. Since s is one
+    number per row, it scales the product x W^T [B, w] rather than x or W: one pass over B x w
+    elements in each direction instead of B x u (or w x u for W), the most of a soft step's
+    elementwise work when w < u or B < u.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, scale):
         ctx.save_for_backward(x, weight, scale)
-        if scale.numel() == 1:
-            return F.linear(x, weight * scale, bias)
-        return F.linear(x * scale, weight, bias)
+        product = F.linear(x, weight)
+        return product.mul_(scale) if bias is None else torch.addcmul(bias, product, scale)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight, scale = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad @ (weight * scale) if scale.numel() == 1 else (grad @ weight) * scale
+            grad_x = (grad @ weight).mul_(scale)
         if ctx.needs_input_grad[1]:
-            grad_w = (grad.t() @ x) / scale if scale.numel() == 1 else grad.t() @ (x / scale)
+            grad_w = (grad / scale).t() @ x
         if ctx.needs_input_grad[2]:
             grad_b = grad.sum(0)
         return grad_x, grad_w, grad_b, None
