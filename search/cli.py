@@ -28,7 +28,7 @@ from dnas_hw.cli_types import DURATION_US
 @click.option("--sampling", default=None, type=click.Choice(["per-batch", "per-sample"]), help="One Gumbel draw per batch or per sample.")
 @click.option("--hard/--soft", default=None, help="Straight-through one-hot samples (single-path weight steps) or soft mixtures [default: hard].")
 @click.option("--enumerate/--straight-through", "enumerate_groups", default=None,
-              help="Arch steps: the interaction kind's logit gradient by running every kind (exact), or straight-through like the other slots [default: enumerate].")
+              help="Arch steps: the interaction kind's logit gradient by running every kind (exact), or straight-through like the other slots [default: straight-through].")
 @click.option("--temperature-init", default=None, type=float)
 @click.option("--temperature-decay", default=None, type=float, help="Per-epoch factor of the temperature.")
 @click.option("--flops-weight", default=None, type=float, help="Weight of an expected-FLOPs term (fraction of the largest arch).")

@@ -48,12 +48,13 @@ class SearchConfig:
     # then run only the sampled arch (single path), so they cost an average arch,
     # not the largest; the soft mixture is the alternative (--soft).
     hard: bool = True
-    # Arch steps take the gradient of the enumerated groups' logits (DLRM's interaction
-    # kind; `SupernetBase.enumerated_groups`) exactly, by running each candidate, instead of
-    # straight-through. Straight-through moved p(cat) from 0.5 to 0.97 in the first arch epoch
-    # on the planted data, where the supernet itself scored dot better for 13 of 20 uniformly
-    # drawn archs at that point and a dot arch retrains 0.05 better (RESULTS.md, "Search").
-    enumerate_groups: bool = True
+    # With True, arch steps take the gradient of the enumerated groups' logits (DLRM's
+    # interaction kind; `SupernetBase.enumerated_groups`) exactly, by running each candidate,
+    # instead of straight-through. Off by default: measured on the planted data it chose cat
+    # as straight-through does (p(dot) 0.5 -> 0.007 in the first arch epoch against 0.025),
+    # because the supernet itself scores cat better in expectation over the sampled archs
+    # (RESULTS.md, "Search", seventh pass), and it makes arch steps dearer.
+    enumerate_groups: bool = False
     # The budget term; see `search.cost.budget_penalty`. `band` is a signed
     # Lagrange multiplier from two-sided dual ascent: it pushes the derived arch
     # down over the target and up under the floor, so the search itself lands in

@@ -31,13 +31,13 @@ class SupernetBase(nn.Module):
     `forward(dense [B, num_dense], sparse [B, F], probs {group: [rows, n] or [B, rows, n]}) -> logits [B]`.
 
     `enumerated_groups` names single-row groups whose candidates are different
-    ops rather than nested slices of one weight (DLRM's interaction kinds). The
-    arch step takes their logits' gradient by enumerating the candidates
-    (`search.run`): the straight-through estimate compares the sampled kind's
-    output with an unrelated one through weights trained on the first, and on
-    the planted data it chose cat although dot retrains 0.05 better (RESULTS.md,
-    "Search"). A family that names such groups defines
-    `forward_with_candidates(dense, sparse, probs) -> (logits [B], {group: [K, B]})`:
+    ops rather than nested slices of one weight (DLRM's interaction kinds).
+    With `SearchConfig.enumerate_groups`, the arch step takes their logits'
+    gradient by enumerating the candidates (`search.run`) instead of
+    straight-through, which compares the sampled kind's output with an
+    unrelated one through weights trained on the first (docs/search.md: on the
+    planted data it did not change the choice). A family that names such groups
+    defines `forward_with_candidates(dense, sparse, probs) -> (logits [B], {group: [K, B]})`:
     the logits under `probs`, and without gradient the logits with the group's
     choice set to each of its K candidates, every other choice as in `probs`.
     """
@@ -71,7 +71,7 @@ class Supernet(SupernetBase):
     interaction: MixedInteraction -> [B, K_max]
     top:         MixedLinear per top slot, then linear(carry -> 1)
     `arch_logits` (`SupernetBase`) are parameters too, kept apart from the weights.
-    The interaction kinds are enumerated in arch steps (`SupernetBase`).
+    The interaction kinds can be enumerated in arch steps (`SupernetBase`).
     """
 
     enumerated_groups = ("interaction",)

@@ -134,11 +134,11 @@ def test_cli_search_and_its_errors(data, space, tmp_path):
               "--epochs", "2", "--warmup-epochs", "1", "--train-batch-size", "256"]
     args = common + ["--lut", lut_path]
     result = runner.invoke(main, args + ["--latency-budget", f"{budget_ms:.4f}ms", "--out", str(tmp_path / "run"),
-                                         "--weight-optimizer", "adam", "--weight-lr", "0.002", "--straight-through"])
+                                         "--weight-optimizer", "adam", "--weight-lr", "0.002", "--enumerate"])
     assert result.exit_code == 0, result.output
     assert "budget" in result.output
     config = json.loads((tmp_path / "run" / "summary.json").read_text())["config"]
-    assert (config["weight_optimizer"], config["weight_lr"], config["enumerate_groups"]) == ("adam", 0.002, False)
+    assert (config["weight_optimizer"], config["weight_lr"], config["enumerate_groups"]) == ("adam", 0.002, True)
     # A finished run is not overwritten.
     again = runner.invoke(main, args + ["--latency-budget", f"{budget_ms:.4f}ms", "--out", str(tmp_path / "run")])
     assert again.exit_code == 2 and "finished search" in again.output

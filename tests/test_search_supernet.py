@@ -130,7 +130,8 @@ def test_an_arch_step_takes_the_interaction_gradient_by_enumeration(tmp_path):
     from test_search_fixtures import toy_lut
 
     space = SMALL_KAGGLE
-    search = _Search(space, _tables(space, toy_lut(space, 64), 64, SearchConfig()), 1e9, SearchConfig())
+    config = SearchConfig(enumerate_groups=True)
+    search = _Search(space, _tables(space, toy_lut(space, 64), 64, config), 1e9, config)
     trained_like(search.net, 4)
     with torch.no_grad():
         search.net.arch_logits["interaction"].copy_(torch.tensor([[0.3, -0.2]]))
