@@ -118,7 +118,8 @@ def test_candidate_logits_are_the_supernet_with_each_interaction_kind(sampling):
         kind = torch.zeros_like(probs["interaction"])
         kind[..., k] = 1.0
         want = net(dense, sparse, {**probs, "interaction": kind}).detach()
-        torch.testing.assert_close(candidates["interaction"][k], want, rtol=1e-5, atol=1e-6)
+        # fp32 rounding only: a mixture of kinds pads the chosen kind's output to the widest, a different GEMM.
+        torch.testing.assert_close(candidates["interaction"][k], want, rtol=1e-4, atol=1e-5)
 
 
 def test_an_arch_step_takes_the_interaction_gradient_by_enumeration(tmp_path):
