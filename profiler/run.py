@@ -2,9 +2,10 @@
 
 Files, for `--out LUT.csv`:
 
-- `LUT.partial.csv` (+ `LUT.partial.meta.json`): each row appended and synced
-  to disk as soon as it is measured, so a killed run loses at most the op in
-  flight;
+- `LUT.partial.csv` (+ `LUT.partial.meta.json`): rows appended and synced to
+  disk as soon as they are measured, a block of ops at a time (the ops whose
+  rounds are interleaved, `blocks`), so a killed run loses at most the block in
+  flight (seconds of work);
 - `LUT.csv` + `LUT.meta.json`: written (each atomically) when every key is
   measured; the partial files are then removed.
 
@@ -31,6 +32,7 @@ import click
 
 from dnas_hw.errors import UserError
 from dnas_hw.files import atomic_path, read_json, write_json_atomic
+from dnas_hw.ops import OpCall
 from dnas_hw.progress import progress
 from dnas_hw.runners import BACKENDS, DEVICES
 from dnas_hw.timing import TimingStats
@@ -41,6 +43,25 @@ from profiler.overhead import measure_in_model
 from profiler.timers import op_timer
 
 Key = tuple[str, str, int]
+
+# A block of ops timed together, their rounds interleaved (`OpTimer.measure_block`): at most this many ops, and
+# at most this many bytes of weights and tables held at once (a block's ops are all built before timing starts).
+BLOCK_OPS = 16
+BLOCK_BYTES = 512 << 20
+
+
+def blocks(todo: Sequence[tuple[OpCall, list[int]]]) -> list[list[tuple[OpCall, list[int]]]]:
+    """`todo` cut, in order, into blocks of at most `BLOCK_OPS` ops and `BLOCK_BYTES` bytes (one op at least)."""
+    out: list[list] = []
+    size = 0
+    for item in todo:
+        nbytes = 4 * item[0].num_params()
+        if not out or len(out[-1]) >= BLOCK_OPS or size + nbytes > BLOCK_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += nbytes
+    return out
 
 
 def partial_path(out: str | os.PathLike) -> Path:
@@ -91,9 +112,9 @@ class PartialFile:
             f.flush()
             os.fsync(f.fileno())
 
-    def append(self, r: dict) -> None:
+    def append_rows(self, rows: Sequence[dict]) -> None:
         with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, COLUMNS).writerow(r)
+            csv.DictWriter(f, COLUMNS).writerows(rows)
             f.flush()
             os.fsync(f.fileno())
 
@@ -209,13 +230,15 @@ def profile_to_lut(
     partial.start(meta, list(done.values()))
     timer = op_timer(backend, device, threads)
     with progress(missing, "profile", "keys") as bar:
-        for call, bs in todo:
-            bar.update(0, status=str(call)[:60])
-            for b, stats in timer.measure(call, bs, space.num_sparse, seed).items():
-                done[call.key(b)] = row(call.key(b), stats)
-                raw.add(call.key(b))
-                partial.append(done[call.key(b)])
-            bar.update(len(bs))
+        for block in blocks(todo):
+            bar.update(0, status=f"{len(block)} ops from {block[0][0]}"[:60])
+            measured = timer.measure_block(block, space.num_sparse, seed)
+            for (call, _), by_batch in zip(block, measured):
+                for b, stats in by_batch.items():
+                    done[call.key(b)] = row(call.key(b), stats)
+                    raw.add(call.key(b))
+            partial.append_rows([done[call.key(b)] for (call, bs) in block for b in bs])
+            bar.update(sum(len(bs) for _, bs in block))
         if overhead_todo:
             fits = measure_in_model(
                 space, lambda c, b: stats_of(done[c.key(b)]), backend=backend, device=device, threads=threads,
@@ -227,7 +250,7 @@ def profile_to_lut(
             partial.start(meta, list(done.values()))  # the factors first: the overhead rows are only valid with them
             for b, fit in fits.items():
                 done[overhead.key(b)] = row(overhead.key(b), fit.fit.overhead)
-                partial.append(done[overhead.key(b)])
+            partial.append_rows([done[overhead.key(b)] for b in fits])
             bar.update(len(overhead_todo))
     for key in raw:
         done[key] = scaled(done[key], factors)

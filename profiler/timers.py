@@ -8,9 +8,10 @@ measured and taken out (docs/profiling.md has the experiments behind each rule):
   dispatch, input binding and output hand-back, which a whole model pays once;
   a torch call through the timer pays a closure and two clock reads. A *null*
   call on the same inputs (torch: a function that does nothing; onnxruntime: a
-  graph with the same inputs whose only node is a `Shape`) is timed the same
-  way, once per input signature and batch size, and its percentiles are
-  subtracted from the op's.
+  graph with the same inputs whose only node is a `Shape`) is timed beside the
+  op, in the same rounds, per input signature and batch size (its best round
+  over the whole profile so far), and its percentiles are subtracted from the
+  op's.
 - **Inputs as the model hands them.** Activations are few and hot (just written
   by the previous op): `HOT_SETS` sets are cycled. Ids are spread over the
   table without repeats (`dnas_hw.runners.spread_ids`), a new set each call, and
@@ -20,13 +21,16 @@ measured and taken out (docs/profiling.md has the experiments behind each rule):
   (its data has aged out of cache by its next call) and the call's own fixed
   costs come once: both are measured on whole models and folded in by
   `profiler.overhead`, not here.
-- **Contention.** Each op and each null are timed in `ROUNDS` rounds; the round
-  with the lowest median counts (`dnas_hw.runners.best_of`), as for whole
-  models, so a burst of load from other processes does not enter the table.
+- **Contention.** Each op and each null are timed in `ROUNDS` rounds and the
+  round with the lowest median counts (`dnas_hw.runners.best_of`), as for whole
+  models. The rounds are spread in time (`OpTimer.measure_block`): on a shared
+  host a slow spell lasts seconds and slows a fixed op by 10-20% (measured in
+  docs/profiling.md), so rounds back to back would all fall in the same spell.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -80,8 +84,27 @@ def signature(inputs: InputSet) -> tuple:
     return tuple((str(t.dtype), t.dim()) for t in inputs)
 
 
+@dataclass
+class _Timed:
+    """One op at one batch size, ready to time: `fn(*inputs)` less `null(*inputs)` over `pool`."""
+
+    fn: Callable
+    null: Callable
+    pool: Sequence
+    null_key: tuple  # (input signature, batch size): what the null's cost depends on
+    rounds: list[TimingStats] = field(default_factory=list)
+
+
 class OpTimer:
-    """Base: `measure(call, batch_sizes, num_sparse, seed) -> {batch_size: TimingStats}`, null subtracted."""
+    """Base: `measure_block(calls, num_sparse, seed) -> [{batch_size: TimingStats}]`, null subtracted.
+
+    Rounds are spread in time: a block of ops is timed in `rounds` sweeps, each
+    sweep one round of every op of the block at every batch size (and one of
+    each null the block needs), so an op's rounds lie a sweep apart (seconds),
+    not back to back, and a slow spell of the shared machine spoils one round
+    of each, not every round of one. Subclasses say how an op is made ready
+    (`_prepare`).
+    """
 
     backend = ""
 
@@ -90,25 +113,35 @@ class OpTimer:
         self.threads = threads
         self.rounds = rounds
         self.clock = default_clock(device, threads)
-        self._nulls: dict[tuple, TimingStats] = {}
+        # Every round of each null so far: a null's cost is a constant of the process, so all its rounds count.
+        self._nulls: dict[tuple, list[TimingStats]] = {}
 
-    def _time_less_null(self, fn: Callable, null: Callable, pool: Sequence, batch_size: int, sig: tuple) -> TimingStats:
-        """`fn(*inputs)` less `null(*inputs)` over the pool, each the best of `rounds`.
+    def measure(self, call: OpCall, batch_sizes: Sequence[int], num_sparse: int, seed: int = 0) -> dict[int, TimingStats]:
+        """One op at `batch_sizes`: `{batch_size: TimingStats}`."""
+        return self.measure_block([(call, batch_sizes)], num_sparse, seed)[0]
 
-        The null depends only on the inputs' signature `sig` (see `signature`)
-        and the batch size, so it is measured once per pair and reused.
-        """
-        key = (sig, int(batch_size))
-        if key not in self._nulls:
-            self._nulls[key] = best_of([self._time(null, pool) for _ in range(self.rounds)])
-        op = best_of([self._time(fn, pool) for _ in range(self.rounds)])
-        return op.minus(self._nulls[key])
+    def measure_block(
+        self, calls: Sequence[tuple[OpCall, Sequence[int]]], num_sparse: int, seed: int = 0,
+    ) -> list[dict[int, TimingStats]]:
+        """Each `(call, batch_sizes)` of the block: `{batch_size: best round of the op less best round of its null}`."""
+        ready = [self._prepare(call, bs, num_sparse, seed) for call, bs in calls]
+        nulls = {t.null_key: t for per_call in ready for t in per_call.values()}
+        for _ in range(self.rounds):
+            for per_call in ready:
+                for t in per_call.values():
+                    t.rounds.append(self._time(t.fn, t.pool))
+            for key, t in nulls.items():
+                self._nulls.setdefault(key, []).append(self._time(t.null, t.pool))
+        return [
+            {b: best_of(t.rounds).minus(best_of(self._nulls[t.null_key])) for b, t in per_call.items()}
+            for per_call in ready
+        ]
 
     def _time(self, fn: Callable, pool: Sequence) -> TimingStats:
         next_inputs = cycling(pool)
         return time_callable(lambda: fn(*next_inputs()), cuda=self.device == "cuda", clock=self.clock, **ROUND_TIMER)
 
-    def measure(self, call: OpCall, batch_sizes: Sequence[int], num_sparse: int, seed: int = 0) -> dict[int, TimingStats]:
+    def _prepare(self, call: OpCall, batch_sizes: Sequence[int], num_sparse: int, seed: int) -> dict[int, _Timed]:
         raise NotImplementedError
 
 
@@ -117,17 +150,20 @@ class TorchOpTimer(OpTimer):
 
     backend = "torch"
 
-    def measure(self, call, batch_sizes, num_sparse, seed=0):
+    def measure_block(self, calls, num_sparse, seed=0):
         torch.set_num_threads(self.threads)
+        with torch.inference_mode():
+            return super().measure_block(calls, num_sparse, seed)
+
+    def _prepare(self, call, batch_sizes, num_sparse, seed):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = call.build().eval().to(self.device)
-        out = {}
-        with torch.inference_mode():
-            for b in batch_sizes:
-                pool = to_device(op_input_pool(call, b, num_sparse, seed + b), self.device)
-                out[int(b)] = self._time_less_null(module, _noop, pool, b, signature(pool[0]))
-        return out
+        ready = {}
+        for b in batch_sizes:
+            pool = to_device(op_input_pool(call, b, num_sparse, seed + b), self.device)
+            ready[int(b)] = _Timed(module, _noop, pool, (signature(pool[0]), int(b)))
+        return ready
 
 
 class OnnxOpTimer(OpTimer):
@@ -139,7 +175,7 @@ class OnnxOpTimer(OpTimer):
         super().__init__(*args, **kwargs)
         self._null_sessions: dict[tuple, Callable] = {}
 
-    def measure(self, call, batch_sizes, num_sparse, seed=0):
+    def _prepare(self, call, batch_sizes, num_sparse, seed):
         from dnas_hw.onnx_io import export_module
 
         with torch.random.fork_rng(devices=[]):
@@ -150,15 +186,16 @@ class OnnxOpTimer(OpTimer):
         graph = export_module(module, example, names, ["y"]).SerializeToString()
         del module  # the session holds its own copy of the weights
         run = OnnxRunner(graph, self.threads, self.device).session.run
-        out = {}
+        ready = {}
         for b in batch_sizes:
             inputs = op_input_pool(call, b, num_sparse, seed + b)
             feeds = [(f,) for f in OnnxRunner.as_feeds(names, inputs)]
             null = self._null_session(feeds[0][0])
-            out[int(b)] = self._time_less_null(
-                lambda f: run(None, f), lambda f: null(None, f), feeds, b, signature(inputs[0])
+            ready[int(b)] = _Timed(
+                lambda f, run=run: run(None, f), lambda f, null=null: null(None, f), feeds,
+                (signature(inputs[0]), int(b)),
             )
-        return out
+        return ready
 
     def _null_session(self, feed: dict[str, np.ndarray]):
         """`run` of a session on `null_graph(feed)`: the per-run fixed cost (sessions reused per signature)."""
