@@ -10,6 +10,9 @@ Shared by the profiler (one-op graphs), `lut validate` (whole models) and
 - Dense features look like Criteo's (log1p of heavy-tailed counts), never zeros;
   ids are spread over the whole id range without repeats (within a pool, as far
   as the range allows).
+- Allocator: every runner first sets the process's allocator as a serving
+  process does (`dnas_hw.allocator`: no trimming, no per-call mmap), or a torch
+  model pays page faults for its activations on every call, sometimes.
 - Clock: on CPU with one thread, the calling thread's CPU clock (`default_clock`):
   all the work runs on that thread, and time slices the OS gives to other
   processes on a shared machine are left out. Otherwise wall time.
@@ -31,6 +34,7 @@ API::
     by_batch = time_arch(arch, backend=..., device=..., threads=1, batch_sizes=[1, 64, 512],
                          cardinalities=space.cardinalities)        # {batch_size: best of ROUNDS rounds}
     by_arch = time_archs(archs, ...)                               # the same, rounds interleaved over archs
+    rounds = time_archs_by_round(archs, ...)                       # [{batch_size: [every round]}]
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from dnas_hw.allocator import serving_allocator
 from dnas_hw.timing import TimingStats, time_callable
 
 InputSet = tuple[torch.Tensor, ...]
@@ -135,6 +140,7 @@ class TorchRunner:
     def __init__(self, module: torch.nn.Module, threads: int, device: str = "cpu"):
         if threads <= 0:
             raise ValueError(f"threads must be positive, got {threads}")
+        serving_allocator()
         self.module = module.eval().to(device)
         self.threads = threads
         self.device = device
@@ -171,6 +177,7 @@ class OnnxRunner:
     def __init__(self, model, threads: int, device: str = "cpu"):
         from dnas_hw.onnx_io import ort_session
 
+        serving_allocator()
         self.session = ort_session(str(model) if isinstance(model, Path) else model, threads, device)
         self.threads = threads
         self.device = device
@@ -280,6 +287,25 @@ def time_archs(
 ) -> list[dict[int, TimingStats]]:
     """`time_arch` for several archs at once: each round visits every arch and batch size in turn,
     so an arch's rounds lie seconds apart and one burst of load cannot spoil all of them."""
+    timed = time_archs_by_round(
+        archs, backend=backend, device=device, threads=threads, batch_sizes=batch_sizes,
+        cardinalities=cardinalities, seed=seed, rounds=rounds,
+    )
+    return [{b: best_of(r) for b, r in per_batch.items()} for per_batch in timed]
+
+
+def time_archs_by_round(
+    archs: Sequence,
+    *,
+    backend: str,
+    device: str,
+    threads: int,
+    batch_sizes: Sequence[int],
+    cardinalities: Sequence[int],
+    seed: int = 0,
+    rounds: int = ROUNDS,
+) -> list[dict[int, list[TimingStats]]]:
+    """Every round of `time_archs`, in order: per arch, `{batch_size: [round 1, ..., round n]}`."""
     runners = [arch_runner(a, backend=backend, device=device, threads=threads, seed=seed) for a in archs]
     pools = {
         int(b): dlrm_input_pool(archs[0].num_dense, cardinalities, int(b), seed=seed + int(b)) for b in batch_sizes
@@ -289,4 +315,4 @@ def time_archs(
         for runner, per_batch in zip(runners, timed):
             for b, pool in pools.items():
                 per_batch[b].append(runner.time(pool, rounds=1))
-    return [{b: best_of(r) for b, r in per_batch.items()} for per_batch in timed]
+    return timed

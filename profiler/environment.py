@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from dnas_hw.allocator import serving_allocator
 from dnas_hw.runners import ROUNDS, default_clock
 
 
@@ -41,5 +42,6 @@ def lut_meta(space, *, backend: str, device: str, threads: int, batch_sizes, see
         "seed": seed,
         "clock": "cuda-events" if device == "cuda" else default_clock(device, threads),
         "rounds": ROUNDS,
+        "allocator": serving_allocator(),
         "statistic": "best of rounds; per op, less a null call on the same inputs (docs/profiling.md)",
     }

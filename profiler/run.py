@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import os
+import random
 from pathlib import Path
 from typing import Sequence
 
@@ -46,15 +47,21 @@ Key = tuple[str, str, int]
 
 # A block of ops timed together, their rounds interleaved (`OpTimer.measure_block`): at most this many ops, and
 # at most this many bytes of weights and tables held at once (a block's ops are all built before timing starts).
-BLOCK_OPS = 16
-BLOCK_BYTES = 512 << 20
+# The more ops, the further apart an op's rounds: with 16, a slow spell of the shared machine that outlasted a
+# block's ~10 s put all four 1728-wide torch layers 9-13% high in fidelity run 7 (docs/profiling.md).
+BLOCK_OPS = 48
+BLOCK_BYTES = 1 << 30
 
 
-def blocks(todo: Sequence[tuple[OpCall, list[int]]]) -> list[list[tuple[OpCall, list[int]]]]:
-    """`todo` cut, in order, into blocks of at most `BLOCK_OPS` ops and `BLOCK_BYTES` bytes (one op at least)."""
+def blocks(todo: Sequence[tuple[OpCall, list[int]]], seed: int = 0) -> list[list[tuple[OpCall, list[int]]]]:
+    """`todo` in a seeded random order, cut into blocks of at most `BLOCK_OPS` ops and `BLOCK_BYTES` bytes
+    (one op at least). The order is shuffled so that ops of one family (say every layer 1728 wide) do not share a
+    block, and one slow spell cannot put all of them high: the errors of an arch's ops stay independent."""
+    shuffled = list(todo)
+    random.Random(f"profile-blocks:{seed}").shuffle(shuffled)
     out: list[list] = []
     size = 0
-    for item in todo:
+    for item in shuffled:
         nbytes = 4 * item[0].num_params()
         if not out or len(out[-1]) >= BLOCK_OPS or size + nbytes > BLOCK_BYTES:
             out.append([])
@@ -230,7 +237,7 @@ def profile_to_lut(
     partial.start(meta, list(done.values()))
     timer = op_timer(backend, device, threads)
     with progress(missing, "profile", "keys") as bar:
-        for block in blocks(todo):
+        for block in blocks(todo, seed):
             bar.update(0, status=f"{len(block)} ops from {block[0][0]}"[:60])
             measured = timer.measure_block(block, space.num_sparse, seed)
             for (call, _), by_batch in zip(block, measured):

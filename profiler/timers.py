@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from dnas_hw.allocator import serving_allocator
 from dnas_hw.ops import OpCall
 from dnas_hw.runners import (
     ROUNDS,
@@ -109,11 +110,14 @@ class OpTimer:
     backend = ""
 
     def __init__(self, device: str, threads: int, rounds: int = ROUNDS):
+        serving_allocator()  # as the whole models are timed (dnas_hw.allocator)
         self.device = device
         self.threads = threads
         self.rounds = rounds
         self.clock = default_clock(device, threads)
-        # Every round of each null so far: a null's cost is a constant of the process, so all its rounds count.
+        # Per null key: the null and the inputs it was first seen with (an onnxruntime null graph is made for
+        # those shapes), and every round of it so far (its cost is a constant of the process: all rounds count).
+        self._null_callers: dict[tuple, tuple[Callable, Sequence]] = {}
         self._nulls: dict[tuple, list[TimingStats]] = {}
 
     def measure(self, call: OpCall, batch_sizes: Sequence[int], num_sparse: int, seed: int = 0) -> dict[int, TimingStats]:
@@ -125,13 +129,16 @@ class OpTimer:
     ) -> list[dict[int, TimingStats]]:
         """Each `(call, batch_sizes)` of the block: `{batch_size: best round of the op less best round of its null}`."""
         ready = [self._prepare(call, bs, num_sparse, seed) for call, bs in calls]
-        nulls = {t.null_key: t for per_call in ready for t in per_call.values()}
+        keys = {t.null_key for per_call in ready for t in per_call.values()}
+        for per_call in ready:
+            for t in per_call.values():
+                self._null_callers.setdefault(t.null_key, (t.null, t.pool))
         for _ in range(self.rounds):
             for per_call in ready:
                 for t in per_call.values():
                     t.rounds.append(self._time(t.fn, t.pool))
-            for key, t in nulls.items():
-                self._nulls.setdefault(key, []).append(self._time(t.null, t.pool))
+            for key in keys:
+                self._nulls.setdefault(key, []).append(self._time(*self._null_callers[key]))
         return [
             {b: best_of(t.rounds).minus(best_of(self._nulls[t.null_key])) for b, t in per_call.items()}
             for per_call in ready

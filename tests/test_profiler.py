@@ -22,19 +22,20 @@ from lut.table import Lut, meta_path, overhead_call
 from lut.validate import validate_lut
 from profiler.keys import all_keys, space_calls
 from profiler.overhead import MIN_FACTOR, REFERENCE_SAMPLES
-from profiler.run import PartialFile, partial_path, profile_to_lut
+from profiler.run import BLOCK_OPS, PartialFile, partial_path, profile_to_lut
 from profiler.timers import op_input_pool, op_timer
 
 B = 4
 REPO = Path(__file__).resolve().parents[1]
-# A user space small enough that a profile in a subprocess takes a few seconds: 26 embedding keys, 4 linear, 1 dot.
+# A user space small enough that a profile in a subprocess takes seconds, and with more ops than one block
+# (`profiler.run.BLOCK_OPS`) so a kill can fall between blocks: 52 embedding keys, 4 linear, 1 dot.
 SMALL_SPACE = """
 cardinalities = [{cards}]
 bottom_widths = [4]
 bottom_layers = 1
 top_widths = [4]
 top_layers = 1
-emb_dims = [2]
+emb_dims = [2, 4]
 emb_row_fractions = [1.0]
 interactions = ["dot"]
 skip = false
@@ -72,6 +73,22 @@ def test_every_registered_op_has_a_key_in_a_space_and_profiles(backend, one_torc
         for b in (1, B):
             s = stats[b]
             assert s.repeats >= 10 and math.isfinite(s.p50_us) and 0 <= s.p10_us <= s.p50_us <= s.p90_us, (op, b, s)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_a_block_spreads_each_ops_rounds_over_sweeps_of_every_op(backend, one_torch_thread, monkeypatch):
+    space = get_space("dlrm-tiny")
+    # Ops of one input signature but different widths: on onnxruntime their null is one graph, made for the first.
+    calls = [c for c in space_calls(space) if c.op == "linear"][:3]
+    timer = op_timer(backend, "cpu", 1, rounds=3)
+    order = []
+    real_time = timer._time
+    monkeypatch.setattr(timer, "_time", lambda fn, pool: order.append(fn) or real_time(fn, pool))
+    stats = timer.measure_block([(c, [1, B]) for c in calls], space.num_sparse)
+    assert len(stats) == 3 and all(set(s) == {1, B} and s[B].repeats >= 10 for s in stats)
+    # 3 sweeps, each one round of the 3 ops at 2 batch sizes and then of the 2 nulls (one per batch size).
+    assert len(order) == 3 * (3 * 2 + 2)
+    assert len({id(f) for f in order[:6]}) >= 3 and order[:8] == order[8:16] == order[16:24]
 
 
 def test_dlrm_tiny_profiles_in_seconds_into_a_complete_lut(tiny_lut):
@@ -131,12 +148,13 @@ def test_a_killed_profile_resumes_without_remeasuring_finished_keys(tmp_path):
     partial = PartialFile(partial_path(out))
     proc = _subprocess_profile(space_file, out)
     deadline = time.time() + 120
-    while len(partial.read()) < 6 and proc.poll() is None and time.time() < deadline:
+    while len(partial.read()) < BLOCK_OPS and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     kept = partial.read()
-    assert 6 <= len(kept) < 31 + 1, "the profile finished before it could be killed"
+    ops = len(space_calls(get_space(str(space_file))))
+    assert ops > BLOCK_OPS and len(kept) == BLOCK_OPS, "killed before the first block or after the second"
     assert not out.exists()
 
     proc = _subprocess_profile(space_file, out, "--resume")
