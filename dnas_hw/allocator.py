@@ -1,16 +1,17 @@
 """The memory allocator configured as a latency-serving process configures it.
 
-With glibc's defaults, a torch forward pass returns its activations to the
-OS: an allocation above the (dynamic) mmap threshold is an `mmap` of its own,
-and freeing the top of the heap trims it once more than the trim threshold is
-free. The next call then faults the same pages in again, and the kernel zeroes
-each one. Measured on a served dlrm-kaggle model at batch 64 (torch, 1
-thread): 2315 us a call with the defaults, 1389 us with trimming and per-call
-mmaps off; inside the model, ops ran 1.6-2.6x their time alone with the
-defaults and 1.1-1.2x without. That cost depends on the sizes and order of a
-whole model's activations, so no per-op table can price it, and it comes from
-the allocator, not the model: serving processes turn it off (or link jemalloc
-or tcmalloc). onnxruntime keeps its own arena and never paid it.
+With glibc's defaults, a torch forward pass may return its activations to
+the OS: an allocation above the (dynamic) mmap threshold is an `mmap` of its
+own, and freeing the top of the heap trims it once more than the trim
+threshold is free; the next call then faults the same pages in again, and the
+kernel zeroes each one. Whether it happens depends on the process's history of
+allocation sizes (glibc moves both thresholds as it goes), so the same model
+times differently from one process to the next. Measured (torch, 1 thread,
+batch 64, a dlrm-kaggle model, four processes of each kind taking turns): with
+the defaults 1187, 1886, 1799 and 1253 us a call; with trimming off and a
+fixed mmap threshold 1267, 1338, 1255 and 1407 us. Serving processes switch
+it off (or link jemalloc or tcmalloc); onnxruntime allocates from its own
+arena.
 
 `serving_allocator()` sets the same for this process: trimming off, and
 `mmap` only for blocks of `MMAP_THRESHOLD` or more (tables and weights,

@@ -21,8 +21,9 @@ Shared by the profiler (one-op graphs), `lut validate` (whole models) and
   round, never speeds one up. On a shared host a slow spell lasts seconds, so
   the rounds are spread in time: `time_archs` visits every arch of a group and
   every batch size between two rounds of one. Two passes over the same 24
-  models (torch, batch 64) agreed within 10% for 79% of them with the best of
-  3 rounds and for 96-100% with the best of 7-9 (docs/profiling.md).
+  models (torch, batch 64, three measurements) agreed within 10% for 50-79%
+  of them with the best of 3 rounds and 71-96% with the best of 7
+  (`benchmarks/timing_repeatability.py`, docs/profiling.md).
 
 API::
 

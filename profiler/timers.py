@@ -24,8 +24,8 @@ measured and taken out (docs/profiling.md has the experiments behind each rule):
 - **Contention.** Each op and each null are timed in `ROUNDS` rounds and the
   round with the lowest median counts (`dnas_hw.runners.best_of`), as for whole
   models. The rounds are spread in time (`OpTimer.measure_block`): on a shared
-  host a slow spell lasts seconds and slows a fixed op by 10-20% (measured in
-  docs/profiling.md), so rounds back to back would all fall in the same spell.
+  host a slow spell lasts seconds or longer and slows a fixed op by 10-30%
+  (docs/profiling.md), so rounds back to back would all fall in the same spell.
 """
 
 from __future__ import annotations

@@ -102,9 +102,11 @@ def test_dlrm_tiny_profiles_in_seconds_into_a_complete_lut(tiny_lut):
     meta = loaded.meta
     for field in ("backend", "backend_version", "device", "device_name", "cpu_model", "threads", "dtype",
                   "torch_version", "onnxruntime_version", "date", "space_hash", "clock", "model_overhead",
-                  "in_model_factor"):
+                  "in_model_factor", "allocator"):
         assert field in meta, field
     assert (meta["backend"], meta["device"], meta["threads"], meta["space_hash"]) == ("torch", "cpu", 1, space.fingerprint())
+    if sys.platform.startswith("linux"):  # glibc: measured with the serving allocator (dnas_hw.allocator)
+        assert meta["allocator"].startswith("glibc: trim off")
     assert not partial_path(path).exists() and not meta_path(partial_path(path)).exists()
     assert (loaded.rows["repeats"] > 0).all()
     factors = meta["in_model_factor"]
