@@ -51,9 +51,26 @@ def show(lut_path, top) -> None:
         at = rows[rows["batch_size"] == b]
         over = at[at["op"] == OVERHEAD_OP]["p50_us"]
         overhead = f"{over.iloc[0]:.1f} us" if len(over) else "missing"
-        click.echo(f"  batch {b}: model overhead {overhead}; slowest ops (p50):")
+        click.echo(f"  batch {b}: model overhead {overhead}; {_in_model_fit(m, b)}; slowest ops (p50):")
         for r in at[at["op"] != OVERHEAD_OP].nlargest(top, "p50_us").itertuples():
             click.echo(f"    {r.p50_us:12.1f} us  {r.op}{r.params}")
+
+
+def _in_model_fit(meta: dict, batch_size: int) -> str:
+    """The in-model factors folded into the rows at `batch_size`, with the fit that chose them where recorded."""
+    factors = meta.get("in_model_factor", {}).get(str(batch_size))
+    if factors is None:
+        return "no in-model factor"
+    if isinstance(factors, (int, float)) or len(set(factors.values())) == 1:
+        value = factors if isinstance(factors, (int, float)) else next(iter(factors.values()))
+        text = f"in-model factor {value:.3f}"
+    else:
+        text = "in-model factors " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(factors.items()))
+    fit = meta.get("in_model_fit", {}).get(str(batch_size))
+    if fit:
+        errors = ", ".join(f"{m} {e:.1%}" for m, e in sorted(fit["loo_error"].items()))
+        text += f" ({fit['method']} fit" + (f"; leave-one-out error {errors})" if errors else ")")
+    return text
 
 
 @lut.command()

@@ -18,7 +18,9 @@ times their op kind's in-model factor at that batch size (`profiler.overhead`),
 recorded with the fit in `LUT.meta.json`: `in_model_factor` is
 `{batch size: {op kind: factor}}` (all kinds equal where the common factor won;
 LUTs written before per-kind factors hold one number per batch size, which
-applies to every kind), `model_overhead` `{batch size: [reference points]}`.
+applies to every kind), `model_overhead` `{batch size: [reference points]}`,
+`in_model_fit` `{batch size: {"method": "common" or "per-kind", "loo_error":
+{method: leave-one-out median relative error}}}`.
 """
 
 from __future__ import annotations
@@ -162,16 +164,19 @@ def scaled(r: dict, factors: dict) -> dict:
     return row(key, TimingStats(*(factor * float(r[p]) for p in ("p10_us", "p50_us", "p90_us")), int(r["repeats"])))
 
 
-def _kept_rows(sources: Sequence[Path], meta: dict) -> tuple[dict[Key, dict], set[Key], dict, dict]:
-    """Rows of earlier runs for the same target and space: `(rows, keys still raw, factors, fit details)`.
+# The in-model fit's metadata, `{batch size: ...}` each, carried over from earlier runs by `--resume`.
+FIT_FIELDS = ("in_model_factor", "model_overhead", "in_model_fit")
+
+
+def _kept_rows(sources: Sequence[Path], meta: dict) -> tuple[dict[Key, dict], set[Key], dict[str, dict]]:
+    """Rows of earlier runs for the same target and space: `(rows, keys still raw, {fit field: {batch size: ...}})`.
 
     Rows of a finished `LUT.csv` carry the in-model factor already; rows of a
     partial file are raw measurements.
     """
     kept: dict[Key, dict] = {}
     raw: set[Key] = set()
-    factors: dict = {}
-    details: dict = {}
+    fit: dict[str, dict] = {field: {} for field in FIT_FIELDS}
     for path in sources:
         if not path.is_file():
             continue
@@ -189,9 +194,9 @@ def _kept_rows(sources: Sequence[Path], meta: dict) -> tuple[dict[Key, dict], se
             kept[key] = row(key, stats_of(r))
             if is_partial and r["op"] != OVERHEAD_OP:
                 raw.add(key)
-        factors.update(old.get("in_model_factor", {}))
-        details.update(old.get("model_overhead", {}))
-    return kept, raw, factors, details
+        for field in FIT_FIELDS:
+            fit[field].update(old.get(field, {}))
+    return kept, raw, fit
 
 
 def profile_to_lut(
@@ -215,12 +220,12 @@ def profile_to_lut(
     partial = PartialFile(partial_path(out))
     meta = lut_meta(space, backend=backend, device=device, threads=threads, batch_sizes=sizes, seed=seed)
     if resume:
-        done, raw, factors, details = _kept_rows([out, partial.path], meta)
+        done, raw, fit = _kept_rows([out, partial.path], meta)
         meta["batch_sizes"] = sorted(set(sizes) | {b for _, _, b in done})
     else:
         if partial.path.is_file():
             click.echo(f"note: discarding the unfinished profile in {partial.path} (use --resume to keep its rows)", err=True)
-        done, raw, factors, details = {}, set(), {}, {}
+        done, raw, fit = {}, set(), {field: {} for field in FIT_FIELDS}
 
     calls = space_calls(space)
     overhead = overhead_call(space.num_dense, space.num_sparse)
@@ -233,7 +238,8 @@ def profile_to_lut(
         f"{len(all_keys(space, sizes))} keys; {missing} to measure ({backend}, {device}, {threads} thread(s))"
     )
 
-    meta["in_model_factor"], meta["model_overhead"] = factors, details
+    meta.update(fit)
+    factors = fit["in_model_factor"]
     partial.start(meta, list(done.values()))
     timer = op_timer(backend, device, threads)
     with progress(missing, "profile", "keys") as bar:
@@ -251,12 +257,13 @@ def profile_to_lut(
                 space, lambda c, b: stats_of(done[c.key(b)]), backend=backend, device=device, threads=threads,
                 batch_sizes=overhead_todo, seed=seed, status=lambda text: bar.update(0, status=text),
             )
-            for b, fit in fits.items():
-                factors[str(b)] = fit.fit.factors
-                details[str(b)] = fit.references
+            for b, in_model in fits.items():
+                factors[str(b)] = in_model.fit.factors
+                meta["model_overhead"][str(b)] = in_model.references
+                meta["in_model_fit"][str(b)] = {"method": in_model.fit.method, "loo_error": in_model.fit.loo_error}
             partial.start(meta, list(done.values()))  # the factors first: the overhead rows are only valid with them
-            for b, fit in fits.items():
-                done[overhead.key(b)] = row(overhead.key(b), fit.fit.overhead)
+            for b, in_model in fits.items():
+                done[overhead.key(b)] = row(overhead.key(b), in_model.fit.overhead)
             partial.append_rows([done[overhead.key(b)] for b in fits])
             bar.update(len(overhead_todo))
     for key in raw:

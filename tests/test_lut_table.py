@@ -122,3 +122,17 @@ def test_show_summarises_device_keys_batches_and_slowest_ops(tmp_path):
     assert "model overhead 13.0 us" in out
     slowest = [line for line in out.splitlines() if line.startswith("    ")]
     assert len(slowest) == 2 and "linear" in slowest[0] and "11.0" in slowest[0]
+    assert "no in-model factor" in out
+
+
+def test_show_names_the_in_model_fit(tmp_path):
+    per_kind = {"embedding": 0.9, "linear": 1.2, "interaction_dot": 1.2}
+    fit = {"method": "per-kind", "loo_error": {"common": 0.058, "per-kind": 0.039}}
+    lut_path = save_toy(tmp_path / "toy.csv", in_model_factor={str(B): per_kind}, in_model_fit={str(B): fit})
+    code, out = run("lut", "show", lut_path)
+    assert code == 0, out
+    assert "in-model factors embedding 0.900, interaction_dot 1.200, linear 1.200" in out
+    assert "(per-kind fit; leave-one-out error common 5.8%, per-kind 3.9%)" in out
+    old = save_toy(tmp_path / "old.csv", in_model_factor={str(B): 1.05})  # one number per batch size, no fit record
+    code, out = run("lut", "show", old)
+    assert code == 0 and "in-model factor 1.050;" in out

@@ -112,6 +112,10 @@ def test_dlrm_tiny_profiles_in_seconds_into_a_complete_lut(tiny_lut):
     factors = meta["in_model_factor"]
     assert set(factors) == {str(B)} and set(factors[str(B)]) == {c.op for c in space.op_calls()}
     assert min(factors[str(B)].values()) >= MIN_FACTOR
+    fit = meta["in_model_fit"][str(B)]
+    # Both methods' leave-one-out errors, or none where the op sums were too close for a slope (then common).
+    assert set(fit["loo_error"]) == {"common", "per-kind"} or (fit["method"], fit["loo_error"]) == ("common", {})
+    assert fit["method"] in ("common", "per-kind")
     assert len(meta["model_overhead"][str(B)]) == REFERENCE_SAMPLES + 1  # the smallest arch and the drawn ones
 
 
