@@ -253,46 +253,21 @@ def arch_runner(arch, *, backend: str, device: str, threads: int, seed: int = 0)
     return OnnxRunner(graph, threads, device)
 
 
-def time_arch(
-    arch,
-    *,
-    backend: str,
-    device: str,
-    threads: int,
-    batch_sizes: Sequence[int],
-    cardinalities: Sequence[int],
-    seed: int = 0,
-    rounds: int = ROUNDS,
-) -> dict[int, TimingStats]:
-    """Whole-model latency of `arch` as served: `{batch_size: best of rounds}`.
+def time_arch(arch, **options) -> dict[int, TimingStats]:
+    """Whole-model latency of `arch` as served: `{batch_size: best of rounds}` (`options`: those of
+    `time_archs_by_round`: backend, device, threads, batch_sizes, cardinalities, seed, rounds).
 
     Rounds alternate over the batch sizes, so they are spread in time. Ids are
     drawn over `cardinalities` (the model hashes them into its tables).
     """
-    return time_archs(
-        [arch], backend=backend, device=device, threads=threads, batch_sizes=batch_sizes,
-        cardinalities=cardinalities, seed=seed, rounds=rounds,
-    )[0]
+    return time_archs([arch], **options)[0]
 
 
-def time_archs(
-    archs: Sequence,
-    *,
-    backend: str,
-    device: str,
-    threads: int,
-    batch_sizes: Sequence[int],
-    cardinalities: Sequence[int],
-    seed: int = 0,
-    rounds: int = ROUNDS,
-) -> list[dict[int, TimingStats]]:
-    """`time_arch` for several archs at once: each round visits every arch and batch size in turn,
-    so an arch's rounds lie seconds apart and one burst of load cannot spoil all of them."""
-    timed = time_archs_by_round(
-        archs, backend=backend, device=device, threads=threads, batch_sizes=batch_sizes,
-        cardinalities=cardinalities, seed=seed, rounds=rounds,
-    )
-    return [{b: best_of(r) for b, r in per_batch.items()} for per_batch in timed]
+def time_archs(archs: Sequence, **options) -> list[dict[int, TimingStats]]:
+    """`time_arch` for several archs at once (`options`: those of `time_archs_by_round`): each round visits
+    every arch and batch size in turn, so an arch's rounds lie seconds apart and one burst of load cannot
+    spoil all of them. Per arch, `{batch_size: best of rounds}`."""
+    return [{b: best_of(r) for b, r in per_batch.items()} for per_batch in time_archs_by_round(archs, **options)]
 
 
 def time_archs_by_round(
