@@ -7,20 +7,23 @@ is family-generic: a model family builds it (its `FamilySearch.cost_table`,
 is the expectation of an arch's total price when each slot is drawn
 independently from `probs`:
 
-- a `Factor`: ops whose shape is decided by one or two slots, row by row:
-                   sum_r sum_{a,b} P_A[rows_A[r], a] P_B[rows_B[r], b] price[r, a, b]
-               e.g. DLRM's embeddings (A = emb_rows.f, B = emb_dim.f, one row per
-               feature), an interaction (one group only), DCN's cross layers
+- a `Factor`: ops whose shape is decided by one to three slots, row by row:
+                   sum_r sum_{a,b,c} P_A[rows_A[r], a] P_B[rows_B[r], b] P_C[rows_C[r], c] price[r, a, b, c]
+               e.g. DLRM's embeddings (A = emb_rows.f, B = emb_dim.f, C = interaction_dim,
+               one row per feature), an interaction (kind x width), DCN's cross layers
                (A = the one emb_dim slot repeated, B = cross.i);
-- an MLP (`MlpPrices`): a linear layer's input width is itself random (skips
-               pass the previous width on), so the expectation runs over joint
-               (input, output) widths. With `dist_i` the distribution of layer
-               i's input width over the MLP's possible widths U:
+- an MLP (`MlpPrices`): a linear layer's input width is itself random, so the
+               expectation runs over joint (input, output) widths. With `dist_i` the
+               distribution of layer i's input width over the MLP's possible widths U:
                    E_i      = dist_i^T  Price_i  p_i[widths]         Price_i [U, n_widths]
-                   dist_i+1 = place(p_i[widths]) + p_i[skip] * dist_i
-               and the closing linear costs dist_L^T out. The first input width
-               is fixed, or decided by one slot (DLRM's top MLP: the interaction;
-               DCN's deep MLP: the embedding dim);
+                   dist_i+1 = place(p_i[widths])  (+ p_i[skip] * dist_i with per-layer skips)
+               With elastic depth (a depth slot, the first k layers kept) layer i
+               costs P(depth > i) E_i and the closing linear sum_k P(depth = k) dist_k^T out;
+               otherwise the closing linear costs dist_L^T out. The first input width
+               is fixed, or decided by the joint choice of a few slots (DLRM's top MLP:
+               the interaction kind and width; DCN's deep MLP: the embedding dim); the
+               closing linear's output width may be decided by a slot (DLRM's bottom MLP:
+               the interaction width);
 - plus a fixed overhead (the LUT's `model_overhead` row).
 
 At one-hot probabilities this is exactly the sum of the arch's own ops, i.e.
@@ -30,6 +33,7 @@ At one-hot probabilities this is exactly the sum of the arch's own ops, i.e.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -38,7 +42,7 @@ import torch
 
 from dnas_hw.arch import mlp_ops
 from dnas_hw.ops import OpCall
-from dnas_hw.space import mlp_input_widths
+from dnas_hw.space import elastic_input_widths, mlp_input_widths
 from lut.table import Lut, overhead_call
 
 Price = Callable[[OpCall], float]
@@ -48,7 +52,7 @@ SlotRef = tuple[str, int]  # (logit group, row): one slot
 
 @dataclass(frozen=True)
 class Factor:
-    """Ops priced by one or two slots per row: `price [R, n_A(, n_B)]`, 0 on padded choices.
+    """Ops priced by one to three slots per row: `price [R, n_A(, n_B(, n_C))]`, 0 on padded choices.
 
     `groups[k]` names the logit group of the k-th slot and `rows[k]` ([R] ints) its row for each of
     the R rows of the factor; a row index may repeat (one slot shared by many ops).
@@ -66,12 +70,16 @@ class Factor:
 class MlpPrices:
     """One MLP's prices over its possible widths U (sorted).
 
-    start [S, U]     where each start option puts the input width (a one-hot per row)
-    layers [L, U, W] price of linear(u -> w) (0 where u cannot reach layer i)
-    place [W, U]     one-hot: the width of each choice within U
-    out [U]          price of the closing linear from width u
-    group            the logit group of the L hidden-layer slots (one row each; skip last)
-    start_slot       the slot whose choice picks the start option, or None (S = 1)
+    start [n_1, ..., n_k, U]  one-hot: the input width for each joint choice of the k start slots
+    layers [L, U, W]          price of linear(u -> w) (0 where u cannot reach layer i)
+    place [W, U]              one-hot: the width of each choice within U
+    out [U, O]                price of the closing linear from width u to its O output options
+    group                     the logit group of the L hidden-layer slots (one row each; skip last)
+    skip                      per-layer skips (the group's last choice passes the input on)
+    start_slots               the slots whose joint choice picks the start (none: start is [U])
+    out_slot                  the slot picking the closing linear's output option (None: O = 1)
+    depth_slot, depths        elastic depth: the slot picking how many leading layers are kept,
+                              and the depth of each of its choices
     """
 
     start: torch.Tensor
@@ -80,7 +88,14 @@ class MlpPrices:
     out: torch.Tensor
     skip: bool
     group: str
-    start_slot: SlotRef | None = None
+    start_slots: tuple[SlotRef, ...] = ()
+    out_slot: SlotRef | None = None
+    depth_slot: SlotRef | None = None
+    depths: tuple[int, ...] = ()
+
+    def slot_refs(self) -> list[SlotRef]:
+        """The slots outside `group` that this MLP's price depends on."""
+        return [*self.start_slots, *([self.out_slot] if self.out_slot else []), *([self.depth_slot] if self.depth_slot else [])]
 
 
 @dataclass(frozen=True)
@@ -98,25 +113,39 @@ class CostTable:
 
 
 def mlp_prices(
-    starts: list[int],
+    starts: list[int] | torch.Tensor,
     widths: tuple[int, ...],
     layers: int,
     skip: bool,
-    out_width: int,
+    out_widths: list[int],
     out_act: str,
     price: Price,
     *,
     group: str,
-    start_slot: SlotRef | None = None,
+    start_slots: tuple[SlotRef, ...] = (),
+    out_slot: SlotRef | None = None,
+    depth_slot: SlotRef | None = None,
+    depths: tuple[int, ...] = (),
 ) -> MlpPrices:
-    """Price an MLP of `layers` hidden layers (each one of `widths`, or skipped) and its closing
-    linear to `out_width`, starting from `starts[k]` when the start slot takes its k-th choice."""
-    reach = mlp_input_widths(set(starts), widths, layers, skip)
-    universe = sorted(set(starts) | set(widths))
+    """Price an MLP of `layers` hidden layers (each one of `widths`, skipped with `skip`, or only the
+    leading `depths[j]` kept at the depth slot's j-th choice) and its closing linear to each of
+    `out_widths`. `starts`: the input width, one per joint choice of `start_slots` (nested lists
+    shaped by those slots' choice counts), or the one fixed width without start slots."""
+    starts = torch.as_tensor(starts, dtype=torch.long)
+    if not start_slots:
+        starts = starts.reshape(1)  # one fixed start
+    start_set = {int(u) for u in starts.flatten()}
+    if depth_slot is not None:
+        reach = elastic_input_widths(start_set, widths, depths)
+    else:
+        reach = mlp_input_widths(start_set, widths, layers, skip)
+    universe = sorted(start_set | set(widths))
     pos = {u: i for i, u in enumerate(universe)}
-    start = torch.zeros(len(starts), len(universe), dtype=DTYPE)
-    for k, s in enumerate(starts):
-        start[k, pos[s]] = 1.0
+    start = torch.zeros(*starts.shape, len(universe), dtype=DTYPE)
+    for index in itertools.product(*(range(n) for n in starts.shape)):
+        start[index + (pos[int(starts[index])],)] = 1.0
+    if not start_slots:
+        start = start.reshape(-1, len(universe))[0]
     table = torch.zeros(layers, len(universe), len(widths), dtype=DTYPE)
     for i in range(layers):
         for u in reach[i]:
@@ -125,10 +154,11 @@ def mlp_prices(
     place = torch.zeros(len(widths), len(universe), dtype=DTYPE)
     for j, w in enumerate(widths):
         place[j, pos[w]] = 1.0
-    out = torch.zeros(len(universe), dtype=DTYPE)
+    out = torch.zeros(len(universe), len(out_widths), dtype=DTYPE)
     for u in reach[-1]:
-        out[pos[u]] = price(mlp_ops(u, [out_width], activation=out_act)[0])
-    return MlpPrices(start, table, place, out, skip, group, start_slot)
+        for o, w in enumerate(out_widths):
+            out[pos[u], o] = price(mlp_ops(u, [w], activation=out_act)[0])
+    return MlpPrices(start, table, place, out, skip, group, tuple(start_slots), out_slot, depth_slot, tuple(depths))
 
 
 def cost_table(space: Any, price: Price, overhead: float = 0.0) -> CostTable:
@@ -153,7 +183,7 @@ def param_bytes_table(space: Any, bytes_per_value: int = 4) -> CostTable:
     return cost_table(space, lambda c: float(c.num_params() * bytes_per_value))
 
 
-_AXES = "ab"
+_AXES = "abc"
 
 
 def _expected_factor(factor: Factor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -163,22 +193,35 @@ def _expected_factor(factor: Factor, probs: dict[str, torch.Tensor]) -> torch.Te
     return torch.einsum(spec, *operands, factor.price)
 
 
+def _slot_probs(probs: dict[str, torch.Tensor], slot: SlotRef, n: int) -> torch.Tensor:
+    group, row = slot
+    return probs[group][row, :n]
+
+
 def _expected_mlp(prices: MlpPrices, probs: dict[str, torch.Tensor]) -> torch.Tensor:
-    if prices.start_slot is None:
-        start_probs = torch.ones(1, dtype=DTYPE)
-    else:
-        group, row = prices.start_slot
-        start_probs = probs[group][row]
+    dist = prices.start
+    for slot in prices.start_slots:  # contract the leading axis, one start slot at a time
+        dist = torch.tensordot(_slot_probs(probs, slot, dist.shape[0]), dist, dims=1)
+    out = prices.out[:, 0] if prices.out_slot is None else prices.out @ _slot_probs(probs, prices.out_slot, prices.out.shape[1])
+    n_layers, n_widths = prices.layers.shape[0], prices.place.shape[0]
+    if prices.depth_slot is None:
+        at_depth = torch.zeros(n_layers + 1, dtype=DTYPE)
+        at_depth[-1] = 1.0
+    else:  # P(depth = k), k = 0..L
+        p_depth = _slot_probs(probs, prices.depth_slot, len(prices.depths))
+        at_depth = torch.zeros(n_layers + 1, len(prices.depths), dtype=DTYPE)
+        at_depth[list(prices.depths), range(len(prices.depths))] = 1.0
+        at_depth = at_depth @ p_depth
+    alive = at_depth.flip(0).cumsum(0).flip(0)  # P(depth >= k); layer i runs when depth >= i + 1
     layer_probs = probs.get(prices.group)
-    dist = start_probs @ prices.start  # [U]
     total = dist.new_zeros(())
-    n_widths = prices.place.shape[0]
-    for i in range(prices.layers.shape[0]):
+    for i in range(n_layers):
+        total = total + at_depth[i] * (dist @ out)
         p_width = layer_probs[i, :n_widths]
-        total = total + dist @ prices.layers[i] @ p_width
+        total = total + alive[i + 1] * (dist @ prices.layers[i] @ p_width)
         nxt = p_width @ prices.place
         dist = nxt + layer_probs[i, n_widths] * dist if prices.skip else nxt
-    return total + dist @ prices.out
+    return total + at_depth[n_layers] * (dist @ out)
 
 
 def expected_cost(table: CostTable, probs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,19 +1,19 @@
 """DLRM's search hook (`FamilySearch`): its supernet, its cost table, its weight extraction.
 
 Registered for the family `dlrm` as `search="search.dlrm:SEARCH"` (dnas_hw/family.py).
-The cost table's terms (see `search.cost`):
+The cost table's terms (see `search.cost`), D the interaction width:
 
-    bottom MLP   MlpPrices from num_dense (fixed), closing linear to D (relu)
-    embeddings   Factor (emb_rows.f, emb_dim.f), one row per feature f: [F, R_max, E]
-    interaction  Factor (interaction): [1, K]
-    top MLP      MlpPrices from the interaction's output width, closing linear to 1 logit
+    bottom MLP   MlpPrices from num_dense (fixed), elastic depth, closing linear to D (relu)
+    embeddings   Factor (emb_rows.f, emb_dim.f, interaction_dim), one row per feature f: [F, R_max, E, nD]
+    interaction  Factor (interaction, interaction_dim): [1, K, nD]
+    top MLP      MlpPrices from the interaction's output width (kind x D), elastic depth,
+                 closing linear to 1 logit
 """
 
 from __future__ import annotations
 
 import torch
 
-from dnas_hw.ops import OpCall
 from dnas_hw.space import SearchSpace
 from search.cost import DTYPE, CostTable, Factor, Price, mlp_prices
 from search.extract import extract_model
@@ -22,24 +22,28 @@ from search.supernet import Supernet
 
 
 def dlrm_cost_table(space: SearchSpace, price: Price, overhead: float = 0.0) -> CostTable:
-    d = space.interaction_dim
-    inter_ops = [space.interaction_op(k) for k in space.interactions]
-    rows_max = max(len(space.rows_choices(f)) for f in range(space.num_sparse))
-    emb = torch.zeros(space.num_sparse, rows_max, len(space.emb_dims), dtype=DTYPE)
+    dims, rows_max = space.interaction_dims, max(len(space.rows_choices(f)) for f in range(space.num_sparse))
+    emb = torch.zeros(space.num_sparse, rows_max, len(space.emb_dims), len(dims), dtype=DTYPE)
     for f in range(space.num_sparse):
         for r, rows in enumerate(space.rows_choices(f)):
             for e, dim in enumerate(space.emb_dims):
-                emb[f, r, e] = price(OpCall.make("embedding", num_embeddings=rows, embedding_dim=dim, pad_to=d))
+                for k, d in enumerate(dims):
+                    emb[f, r, e, k] = price(space.embedding_op(rows, dim, d))
+    inter = [[space.interaction_op(kind, d) for d in dims] for kind in space.interactions]
     features = tuple(range(space.num_sparse))
+    d_slot = ("interaction_dim", 0)
     return CostTable(
         factors=(
-            Factor(("emb_rows", "emb_dim"), (features, features), emb),
-            Factor(("interaction",), ((0,),), torch.tensor([[price(op) for op in inter_ops]], dtype=DTYPE)),
+            Factor(("emb_rows", "emb_dim", "interaction_dim"), (features, features, (0,) * len(features)), emb),
+            Factor(("interaction", "interaction_dim"), ((0,), (0,)),
+                   torch.tensor([[[price(op) for op in row] for row in inter]], dtype=DTYPE)),
         ),
         mlps=(
-            mlp_prices([space.num_dense], space.bottom_widths, space.bottom_layers, space.skip, d, "relu", price, group="bottom"),
-            mlp_prices([op.output_width() for op in inter_ops], space.top_widths, space.top_layers, space.skip, 1, "none", price,
-                       group="top", start_slot=("interaction", 0)),
+            mlp_prices([space.num_dense], space.bottom_widths, space.bottom_layers, False, list(dims), "relu", price,
+                       group="bottom", out_slot=d_slot, depth_slot=("bottom_depth", 0), depths=space.depths(space.bottom_layers)),
+            mlp_prices([[op.output_width() for op in row] for row in inter], space.top_widths, space.top_layers, False, [1],
+                       "none", price, group="top", start_slots=(("interaction", 0), d_slot),
+                       depth_slot=("top_depth", 0), depths=space.depths(space.top_layers)),
         ),
         overhead=float(overhead),
     )

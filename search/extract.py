@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from dnas_hw.model import DLRM, build_model
-from dnas_hw.space import SKIP, Choice
+from dnas_hw.space import Choice
 from search.mixed import fan_in_scale
 from search.supernet import Supernet
 
@@ -38,15 +38,16 @@ def copy_embeddings(sparse_arch: torch.nn.Module, embeddings: torch.nn.Module) -
 
 
 def extract_model(supernet: Supernet, choices: dict[str, Choice]) -> DLRM:
-    space = supernet.space
-    model = build_model(space.arch(choices))
+    arch = supernet.space.arch(choices)
+    model = build_model(arch)
+    columns = supernet.interaction.columns(arch.interaction, arch.interaction_dim)
     with torch.no_grad():
-        for prefix, mixed, out, target in (
-            ("bottom", supernet.bottom, supernet.bottom_out, model.dense_arch),
-            ("top", supernet.top, supernet.top_out, model.over_arch),
+        for mlp, depth, target, first_columns in (
+            (supernet.bottom, choices["bottom_depth"], model.dense_arch, None),
+            (supernet.top, choices["top_depth"], model.over_arch, columns),
         ):
-            kept = [m.linear for i, m in enumerate(mixed) if choices[f"{prefix}.{i}"] != SKIP] + [out]
-            for dst, src in zip(target, kept, strict=True):
-                copy_linear(dst, src)
+            kept = [mlp.layers[i] for i in range(depth)] + [mlp.head(depth)]
+            for n, (dst, src) in enumerate(zip(target, kept, strict=True)):
+                copy_linear(dst, src, first_columns if n == 0 else None)
         copy_embeddings(model.sparse_arch, supernet.embeddings)
     return model

@@ -5,13 +5,14 @@ fastest by a measured LUT: a hashed table can time slower than a larger one.
 The budget's feasibility is judged against these true extremes.
 
 Works on any family's `CostTable` (`search.cost`). A slot that prices more than
-one term (DLRM's interaction: its own op and the top MLP's input; DCN's
+one term (DLRM's interaction width: the tables, the interaction, both MLPs; DCN's
 embedding dim: every table, the cross layers, the deep MLP's input) is
-*shared*: its choices are enumerated jointly (a handful). Given them, every
-other slot prices one term only, so each term is optimised on its own: a
-factor row by its best entry, an MLP by dynamic programming over its width:
+*shared*, as is every MLP's start and output slot: their choices are enumerated
+jointly (a handful). Given them, every other slot prices one term only, so each
+term is optimised on its own: a factor row by its best entry, an MLP by dynamic
+programming over its widths, for each depth it may have:
 
-    V_L(u) = out(u);   V_i(u) = opt( opt_w [price_i(u, w) + V_i+1(w)],  V_i+1(u) if skip )
+    V_k(u) = out(u);   V_i(u) = opt( opt_w [price_i(u, w) + V_i+1(w)],  V_i+1(u) if skip )
 """
 
 from __future__ import annotations
@@ -28,38 +29,52 @@ from search.layout import Group, Layout
 MAX_SHARED_COMBINATIONS = 100_000
 
 
-def _mlp(prices: MlpPrices, best) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(value-to-go from each width at layer 0 [U], per layer the decision per width: choice index, W = skip)."""
-    value = prices.out
-    decisions = []
-    for i in reversed(range(prices.layers.shape[0])):
-        cand = prices.layers[i] + (prices.place @ value)[None, :]  # [U, W]
-        if prices.skip:
-            cand = torch.cat([cand, value[:, None]], dim=1)
-        value, choice = best(cand, dim=1)
-        decisions.insert(0, choice)
-    return value, decisions
-
-
-def _walk(prices: MlpPrices, decisions, start_pos: int, group: Group | None) -> dict[str, Choice]:
-    out, pos = {}, start_pos
+def _mlp_extreme(prices: MlpPrices, index: dict[SlotRef, int], layout: Layout, best, cheapest: bool) -> tuple[float, dict[str, Choice]]:
+    """(the best price, its `{slot: choice}` for the layer and depth slots) of one MLP, its start
+    and output slots fixed by `index`, by dynamic programming over the widths for each depth."""
+    start = prices.start[tuple(index[s] for s in prices.start_slots)]  # [U] one-hot
+    u0 = int(start.argmax())
+    out = prices.out[:, index[prices.out_slot] if prices.out_slot else 0]
+    n_layers = prices.layers.shape[0]
+    depths = list(enumerate(prices.depths)) if prices.depth_slot else [(None, n_layers)]
+    found = None
+    for j, depth in depths:
+        value, decisions = out, []
+        for i in reversed(range(depth)):
+            cand = prices.layers[i] + (prices.place @ value)[None, :]  # [U, W]
+            if prices.skip:
+                cand = torch.cat([cand, value[:, None]], dim=1)
+            value, choice = best(cand, dim=1)
+            decisions.insert(0, choice)
+        total = float(value[u0])
+        if found is None or (total < found[0] if cheapest else total > found[0]):
+            found = (total, j, decisions)
+    total, j, decisions = found
+    group = layout.groups.get(prices.group)
+    walk, pos = {}, u0
     for i, d in enumerate(decisions):
-        j = int(d[pos])
-        choice = group.choices[i][j]
-        out[group.slots[i]] = choice
-        if choice != SKIP:
-            pos = int(prices.place[j].argmax())
-    return out
+        k = int(d[pos])
+        walk[group.slots[i]] = group.choices[i][k]
+        if walk[group.slots[i]] != SKIP:
+            pos = int(prices.place[k].argmax())
+    if prices.depth_slot is not None:
+        g, row = prices.depth_slot
+        walk[layout.groups[g].slots[row]] = layout.groups[g].choices[row][j]
+    return total, walk
 
 
 def _shared_slots(table: CostTable, layout: Layout) -> list[SlotRef]:
+    """Slots enumerated jointly: those priced by more than one term, and every MLP's start and
+    output slots (an MLP's program needs them fixed)."""
     uses: Counter = Counter()
     for factor in table.factors:
         for r in range(factor.price.shape[0]):
             uses.update(set(factor.slots(r)))
-    uses.update(m.start_slot for m in table.mlps if m.start_slot is not None)
+    shared = {s for s, n in uses.items() if n > 1}
+    for m in table.mlps:
+        shared |= set(m.start_slots) | ({m.out_slot} if m.out_slot else set())
     order = {layout.where(s): k for k, s in enumerate(layout.slot_names())}
-    return sorted((s for s, n in uses.items() if n > 1), key=order.__getitem__)
+    return sorted(shared, key=order.__getitem__)
 
 
 def extreme_arch(table: CostTable, layout: Layout, cheapest: bool = True) -> tuple[float, dict[str, Choice]]:
@@ -77,7 +92,6 @@ def extreme_arch(table: CostTable, layout: Layout, cheapest: bool = True) -> tup
     options = [[j for j in range(valid[g].shape[1]) if valid[g][row, j]] for g, row in shared]
     if sum(1 for _ in itertools.islice(itertools.product(*options), MAX_SHARED_COMBINATIONS + 1)) > MAX_SHARED_COMBINATIONS:
         raise ValueError(f"extreme_arch: more than {MAX_SHARED_COMBINATIONS} joint choices of the shared slots {shared}")
-    programs = [_mlp(m, best) for m in table.mlps]
 
     best_total, best_index = None, None
     for combo in itertools.product(*options):
@@ -100,18 +114,10 @@ def extreme_arch(table: CostTable, layout: Layout, cheapest: bool = True) -> tup
                 total += float(price.flatten()[k])
                 for slot, j in zip(free, torch.unravel_index(torch.tensor(k), price.shape) if free else ()):
                     index[slot] = int(j)
-        for prices, (value, decisions) in zip(table.mlps, programs):
-            per_start = prices.start @ value  # [S]
-            if prices.start_slot is None:
-                k = 0
-            elif prices.start_slot in index:
-                k = index[prices.start_slot]
-            else:
-                g, row = prices.start_slot
-                k = pick(per_start.masked_fill(~valid[g][row, : len(per_start)], bad))
-                index[prices.start_slot] = k
-            total += float(per_start[k])
-            walks.update(_walk(prices, decisions, int(prices.start[k].argmax()), layout.groups.get(prices.group)))
+        for prices in table.mlps:
+            price, walk = _mlp_extreme(prices, index, layout, best, cheapest)
+            total += price
+            walks.update(walk)
         if best_total is None or (total < best_total if cheapest else total > best_total):
             best_total, best_index, best_walks = total, index, walks
     choices = dict(best_walks)

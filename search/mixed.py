@@ -96,11 +96,14 @@ def scaled_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return _FanInScaledLinear.apply(x, weight, bias, torch.as_tensor(scale, dtype=x.dtype).detach().reshape(-1, 1))
 
 
-def sliced_linear(layer: nn.Module, x: torch.Tensor, inv_sqrt_width: InvSqrtWidth, out_features: int | None = None) -> torch.Tensor:
-    """A LinearAct on x [B, u] (u <= its input width), fan-in scaled, restricted to its first `out_features` outputs."""
+def sliced_linear(layer: nn.Module, x: torch.Tensor, inv_sqrt_width: InvSqrtWidth, out_features: int | None = None,
+                  columns: torch.Tensor | None = None) -> torch.Tensor:
+    """A LinearAct on x [B, u] (u <= its input width), fan-in scaled, restricted to its first `out_features`
+    outputs; x's u columns are the layer's first u inputs, or those at `columns` ([u] ints)."""
     lin, act = layer[0], layer[1]
     out = lin.out_features if out_features is None else out_features
-    return act(scaled_linear(x, lin.weight[:out, : x.shape[1]], lin.bias[:out], lin.in_features, inv_sqrt_width))
+    weight = lin.weight[:out, : x.shape[1]] if columns is None else lin.weight[:out].index_select(1, columns)
+    return act(scaled_linear(x, weight, lin.bias[:out], lin.in_features, inv_sqrt_width))
 
 
 def mixed_inv_sqrt_width(probs: torch.Tensor, widths: tuple[int, ...], carried: InvSqrtWidth | None = None) -> InvSqrtWidth:
@@ -215,35 +218,117 @@ class MixedEmbeddings(nn.Module):
         return self.table.weight[start : start + rows]
 
 
-class MixedInteraction(nn.Module):
-    """dense [B, D], embedded [B, F, D], probs [..., K] -> [B, max_k width_k].
+class ElasticMLP(nn.Module):
+    """An MLP choosing each hidden layer's width and how many leading layers it keeps (elastic depth).
 
-    Every kind runs on the same inputs; each output is zero-padded to the widest
-    and mixed by probs, so the top MLP's first layer sees kind k in its leading
-    width_k columns, as the standalone model's first top layer does. Columns of
-    each kind's own were tried (sixth pass, RESULTS.md "Search"): they did not
-    change the search's choice of cat over dot on the planted data, and every
-    top layer that may read the interaction grew from 1,728 to 2,143 inputs
-    (soft-mode steps 1.3x dearer, the search 18% longer), so they were reverted.
+    x [B, u] -> [B, out_width] (or its first `out_features` outputs at a fixed choice).
+    width_probs [..., L, n] over `widths`, depth_probs [..., n_d] over `depths`.
+    Layer i is one shared linear (in_width or max(widths) -> max(widths), relu); each depth k
+    has a closing linear of its own, `heads[k]`, reading layer k-1's output (x at k = 0):
+
+        y = sum_k P(depth_k) head_k(h_k),   h_0 = x,   h_i+1 = relu(W_i h_i + b_i) * (p_i @ masks)
+
+    So every layer reads one producer in every arch, and a closing layer's weights are never
+    shared between producers of different meaning. `columns` ([u] ints): x is a compact input
+    whose columns are those inputs of the first reader (layer 0, or head 0) (see
+    `MixedInteraction`); otherwise x's u columns are the leading inputs.
     """
 
-    def __init__(self, calls: list[OpCall]):
+    def __init__(self, in_width: int, widths: tuple[int, ...], layers: int, depths: tuple[int, ...],
+                 out_width: int, out_activation: str):
         super().__init__()
-        self.kinds = nn.ModuleList(c.build() for c in calls)
-        self.widths = tuple(c.output_width() for c in calls)
-        self.out_width = max(self.widths)
+        self.widths, self.depths, self.in_width = widths, depths, in_width
+        w = max(widths)
+        self.layers = nn.ModuleList(shared_linear(in_width if i == 0 else w, w, "relu") for i in range(layers))
+        self.heads = nn.ModuleList(shared_linear(in_width if k == 0 else w, out_width, out_activation) for k in depths)
+        self.register_buffer("masks", prefix_masks(widths, w), persistent=False)
 
-    def inv_sqrt_width(self, probs: torch.Tensor) -> InvSqrtWidth:
-        """E[1/sqrt(output width)] under probs [..., K] (the top MLP's fan-in scaling)."""
-        return mixed_inv_sqrt_width(probs, self.widths)
+    def head(self, depth: int) -> nn.Module:
+        """The closing linear used at `depth` kept layers."""
+        return self.heads[self.depths.index(depth)]
 
-    def forward(self, dense: torch.Tensor, embedded: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        sparse = embedded.unbind(1)
-        k = fixed_choice(probs)
+    def forward(self, x: torch.Tensor, width_probs: torch.Tensor, depth_probs: torch.Tensor, inv_sqrt_width: InvSqrtWidth,
+                out_features: int | None = None, columns: torch.Tensor | None = None) -> torch.Tensor:
+        """`inv_sqrt_width`: E[1/sqrt(u)] of x (see `mixed_inv_sqrt_width`)."""
+        k = fixed_choice(depth_probs)
         if k is not None:
-            return self.kinds[k](dense, *sparse)
-        out = 0
-        for k, op in enumerate(self.kinds):
-            z = op(dense, *sparse)
-            out = out + probs[..., k : k + 1] * F.pad(z, (0, self.out_width - z.shape[1]))
+            chosen = [fixed_choice(width_probs[i]) for i in range(self.depths[k])]
+            if None not in chosen:  # single path: the sampled arch's layers on weight slices
+                for i, j in enumerate(chosen):
+                    x = sliced_linear(self.layers[i], x, inv_sqrt_width, self.widths[j], columns if i == 0 else None)
+                    inv_sqrt_width = self.widths[j] ** -0.5
+                return sliced_linear(self.heads[k], x, inv_sqrt_width, out_features, columns if not chosen else None)
+        if columns is not None:
+            x = x.new_zeros(x.shape[0], self.in_width).index_copy(1, columns, x)
+        x, out = pad_to(x, self.in_width), 0
+        for i in range(max(self.depths) + 1):
+            if i in self.depths:
+                k = self.depths.index(i)
+                out = out + depth_probs[..., k : k + 1] * sliced_linear(self.heads[k], x, inv_sqrt_width)
+            if i < max(self.depths):
+                p = width_probs[..., i, :]
+                x = sliced_linear(self.layers[i], x, inv_sqrt_width) * (p @ self.masks)
+                inv_sqrt_width = mixed_inv_sqrt_width(p, self.widths)
         return out
+
+
+def interaction_columns(kind: str, num_sparse: int, dim: int, max_dim: int) -> list[int]:
+    """Where the `kind` interaction's output at width `dim` lies in its output at `max_dim`.
+
+    dot: the dense vector's first `dim` coordinates, then every pair's product;
+    cat: the first `dim` coordinates of each of the F + 1 vectors.
+    """
+    if kind == "dot":
+        pairs = (num_sparse + 1) * num_sparse // 2
+        return list(range(dim)) + [max_dim + p for p in range(pairs)]
+    if kind == "cat":
+        return [v * max_dim + c for v in range(num_sparse + 1) for c in range(dim)]
+    raise ValueError(f"interaction {kind!r}: the supernet knows no column layout for it (search/mixed.py)")
+
+
+class MixedInteraction(nn.Module):
+    """dense [B, d], embedded [B, F, d], kind probs [..., K], width probs [..., n_D] -> (z, columns).
+
+    Mixed: z [B, C] in the canonical layout, one block per kind, each the kind's output at the
+    widest D (masked coordinates are zero), and columns None. So a column means one thing in
+    every candidate: one coordinate of one input vector, or the product of one pair, and a kind
+    never reads columns trained on another's. At a fixed (kind, D): z is the kind's own output
+    at D [B, width], and columns its place in the canonical layout (`interaction_columns`).
+    """
+
+    def __init__(self, space):
+        super().__init__()
+        self.kinds, self.dims, self.max_dim = space.interactions, space.interaction_dims, max(space.interaction_dims)
+        self.ops = nn.ModuleList(space.interaction_op(k, self.max_dim).build() for k in self.kinds)
+        block = [space.interaction_op(k, self.max_dim).output_width() for k in self.kinds]
+        self.offsets = [sum(block[:i]) for i in range(len(block))]
+        self.out_width = sum(block)
+        self.widths = torch.tensor([[space.interaction_op(k, d).output_width() for d in self.dims] for k in self.kinds],
+                                   dtype=torch.float64)  # [K, n_D]
+        for i, kind in enumerate(self.kinds):
+            for d in self.dims:
+                cols = [self.offsets[i] + c for c in interaction_columns(kind, space.num_sparse, d, self.max_dim)]
+                self.register_buffer(f"columns_{i}_{d}", torch.tensor(cols), persistent=False)
+
+    def columns(self, kind: str, dim: int) -> torch.Tensor:
+        """[width] ints: the (kind, dim) output's columns in the canonical layout."""
+        return getattr(self, f"columns_{self.kinds.index(kind)}_{dim}")
+
+    def inv_sqrt_width(self, kind_probs: torch.Tensor, dim_probs: torch.Tensor) -> InvSqrtWidth:
+        """E[1/sqrt(output width)] under independent kind and width probs (the top MLP's fan-in scaling)."""
+        k, j = fixed_choice(kind_probs), fixed_choice(dim_probs)
+        if k is not None and j is not None:
+            return float(self.widths[k, j]) ** -0.5
+        inv = torch.einsum("...k,kd,...d->...", kind_probs.detach().double(), self.widths**-0.5, dim_probs.detach().double())
+        return inv.to(kind_probs.dtype)[..., None]
+
+    def forward(self, dense: torch.Tensor, embedded: torch.Tensor, kind_probs: torch.Tensor,
+                dim_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        k, j = fixed_choice(kind_probs), fixed_choice(dim_probs)
+        if k is not None and j is not None:
+            d = self.dims[j]
+            return self.ops[k](dense[:, :d], *embedded[..., :d].unbind(1)), self.columns(self.kinds[k], d)
+        dense, embedded = pad_to(dense, self.max_dim), pad_to(embedded, self.max_dim)
+        sparse = embedded.unbind(1)
+        blocks = [kind_probs[..., i : i + 1] * op(dense, *sparse) for i, op in enumerate(self.ops)]
+        return torch.cat(blocks, dim=1), None

@@ -11,7 +11,7 @@ from torch import nn
 
 from dnas_hw.space import SearchSpace
 from search.layout import Layout
-from search.mixed import MixedEmbeddings, MixedInteraction, MixedLinear, fixed_choice, shared_linear, sliced_linear
+from search.mixed import ElasticMLP, MixedEmbeddings, MixedInteraction, MixedLinear, fixed_choice, pad_to, prefix_masks
 
 
 def mixed_mlp(in_width: int, widths: tuple[int, ...], layers: int, skip: bool) -> tuple[nn.ModuleList, int]:
@@ -66,10 +66,10 @@ class SupernetBase(nn.Module):
 class Supernet(SupernetBase):
     """dense [B, num_dense], sparse [B, F], probs {group: [rows, n] or [B, rows, n]} -> logits [B].
 
-    bottom:      MixedLinear per bottom slot, then linear(carry -> D, relu)
-    embeddings:  MixedEmbeddings -> [B, F, D]
-    interaction: MixedInteraction -> [B, K_max]
-    top:         MixedLinear per top slot, then linear(carry -> 1)
+    bottom:      ElasticMLP from num_dense to the widest D, masked (or sliced) to the chosen D
+    embeddings:  MixedEmbeddings -> [B, F, D], a dim above D capped by the same mask
+    interaction: MixedInteraction -> the canonical layout [B, C], or one (kind, D)'s own output
+    top:         ElasticMLP to 1 logit, its first reader taking the interaction's columns
     `arch_logits` (`SupernetBase`) are parameters too, kept apart from the weights.
     The interaction kinds can be enumerated in arch steps (`SupernetBase`).
     """
@@ -78,13 +78,15 @@ class Supernet(SupernetBase):
 
     def __init__(self, space: SearchSpace):
         super().__init__(space)
-        d = space.interaction_dim
-        self.bottom, width = mixed_mlp(space.num_dense, space.bottom_widths, space.bottom_layers, space.skip)
-        self.bottom_out = shared_linear(width, d, "relu")
+        self.dims = space.interaction_dims
+        d_max = max(self.dims)
+        self.bottom = ElasticMLP(space.num_dense, space.bottom_widths, space.bottom_layers, space.depths(space.bottom_layers),
+                                 d_max, "relu")
         self.embeddings = MixedEmbeddings(tuple(space.rows_choices(f) for f in range(space.num_sparse)), space.emb_dims)
-        self.interaction = MixedInteraction([space.interaction_op(k) for k in space.interactions])
-        self.top, width = mixed_mlp(self.interaction.out_width, space.top_widths, space.top_layers, space.skip)
-        self.top_out = shared_linear(width, 1, "none")
+        self.interaction = MixedInteraction(space)
+        self.top = ElasticMLP(self.interaction.out_width, space.top_widths, space.top_layers, space.depths(space.top_layers),
+                              1, "none")
+        self.register_buffer("dim_masks", prefix_masks(self.dims, d_max), persistent=False)
         self.init_arch_logits()
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -92,18 +94,25 @@ class Supernet(SupernetBase):
         return self.head(x, embedded, probs["interaction"][..., 0, :], probs)
 
     def features(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(bottom MLP output [B, D], embedded [B, F, D]): everything before the interaction."""
-        x, inv = dense, self.space.num_dense**-0.5
-        for i, layer in enumerate(self.bottom):
-            x, inv = layer(x, probs["bottom"][..., i, :], inv)
-        return sliced_linear(self.bottom_out, x, inv), self.embeddings(sparse, probs["emb_rows"], probs["emb_dim"])
+        """(bottom MLP output [B, D], embedded [B, F, D]): everything before the interaction, at the
+        chosen D, or at the widest with the coordinates beyond D masked by its probabilities."""
+        p_dim = probs["interaction_dim"][..., 0, :]
+        j = fixed_choice(p_dim)
+        x = self.bottom(dense, probs["bottom"], probs["bottom_depth"][..., 0, :], self.space.num_dense**-0.5,
+                        out_features=None if j is None else self.dims[j])
+        embedded = self.embeddings(sparse, probs["emb_rows"], probs["emb_dim"])
+        if j is not None:
+            d = self.dims[j]
+            return x[:, :d], pad_to(embedded, d)[..., :d]
+        mask = p_dim @ self.dim_masks
+        return x * mask, pad_to(embedded, mask.shape[-1]) * mask[..., None, :]
 
     def head(self, x: torch.Tensor, embedded: torch.Tensor, p_inter: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The interaction under p_inter ([K] or [B, K]) and the top MLP under probs: logits [B]."""
-        z, inv = self.interaction(x, embedded, p_inter), self.interaction.inv_sqrt_width(p_inter)
-        for i, layer in enumerate(self.top):
-            z, inv = layer(z, probs["top"][..., i, :], inv)
-        return sliced_linear(self.top_out, z, inv).squeeze(1)
+        p_dim = probs["interaction_dim"][..., 0, :]
+        z, columns = self.interaction(x, embedded, p_inter, p_dim)
+        inv = self.interaction.inv_sqrt_width(p_inter, p_dim)
+        return self.top(z, probs["top"], probs["top_depth"][..., 0, :], inv, columns=columns).squeeze(1)
 
     def forward_with_candidates(self, dense: torch.Tensor, sparse: torch.Tensor,
                                 probs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -38,7 +38,8 @@ top_layers = 1
 emb_dims = [2, 4]
 emb_row_fractions = [1.0]
 interactions = ["dot"]
-skip = false
+elastic_depth = false
+interaction_dims = [4]
 """.format(cards=", ".join(str(20 + f) for f in range(26)))
 
 

@@ -30,10 +30,12 @@ def test_one_hot_expected_latency_equals_predict(space):
 
 
 def toy_space() -> SearchSpace:
-    """One slot with 3 candidates (widths 8, 16, skip); every other slot has a single choice."""
+    """Three slots with choices: the bottom layer's width (8, 16), its depth (0, 1) and the interaction
+    width D (2, 4); every other slot has a single choice."""
     return SearchSpace(
         name="toy3", cardinalities=(5, 7), num_dense=3, bottom_widths=(8, 16), bottom_layers=1,
         top_widths=(8,), top_layers=0, emb_dims=(4,), emb_row_fractions=(1.0,), interactions=("dot",),
+        interaction_dims=(2, 4),
     )
 
 
@@ -44,21 +46,21 @@ def test_hand_arithmetic_on_three_candidate_toy():
     def lat(call: OpCall) -> float:
         return lut.latency_us(call, B)
 
-    p8, p16, pskip = 0.2, 0.3, 0.5
+    p8, p16, p_depth0, p_depth1, p_d = 0.4, 0.6, 0.5, 0.5, {2: 0.25, 4: 0.75}
     lin = lambda i, o, act="relu": mlp_ops(i, [o], act)[0]  # noqa: E731
-    emb = lambda rows: OpCall.make("embedding", num_embeddings=rows, embedding_dim=4, pad_to=4)  # noqa: E731
-    inter = space.interaction_op("dot")
-    by_hand = (
-        p8 * (lat(lin(3, 8)) + lat(lin(8, 4)))
-        + p16 * (lat(lin(3, 16)) + lat(lin(16, 4)))
-        + pskip * lat(lin(3, 4))
-        + lat(emb(5)) + lat(emb(7)) + lat(inter)
-        + lat(lin(inter.output_width(), 1, "none"))
-        + lat(overhead_call(3, 2))
-    )
+    emb = lambda rows, d: OpCall.make("embedding", num_embeddings=rows, embedding_dim=min(4, d), pad_to=d)  # noqa: E731
+    by_hand = lat(overhead_call(3, 2))
+    for d, p in p_d.items():
+        inter = space.interaction_op("dot", d)
+        bottom = p_depth1 * (p8 * (lat(lin(3, 8)) + lat(lin(8, d))) + p16 * (lat(lin(3, 16)) + lat(lin(16, d))))
+        bottom += p_depth0 * lat(lin(3, d))
+        rest = lat(emb(5, d)) + lat(emb(7, d)) + lat(inter) + lat(lin(inter.output_width(), 1, "none"))
+        by_hand += p * (bottom + rest)
     layout = Layout(space)
     probs = {g: torch.ones(len(grp.slots), grp.width, dtype=torch.float64) for g, grp in layout.groups.items()}
-    probs["bottom"] = torch.tensor([[p8, p16, pskip]], dtype=torch.float64)
+    probs["bottom"] = torch.tensor([[p8, p16]], dtype=torch.float64)
+    probs["bottom_depth"] = torch.tensor([[p_depth0, p_depth1]], dtype=torch.float64)
+    probs["interaction_dim"] = torch.tensor([[p_d[2], p_d[4]]], dtype=torch.float64)
     assert float(expected_cost(latency_table(space, lut, B), probs)) == pytest.approx(by_hand, rel=1e-12)
 
 

@@ -6,7 +6,9 @@ takes a zero-gradient step), the arch part's last one 65 (32 and 33 rows).
 
 Tolerance: each 2-process gradient is the mean of two half-batch gradients, so
 the numbers match one process up to float32 rounding compounded over the steps:
-losses, latencies and probabilities within 1e-4 relative; the derived arch, the
+losses and latencies within 1e-4 relative, probabilities within 1e-3 absolute (Adam
+divides a logit's step by its gradient's RMS, so a slot whose gradient is near zero
+takes lr-sized steps that rounding can tilt); the derived arch, the
 choices and the budget controller's path (a function of the derived arch's
 latency, a step function of the logits) identical.
 """
@@ -34,6 +36,7 @@ B = 16  # serving batch size of the LUT
 TRAIN_BATCH = 128
 ROWS = 2030  # 1602 training rows: weight part 1281 = 10 x 128 + 1, arch part 321 = 2 x 128 + 65
 REL_TOL = 1e-4
+PROBS_ABS_TOL = 1e-3
 COMPARED = ("task_loss", "arch_task_loss", "expected_latency_ms", "derived_latency_ms", "multiplier", "entropy", "temperature")
 
 
@@ -84,7 +87,7 @@ def assert_same_search(a: Path, b: Path) -> None:
     pa, pb = (json.loads((p / "arch_probs.json").read_text()) for p in (a, b))
     assert pa.keys() == pb.keys()
     for slot in pa:
-        assert pa[slot] == pytest.approx(pb[slot], rel=REL_TOL, abs=1e-6), slot
+        assert pa[slot] == pytest.approx(pb[slot], abs=PROBS_ABS_TOL), slot
 
 
 def test_two_processes_match_one(setting, tmp_path):

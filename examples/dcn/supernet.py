@@ -153,8 +153,8 @@ def dcn_cost_table(space: DCNSpace, price: Price, overhead: float = 0.0) -> Cost
                 per_layer[e, k] = price(OpCall.make("cross_lowrank", width=width, rank=rank))
         layers = tuple(range(space.cross_layers))
         factors.append(Factor(("emb_dim", "cross"), ((0,) * len(layers), layers), per_layer.expand(len(layers), -1, -1).clone()))
-    deep = mlp_prices(list(space.widths()), space.deep_widths, space.deep_layers, space.skip, 1, "none", price,
-                      group="deep", start_slot=("emb_dim", 0))
+    deep = mlp_prices(list(space.widths()), space.deep_widths, space.deep_layers, space.skip, [1], "none", price,
+                      group="deep", start_slots=(("emb_dim", 0),))
     return CostTable(factors=tuple(factors), mlps=(deep,), overhead=float(overhead))
 
 
