@@ -68,10 +68,11 @@ def train_arch(
 @click.option("--data", "data_dir", required=True, type=click.Path(), help="Prepared data folder (dnas-hw data prepare/synth).")
 @click.option("--arch", "arch_path", required=True, type=click.Path(), help="Architecture JSON (e.g. a search's arch.json).")
 @click.option("--out", required=True, type=click.Path(), help="Run folder for model.pt and metrics.json.")
-@click.option("--epochs", default=1, show_default=True, type=int)
-@click.option("--batch-size", default=128, show_default=True, type=int)
-@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adagrad", "adam"]))
-@click.option("--lr", default=0.1, show_default=True, type=float)
+@click.option("--epochs", default=None, type=int, help="Passes over the train split [default: 1].")
+@click.option("--batch-size", default=None, type=int, help="[default: 256]")
+@click.option("--optimizer", default=None, type=click.Choice(["sgd", "adagrad", "adam"]),
+              help="[default: adam; DLRM's Kaggle recipe is --optimizer sgd --lr 0.1 --batch-size 128]")
+@click.option("--lr", default=None, type=float, help="[default: 1e-3]")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last finished epoch.")
 @click.option("--force", is_flag=True, help="Replace a finished run in --out.")
@@ -91,7 +92,8 @@ def train(data_dir, arch_path, out, epochs, batch_size, optimizer, lr, seed, res
 
         torch.set_num_threads(threads)
     arch = load_arch(arch_path)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, seed=seed)
+    given = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr}
+    config = TrainConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
     with distributed.session():
         metrics = train_arch(data_dir, arch, out, config, resume=resume, force=force)
         if not distributed.is_main():

@@ -29,6 +29,8 @@ from dnas_hw.cli_types import DURATION_US
 @click.option("--hard/--soft", default=None, help="Straight-through one-hot samples (single-path weight steps) or soft mixtures [default: hard].")
 @click.option("--enumerate/--straight-through", "enumerate_groups", default=None,
               help="Arch steps: the interaction kind's logit gradient by running every kind (exact), or straight-through like the other slots [default: straight-through].")
+@click.option("--sandwich/--no-sandwich", default=None,
+              help="Weight steps cycle through the largest arch, a sampled one, the smallest, a sampled one [default: sandwich].")
 @click.option("--temperature-init", default=None, type=float)
 @click.option("--temperature-decay", default=None, type=float, help="Per-epoch factor of the temperature.")
 @click.option("--flops-weight", default=None, type=float, help="Weight of an expected-FLOPs term (fraction of the largest arch).")
@@ -39,7 +41,7 @@ from dnas_hw.cli_types import DURATION_US
 @click.option("--force", is_flag=True, help="Use a LUT whose target differs from --backend/--device/--threads.")
 @click.option("--stop-after", default=None, type=int, hidden=True, help="Stop after this many epochs, as if killed (tests of --resume).")
 def search(data_dir, space_name, lut_path, budget_us, batch_size, out, epochs, seed, resume, train_batch_size,
-           warmup_epochs, weight_optimizer, weight_lr, penalty, sampling, hard, enumerate_groups, temperature_init,
+           warmup_epochs, weight_optimizer, weight_lr, penalty, sampling, hard, enumerate_groups, sandwich, temperature_init,
            temperature_decay, flops_weight, param_bytes_weight, backend, device, threads, force, stop_after) -> None:
     """Search SPACE on DATA for the best arch whose LUT latency at --batch-size fits --latency-budget.
 
@@ -56,7 +58,7 @@ def search(data_dir, space_name, lut_path, budget_us, batch_size, out, epochs, s
     overrides = {
         "epochs": epochs, "train_batch_size": train_batch_size, "warmup_epochs": warmup_epochs, "penalty": penalty,
         "weight_optimizer": weight_optimizer, "weight_lr": weight_lr,
-        "sampling": sampling, "hard": hard, "enumerate_groups": enumerate_groups, "temperature_init": temperature_init, "temperature_decay": temperature_decay,
+        "sampling": sampling, "hard": hard, "enumerate_groups": enumerate_groups, "sandwich": sandwich, "temperature_init": temperature_init, "temperature_decay": temperature_decay,
         "flops_weight": flops_weight, "param_bytes_weight": param_bytes_weight, "stop_after": stop_after,
     }
     config = SearchConfig.from_dict({"seed": seed, **{k: v for k, v in overrides.items() if v is not None}})

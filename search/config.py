@@ -31,8 +31,17 @@ class SearchConfig:
     # Epochs of weight training only (uniform logits) before the logits move:
     # candidates compared before any of them has learned say nothing.
     warmup_epochs: int = 1
-    weight_optimizer: str = "sgd"
-    weight_lr: float = 0.1  # DLRM's Kaggle recipe, as `dnas-hw train`
+    # The supernet's weights train with the recipe archs are retrained with (`dnas-hw train`'s
+    # default), so that it ranks candidates as retraining will.
+    weight_optimizer: str = "adam"
+    weight_lr: float = 1e-3
+    # The sandwich rule (BigNAS): weight steps cycle through the largest arch, a sampled one,
+    # the smallest, a sampled one, so the widest layers, longest dims and largest tables are
+    # trained as often as the narrow ones however the logits lean (with own rows per table-size
+    # candidate, a large table otherwise gets a fraction of the updates and looks worse in the
+    # supernet than after retraining). Choices without a size order (the interaction kind) are
+    # sampled in those steps too.
+    sandwich: bool = True
     # Clip the dense weights' gradient norm in weight steps (None: no clipping). With the
     # supernet's He-normal start (search/mixed.py) and a new random arch every batch, SGD at
     # 0.1 went non-finite at step 31 on synth1m; clipped at 1.0 it stayed finite (1,500 steps).

@@ -45,6 +45,7 @@ from search.family_search import family_search
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project
+from search.sandwich import extreme_probs, sandwich_probs
 from search.shards import lockstep_batches
 from search.state import load_state, save_state
 from search.supernet import SupernetBase
@@ -108,6 +109,7 @@ class _Search:
         self.controller = BudgetController(budget_us, config.target, config.floor, config.multiplier_lr, config.multiplier_init,
                                            two_sided=config.penalty == "band", gain=config.multiplier_gain)
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.extremes = extreme_probs(self.net.layout, self.net.enumerated_groups)
 
     def sample(self, global_rows: int, tau: float, detach: bool) -> dict[str, torch.Tensor]:
         """Gumbel samples for a global batch of `global_rows` rows: {group: [rows, n]}, or per sample
@@ -155,12 +157,17 @@ class _Search:
             weighted = weighted + (torch.softmax(self.net.arch_logits[g][0], -1) * candidate_losses).sum()
         return loss, weighted
 
-    def weight_step(self, dense, sparse, y, tau: float, global_rows: int | None = None) -> float:
-        """One step of the weights on this rank's rows of a global batch; returns their mean loss."""
+    def weight_step(self, dense, sparse, y, tau: float, global_rows: int | None = None, step: int = 1) -> float:
+        """One step of the weights on this rank's rows of a global batch; returns their mean loss.
+
+        `step` (the step's index in its epoch) picks its role in the sandwich rule (`search.sandwich`)."""
         global_rows = len(y) if global_rows is None else global_rows
         for opt in self.weight_opts:
             opt.zero_grad(set_to_none=True)
-        loss, weighted = self.task_loss(dense, sparse, y, self.sample(global_rows, tau, detach=True), global_rows)
+        probs = self.sample(global_rows, tau, detach=True)  # drawn in every step: the generator's path stays one
+        if self.config.sandwich:
+            probs = sandwich_probs(step, probs, self.extremes)
+        loss, weighted = self.task_loss(dense, sparse, y, probs, global_rows)
         weighted.backward()
         distributed.average_grads(self.dense_weights)
         if self.config.weight_grad_clip is not None:
@@ -245,7 +252,7 @@ def _run_epoch(search: _Search, data: PreparedData, epoch: int, started: float, 
     label = f"search epoch {epoch + 1}/{c.epochs}" + ("" if searching else " (warm-up)") + (f" rank {rank}/{world}" if world > 1 else "")
     with progress(n_weight + n_arch, label, "batches") as bar:
         for step, (dense, sparse, y, global_rows) in enumerate(weights):
-            task_sum += search.weight_step(dense, sparse, y, tau, global_rows) * len(y)
+            task_sum += search.weight_step(dense, sparse, y, tau, global_rows, step) * len(y)
             task_n += len(y)
             bar.update(1)
             if searching and (step + 1) % every == 0:

@@ -20,7 +20,7 @@ from search.run import run_search
 from test_search_fixtures import one_thread, synth_data, toy_lut  # noqa: F401 (autouse fixture)
 
 B = 16
-FAST = dict(epochs=3, warmup_epochs=1, train_batch_size=128)
+FAST = dict(epochs=3, warmup_epochs=1, train_batch_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +38,22 @@ def _budget(lut, space, share):
     return low + share * (high - low)
 
 
-def test_search_writes_a_run_folder_within_budget(data, space, tmp_path):
+def assert_the_search_itself_landed_in_the_band(summary: dict, budget_us: float) -> None:
+    """The argmax of the logits, before any projection, uses 80-100% of the budget."""
+    assert not summary["projection_needed"], summary["projection"]
+    assert 0.8 * budget_us <= summary["argmax_latency_ms"] * 1000 <= budget_us
+    assert summary["budget_status"] == "ok" and summary["within_budget"]
+
+
+@pytest.mark.parametrize("share", [0.3, 0.6])
+def test_search_writes_a_run_folder_within_budget(data, space, tmp_path, share):
     lut = toy_lut(space, B)
-    budget = _budget(lut, space, 0.5)
+    budget = _budget(lut, space, share)
     summary = run_search(data, space, lut, budget_us=budget, batch_size=B, out=tmp_path / "run", config=SearchConfig(**FAST))
     run = tmp_path / "run"
     arch = Arch.load(run / "arch.json")
     assert predict(lut, arch, B).total_us == pytest.approx(summary["predicted_latency_ms"] * 1000)
-    assert 0.8 * budget <= summary["predicted_latency_ms"] * 1000 <= budget
-    assert summary["budget_status"] == "ok" and summary["within_budget"]
+    assert_the_search_itself_landed_in_the_band(summary, budget)
     for key in ("latency_budget_ms", "batch_size", "epochs", "seed", "elapsed_s"):
         assert key in summary
     probs = json.loads((run / "arch_probs.json").read_text())
@@ -59,6 +66,24 @@ def test_search_writes_a_run_folder_within_budget(data, space, tmp_path):
         assert col in log.columns
     assert (log["temperature"].diff().dropna() < 0).all()
     assert not (run / "search_state.pt").exists()
+
+
+def test_a_budget_term_that_does_nothing_fails_the_band_check(data, space, tmp_path, monkeypatch):
+    """The check above tests the search, not the safety net: without the budget term's pull the
+    argmax lands outside the band (the projection then has to move it)."""
+    import search.run
+
+    def no_pull(tables, probs, **kw):
+        loss, details = search.run.cost_loss.__wrapped__(tables, probs, **kw)
+        return loss * 0.0, details
+
+    no_pull.__wrapped__ = search.run.cost_loss
+    monkeypatch.setattr(search.run, "cost_loss", no_pull)
+    lut = toy_lut(space, B)
+    budget = _budget(lut, space, 0.3)
+    summary = run_search(data, space, lut, budget_us=budget, batch_size=B, out=tmp_path / "run", config=SearchConfig(**FAST))
+    with pytest.raises(AssertionError):
+        assert_the_search_itself_landed_in_the_band(summary, budget)
 
 
 def test_resume_after_stopping_gives_the_same_arch(data, space, tmp_path):
