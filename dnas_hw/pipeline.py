@@ -20,6 +20,7 @@ from their last finished epoch.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,11 +49,15 @@ DEFAULT_TRAIN_EPOCHS = 1
 TRAIN_BATCH_SIZE = 256
 TRAIN_OPTIMIZER = "adam"
 TRAIN_LR = 1e-3
-# Default budgets: these fractions of the way from the space's smallest to its
-# largest predicted latency, on a log scale (latencies of archs spread over
+# Default budgets: the DLRM Kaggle reference config's LUT latency, and half of it. The
+# searched model must beat the hand-designed one at its own latency, and come close at half.
+DEFAULT_BUDGET_SHARES_OF_REFERENCE = (1.0, 0.5)
+# A space that cannot express the reference (dlrm-tiny, a user's): these fractions of the way from
+# its smallest to its largest arch's latency, on a log scale (latencies of archs spread over
 # orders of magnitude, mostly near the small end).
-DEFAULT_BUDGET_FRACTIONS = (0.25, 0.5)
-REFERENCES = ("dlrm-kaggle-reference", "space-smallest", "space-largest")
+FALLBACK_BUDGET_FRACTIONS = (0.25, 0.5)
+REFERENCE = "dlrm-kaggle-reference"
+REFERENCES = (REFERENCE, "space-smallest", "space-largest")
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ class PipelineOptions:
     data_dir: Path | None = None  # None: synthetic data of `rows` rows in RUN/data
     rows: int = DEFAULT_ROWS
     space: str = DEFAULT_SPACE
-    budgets_us: tuple[float, ...] | None = None  # None: chosen from the LUT (DEFAULT_BUDGET_FRACTIONS)
+    budgets_us: tuple[float, ...] = ()  # searched beside the defaults (DEFAULT_BUDGET_SHARES_OF_REFERENCE)
     backend: str = "onnxruntime"
     device: str = "cpu"
     threads: int = 1
@@ -168,15 +173,26 @@ def stage_lut(run: Path, space: SearchSpace, opts: PipelineOptions) -> Path:
     return target
 
 
-def default_budgets_us(lut, space: SearchSpace, batch_size: int) -> tuple[float, ...]:
-    """Budgets DEFAULT_BUDGET_FRACTIONS of the way (log scale) from the smallest to the largest arch's latency."""
+def round_up(value: float, digits: int = 3) -> float:
+    """`value` rounded up to `digits` significant digits (budgets that read well in folder names)."""
+    step = 10 ** (math.floor(math.log10(value)) - digits + 1)
+    return float(f"{math.ceil(value / step - 1e-9) * step:.{digits}g}")
+
+
+def default_budgets_us(lut, space: SearchSpace, batch_size: int) -> tuple[tuple[float, ...], str]:
+    """(budgets, how they were chosen): DEFAULT_BUDGET_SHARES_OF_REFERENCE of the DLRM reference
+    config's LUT latency on the space's tables, rounded up (so the reference itself fits the budget
+    named after it); for a space without the reference, FALLBACK_BUDGET_FRACTIONS of its range."""
     from lut.predict import predict
 
+    reference = predicted_us(lut, dlrm_kaggle_reference(space.cardinalities), batch_size)
+    if reference is not None:
+        return (tuple(round_up(reference * share) for share in DEFAULT_BUDGET_SHARES_OF_REFERENCE),
+                "the DLRM reference's LUT latency and half of it")
     lo = predict(lut, space.smallest(), batch_size).total_us
     hi = predict(lut, space.largest(), batch_size).total_us
-    # Rounded to 2 significant digits (folder names and the report read well), duplicates dropped.
-    budgets = (float(f"{lo * (hi / lo) ** f:.2g}") for f in DEFAULT_BUDGET_FRACTIONS)
-    return tuple(dict.fromkeys(b for b in budgets if b > 0))
+    budgets = (round_up(lo * (hi / lo) ** f) for f in FALLBACK_BUDGET_FRACTIONS)
+    return tuple(dict.fromkeys(budgets)), f"space {space.name} lacks the DLRM reference: from its latency range"
 
 
 def stage_search(run: Path, data_dir: Path, space: SearchSpace, lut, budget_us: float, opts: PipelineOptions) -> Candidate:
@@ -328,11 +344,12 @@ def _run_stages(opts: PipelineOptions) -> dict[str, Any]:
     data = PreparedData.open(data_dir)
     space = get_space(opts.space, cardinalities=data.cardinalities)
     lut = Lut.load(stage_lut(run, space, opts))
-    budgets = opts.budgets_us or tuple(saved.get("default_budgets_us") or ())
-    if not budgets:
-        budgets = default_budgets_us(lut, space, opts.batch_size)
-        write_json_atomic(run / "pipeline.json", {**saved, "default_budgets_us": list(budgets)})
-        say("budgets", f"chosen from the LUT: {', '.join(budget_label(b) for b in budgets)}")
+    defaults = tuple(saved.get("default_budgets_us") or ())
+    if not defaults:
+        defaults, how = default_budgets_us(lut, space, opts.batch_size)
+        write_json_atomic(run / "pipeline.json", {**saved, "default_budgets_us": list(defaults)})
+        say("budgets", f"{how}: {', '.join(budget_label(b) for b in defaults)}")
+    budgets = tuple(dict.fromkeys(defaults + tuple(opts.budgets_us)))
     candidates = [stage_search(run, data_dir, space, lut, b, opts) for b in budgets]
     candidates += references(space, data.cardinalities)
     records = []

@@ -33,8 +33,9 @@ class BudgetList(click.ParamType):
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), help="Prepared data folder [default: synthetic rows in OUT/data].")
 @click.option("--rows", default=p.DEFAULT_ROWS, show_default=True, type=click.IntRange(min=1000), help="Synthetic rows (without --data).")
 @click.option("--space", default=p.DEFAULT_SPACE, show_default=True, help="Built-in space or .toml file, bound to the data.")
-@click.option("--latency-budget", "budgets_us", type=BudgetList(),
-              help="Budgets at --batch-size, e.g. 0.3ms,0.6ms [default: chosen from the LUT's latency range].")
+@click.option("--latency-budget", "budgets_us", type=BudgetList(), default=(),
+              help="Budgets at --batch-size searched beside the defaults, e.g. 0.3ms,2ms "
+                   "[always searched: the DLRM reference config's LUT latency and half of it].")
 @click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "torch"]))
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))

@@ -3,8 +3,9 @@
 Plots (matplotlib, Agg backend, no display needed):
 
 - `pareto.png`: measured latency against test logloss for every model; the
-  searched archs, the references (DLRM Kaggle config, the space's smallest and
-  largest archs), the Pareto front over all of them, and the budgets;
+  searched archs (each labelled with how it compares with the DLRM reference),
+  the references (DLRM Kaggle config, the space's smallest and largest archs),
+  the Pareto front over all of them, and the budgets;
 - `arch_probs.png`: architecture probabilities after each search epoch, one row
   per budget, one panel per slot kind (mean over the slots of that kind);
 - `predicted_vs_measured.png`: the LUT's prediction against the measurement.
@@ -21,8 +22,22 @@ from dnas_hw.files import atomic_path, read_json, write_text_atomic
 
 PLOTS = ("pareto.png", "arch_probs.png", "predicted_vs_measured.png")
 PROBS_LOG = "arch_probs_epochs.json"
-SLOT_KINDS = ("bottom", "top", "emb_dim", "emb_rows", "interaction")
-REFERENCE_MARKERS = {"dlrm-kaggle-reference": "s", "space-smallest": "v", "space-largest": "^"}
+SLOT_KINDS = ("bottom", "bottom_depth", "top", "top_depth", "emb_dim", "emb_rows", "interaction", "interaction_dim")
+REFERENCE = "dlrm-kaggle-reference"
+REFERENCE_MARKERS = {REFERENCE: "s", "space-smallest": "v", "space-largest": "^"}
+
+
+def against_reference(model: dict, reference: dict) -> str:
+    """How a searched model compares with the DLRM reference, measured: `beats`, `matches`, or what it lacks."""
+    faster = model["measured_p50_ms"] <= reference["measured_p50_ms"]
+    better = model["test_logloss"] < reference["test_logloss"]
+    if faster and better:
+        return "beats the reference (lower logloss at no more latency)"
+    if better:
+        return "more accurate than the reference, but slower"
+    if faster:
+        return "faster than the reference, but less accurate"
+    return "loses to the reference (slower and less accurate)"
 
 
 def write_report(run: Path, results: dict[str, Any]) -> None:
@@ -64,11 +79,13 @@ def plot_pareto(models: list[dict], batch_size: int):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     searched = [m for m in models if m["kind"] == "searched"]
+    reference = next((m for m in models if m["name"] == REFERENCE), None)
     for i, m in enumerate(searched):
         c = colors[i % len(colors)]
         ax.axvline(m["budget_ms"], color=c, linestyle="--", linewidth=0.8)
+        verdict = f": {against_reference(m, reference).split(' (')[0]}" if reference else ""
         ax.scatter(m["measured_p50_ms"], m["test_logloss"], color=c, marker="o", s=60, zorder=3,
-                   label=f"searched, budget {m['budget_ms']:g} ms")
+                   label=f"searched, budget {m['budget_ms']:g} ms{verdict}")
     for m in models:
         if m["kind"] == "reference":
             ax.scatter(m["measured_p50_ms"], m["test_logloss"], color="black", marker=REFERENCE_MARKERS.get(m["name"], "x"),
@@ -182,7 +199,7 @@ def _arch_line(arch: dict) -> str:
     dims = collections.Counter(arch["emb_dims"])
     dims_text = ", ".join(f"{n} of dim {d}" for d, n in sorted(dims.items()))
     return (f"bottom MLP {'-'.join(map(str, [arch['num_dense'], *arch['bottom_mlp']]))}, "
-            f"interaction {arch['interaction']}, top MLP {'-'.join(map(str, [*arch['top_mlp'], 1]))}; "
+            f"interaction {arch['interaction']} at width {arch['bottom_mlp'][-1]}, top MLP {'-'.join(map(str, [*arch['top_mlp'], 1]))}; "
             f"embedding tables: {dims_text}; {sum(arch['emb_rows']):,} rows in all")
 
 
@@ -213,6 +230,22 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {'yes' if m['within_budget'] else '**no**'} | {m['test_logloss']:.4f} | {m['test_auc']:.4f} "
             f"| {m['params']:,} | {m['embedding_bytes'] / 2**20:.1f} | {m['search_status']} |"
         )
+    reference = next((m for m in models if m["name"] == REFERENCE), None)
+    if reference is not None:
+        lines += [
+            "",
+            "## Searched models against the DLRM Kaggle reference",
+            "",
+            "| budget ms | measured p50 ms: searched / reference | test logloss: searched / reference "
+            "| test AUC: searched / reference | verdict |",
+            "| ---: | ---: | ---: | ---: | --- |",
+        ]
+        for m in (m for m in models if m["kind"] == "searched"):
+            lines.append(
+                f"| {_ms(m['budget_ms'])} | {_ms(m['measured_p50_ms'])} / {_ms(reference['measured_p50_ms'])} "
+                f"| {m['test_logloss']:.4f} / {reference['test_logloss']:.4f} | {m['test_auc']:.4f} / {reference['test_auc']:.4f} "
+                f"| {against_reference(m, reference)} |"
+            )
     lines += [
         "",
         "## Reference points",
@@ -225,7 +258,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {m['name']} | {_ms(m['predicted_ms'])} | {_ms(m['measured_p50_ms'])} | {m['test_logloss']:.4f} "
             f"| {m['test_auc']:.4f} | {m['params']:,} | {m['embedding_bytes'] / 2**20:.1f} |"
         )
-    lines += ["", "LUT predicted n/a: the arch has ops outside the space (the DLRM reference's layer widths).", "",
+    lines += ["", "LUT predicted n/a: the arch has ops outside the space (e.g. the DLRM reference in a space without its widths).", "",
               "## Architectures", ""]
     lines += [f"- **{m['name']}**: {_arch_line(m['arch'])}" for m in models]
     lines += [
