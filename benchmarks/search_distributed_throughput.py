@@ -2,7 +2,7 @@
 
 The supernet of the default space (dlrm-kaggle, bound to a synthetic data
 folder's tables: Kaggle's cardinalities x 0.01) runs whole search epochs
-(`search.run._run_epoch`: data loading, hard single-path weight steps and arch
+(`search.run.run_epoch`: data loading, hard single-path weight steps and arch
 steps, default SearchConfig except no warm-up), one torch thread per process.
 Ops are priced by FLOPs (the step cost does not depend on the table's values,
 so no LUT is needed). Each configuration is a fresh `torchrun --standalone`
@@ -43,14 +43,14 @@ def make_search(data_dir: str, batch_size: int, seed: int):
     from dnas_hw.space import get_space
     from search.config import SearchConfig
     from search.cost import CostTables, cost_table
-    from search.run import _Search
+    from search.run import Searcher
 
     torch.set_num_threads(1)
     data = PreparedData.open(data_dir)
     space = get_space("dlrm-kaggle", cardinalities=data.cardinalities)
     tables = CostTables(cost_table(space, lambda c: float(c.flops(1)) + 1.0))
     config = SearchConfig(seed=seed, train_batch_size=batch_size, warmup_epochs=0)
-    return _Search(space, tables, budget_us=1e9, config=config), data
+    return Searcher(space, tables, budget_us=1e9, config=config), data
 
 
 @click.group()
@@ -94,7 +94,7 @@ def worker(data_dir, batch_size, epochs, seed, out) -> None:
     """One rank: EPOCHS search epochs, each timed between barriers, its steps counted."""
     from dnas_hw import distributed
     from dnas_hw.files import write_json_atomic
-    from search.run import _run_epoch
+    from search.run import run_epoch
 
     with distributed.session():
         search, data = make_search(data_dir, batch_size, seed)
@@ -108,7 +108,7 @@ def worker(data_dir, batch_size, epochs, seed, out) -> None:
 
         def run_epoch(epoch, start):
             before = counted["steps"]
-            _run_epoch(search, data, epoch, start, 0.0)
+            run_epoch(search, data, epoch, start, 0.0)
             steps.append(counted["steps"] - before)
 
         times = timed_epochs(epochs, run_epoch)

@@ -26,7 +26,7 @@ from dnas_hw.timing import time_callable
 from dnas_hw.train import make_optimizers, split_parameters
 from search.config import SearchConfig
 from search.cost import CostTables, cost_table
-from search.run import _Search
+from search.run import Searcher
 
 
 def batch(space, n: int, seed: int = 0):
@@ -64,7 +64,7 @@ def main() -> None:
     tables = CostTables(cost_table(space, lambda c: float(c.flops(1)) + 1.0))
     candidates = {"largest standalone": standalone_step(build_model(space.largest(), seed=0), dense, sparse, y)}
     for mode, hard in (("per-batch", True), ("per-batch", False), ("per-sample", False)):
-        s = _Search(space, tables, budget_us=1e9, config=SearchConfig(sampling=mode, hard=hard))
+        s = Searcher(space, tables, budget_us=1e9, config=SearchConfig(sampling=mode, hard=hard))
         name = f"{mode}, {'hard' if hard else 'soft'}"
         # At uniform logits, hard weight steps sample archs uniformly: the mean over draws is the figure.
         candidates[f"supernet weight step ({name})"] = lambda s=s: s.weight_step(dense, sparse, y, 1.0)

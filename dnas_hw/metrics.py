@@ -1,6 +1,8 @@
-"""CTR metrics on numpy arrays: exact rank AUC, log loss, accuracy, calibration."""
+"""CTR metrics on numpy arrays (exact rank AUC, log loss, accuracy, calibration), and rank correlations."""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
@@ -49,3 +51,38 @@ def ctr_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         "calibration": float(probs.mean() / positive_rate) if positive_rate > 0 else float("nan"),
         "rows": int(labels.size),
     }
+
+
+def ranks(x: Sequence[float]) -> np.ndarray:
+    """Ranks 1..n, ties sharing their average rank."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    r = np.empty(len(x))
+    r[order] = np.arange(1, len(x) + 1)
+    for value in np.unique(x):
+        tied = x == value
+        r[tied] = r[tied].mean()
+    return r
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (the Pearson correlation of the ranks); nan for fewer than 2 points."""
+    if len(a) < 2:
+        return float("nan")
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-b: (concordant - discordant pairs) over the pairs untied in each; nan for fewer than 2 points."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(x) < 2:
+        return float("nan")
+    i, j = np.triu_indices(len(x), k=1)
+    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    untied_x, untied_y = np.count_nonzero(dx), np.count_nonzero(dy)
+    if not untied_x or not untied_y:
+        return float("nan")
+    return float(np.sum(dx * dy) / np.sqrt(untied_x * untied_y))

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from dnas_hw.metrics import spearman
 from dnas_hw.progress import progress
 from dnas_hw.runners import time_archs
 from lut.predict import predict
@@ -25,28 +26,6 @@ from lut.table import Lut, overhead_call
 # round of each, not all rounds of one), and their models are in memory at once.
 GROUP = 4
 WORST = 5
-
-
-def ranks(x: Sequence[float]) -> np.ndarray:
-    """Ranks 1..n, ties sharing their average rank."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    r = np.empty(len(x))
-    r[order] = np.arange(1, len(x) + 1)
-    for value in np.unique(x):
-        tied = x == value
-        r[tied] = r[tied].mean()
-    return r
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rank correlation (the Pearson correlation of the ranks); nan for fewer than 2 points."""
-    if len(a) < 2:
-        return float("nan")
-    ra, rb = ranks(a), ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def fidelity(predicted_us: Sequence[float], measured_us: Sequence[float]) -> dict:

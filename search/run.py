@@ -61,7 +61,8 @@ def check_inputs(data: PreparedData, space: SearchSpace, lut: Lut, batch_size: i
     lut.require(space.op_calls() | {overhead_call(space.num_dense, space.num_sparse)}, batch_size)
 
 
-def _tables(space: SearchSpace, lut: Lut, batch_size: int, config: SearchConfig) -> CostTables:
+def cost_tables(space: SearchSpace, lut: Lut, batch_size: int, config: SearchConfig) -> CostTables:
+    """The LUT's latency table at `batch_size`, and the FLOPs / parameter-bytes tables when `config` weighs them."""
     flops = flops_table(space, batch_size) if config.flops_weight else None
     params = param_bytes_table(space) if config.param_bytes_weight else None
     largest = space.largest()
@@ -85,15 +86,20 @@ def _feasibility(tables: CostTables, layout: Layout, budget_us: float, floor: fl
     return "ok", fastest, slowest
 
 
-class _Search:
-    """The mutable state of one search, and its two kinds of steps."""
+class Searcher:
+    """One search's state (supernet, optimizers, budget controller, Gumbel generator) and its steps.
+
+    `weight_step` and `arch_step` each take one batch; `run_epoch` alternates them over the
+    train split; `run_search` adds checkpoints, the run folder and the final derivation.
+    Benchmarks and tests drive a `Searcher` directly.
+    """
 
     def __init__(self, space: SearchSpace, tables: CostTables, budget_us: float, config: SearchConfig):
         self.space, self.tables, self.budget_us, self.config = space, tables, budget_us, config
         seed_everything(config.seed)
         self.family = family_search(space)
         self.net = self.family.supernet(space)
-        dense, sparse = split_parameters(_WeightsView(self.net))
+        dense, sparse = split_parameters(WeightsView(self.net))
         self.weight_opts = make_optimizers(dense, sparse, config.weight_optimizer, config.weight_lr)
         # Several processes: each step averages its gradients over the ranks explicitly (the dense
         # weights' and the logits' in one all-reduce each, the tables' in a SparseGradGather) rather
@@ -225,7 +231,7 @@ class _Search:
         self.generator.set_state(state["generator"])
 
 
-class _WeightsView(nn.Module):
+class WeightsView(nn.Module):
     """The supernet without its logits, for `split_parameters` (dense vs sparse-gradient weights)."""
 
     def __init__(self, net: SupernetBase):
@@ -233,7 +239,9 @@ class _WeightsView(nn.Module):
         self.parts = nn.ModuleList([m for name, m in net.named_children() if name != "arch_logits"])
 
 
-def _run_epoch(search: _Search, data: PreparedData, epoch: int, started: float, elapsed_before: float) -> dict:
+def run_epoch(search: Searcher, data: PreparedData, epoch: int, started: float, elapsed_before: float) -> dict:
+    """One search epoch: weight steps on the weight part of the train split, interleaved (after the
+    warm-up) with arch steps on the rest; returns the epoch's row of search_log.csv."""
     c = search.config
     train = data.split("train")
     cut = int(len(train) * c.split_fraction)
@@ -314,7 +322,7 @@ def run_search(
         raise UserError(f"{out} holds an unfinished search: use --resume to continue it or a new --out")
     data = PreparedData.open(data_dir)
     check_inputs(data, space, lut, batch_size)
-    tables = _tables(space, lut, batch_size, config)
+    tables = cost_tables(space, lut, batch_size, config)
     status, fastest_us, slowest_us = _feasibility(tables, Layout(space), budget_us, config.floor)
     if status != "ok" and distributed.is_main():
         click.echo(f"search: budget {budget_us / 1000:.3f}ms is {status} "
@@ -325,7 +333,7 @@ def run_search(
         "lut": tables.latency.fingerprint(),
         "data": str(Path(data_dir).resolve()),
     }
-    search = _Search(space, tables, budget_us, config)
+    search = Searcher(space, tables, budget_us, config)
     log: list[dict] = []
     probs_log: list[dict] = []
     elapsed_before = 0.0
@@ -340,7 +348,7 @@ def run_search(
     # With several processes every rank runs the same search (identical logits, averaged
     # gradients) and rank 0 alone writes; the others wait for its files at a barrier.
     for epoch in range(len(log), last):
-        log.append(_run_epoch(search, data, epoch, started, elapsed_before))
+        log.append(run_epoch(search, data, epoch, started, elapsed_before))
         with torch.no_grad():
             probs_log.append({"epoch": epoch + 1, "probs": search.net.layout.probs_dict(search.net.probabilities())})
         if distributed.is_main():
@@ -359,7 +367,7 @@ def run_search(
     return summary if distributed.is_main() else read_json(out / SUMMARY, "summary")
 
 
-def _finish(search: _Search, out: Path, log, budget_us, batch_size, lut, status, fastest_us, slowest_us, elapsed) -> dict:
+def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status, fastest_us, slowest_us, elapsed) -> dict:
     space, config, layout = search.space, search.config, search.net.layout
     argmax, probs = derive(search.net)
     # A floor the slowest arch cannot reach is no floor: then the argmax stands unless over budget.

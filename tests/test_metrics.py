@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dnas_hw.metrics import auc, ctr_metrics, logloss
+from dnas_hw.metrics import auc, ctr_metrics, kendall_tau, logloss, ranks, spearman
 
 
 def pairwise_auc(labels, scores) -> float:
@@ -59,3 +59,25 @@ def test_calibration_over_and_under():
     labels = np.array([1, 0, 0, 0])
     assert ctr_metrics(labels, np.full(4, 0.5))["calibration"] == pytest.approx(2.0)
     assert math.isnan(ctr_metrics(np.zeros(4), np.full(4, 0.5))["calibration"])
+
+
+def test_ranks_share_ties():
+    assert ranks([10, 30, 20, 30]).tolist() == [1.0, 3.5, 2.0, 3.5]
+
+
+def test_spearman_on_fixed_inputs():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [40, 30, 20, 10]) == pytest.approx(-1.0)
+    # One swapped pair among 5: 1 - 6 * sum(d^2) / (n (n^2 - 1)) = 1 - 6 * 2 / 120.
+    assert spearman([1, 2, 3, 4, 5], [1, 3, 2, 4, 5]) == pytest.approx(0.9)
+    assert math.isnan(spearman([1, 2], [5, 5]))
+
+
+def test_kendall_tau_by_hand():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [40, 30, 20, 10]) == pytest.approx(-1.0)
+    # One swapped pair among 4: 5 concordant, 1 discordant of 6.
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    # tau-b with a tie in b: (concordant - discordant) / sqrt(6 * 5).
+    assert kendall_tau([1, 2, 3, 4], [1, 2, 2, 4]) == pytest.approx(5 / 30**0.5)
+    assert math.isnan(kendall_tau([1], [2])) and math.isnan(kendall_tau([1, 2], [3, 3]))

@@ -57,11 +57,11 @@ def test_gumbel_samples():
 
 def test_supernet_training_touches_only_sampled_rows_sparsely():
     from dnas_hw.train import split_parameters
-    from search.run import _WeightsView
+    from search.run import WeightsView
 
     space = tiny_space()
     net = Supernet(space)
-    dense_params, sparse_params = split_parameters(_WeightsView(net))
+    dense_params, sparse_params = split_parameters(WeightsView(net))
     assert sparse_params == [net.embeddings.table.weight]
     assert all(p is not q for p in dense_params for q in net.arch_parameters())
     dense, sparse = random_batch(space, 16)
@@ -127,12 +127,12 @@ def test_an_arch_step_takes_the_interaction_gradient_by_enumeration(tmp_path):
     L_k = the batch's loss with kind k, the other choices as sampled): p_k (L_k - sum_j p_j L_j).
     Straight-through, it would depend on the sampled kind's output only."""
     from search.config import SearchConfig
-    from search.run import _Search, _tables
+    from search.run import Searcher, cost_tables
     from test_search_fixtures import toy_lut
 
     space = SMALL_KAGGLE
     config = SearchConfig(enumerate_groups=True)
-    search = _Search(space, _tables(space, toy_lut(space, 64), 64, config), 1e9, config)
+    search = Searcher(space, cost_tables(space, toy_lut(space, 64), 64, config), 1e9, config)
     trained_like(search.net, 4)
     with torch.no_grad():
         search.net.arch_logits["interaction"].copy_(torch.tensor([[0.3, -0.2]]))
