@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import typing
+from typing import Callable
 
 import click
 
@@ -55,3 +58,32 @@ class Duration(click.ParamType):
 
 
 DURATION_US = Duration()
+
+
+def config_options(cls: type, *, hidden: tuple[str, ...] = ()) -> Callable:
+    """A decorator adding one option per field of the dataclass `cls` that carries `help` metadata.
+
+    `--field-name` (`flags` metadata: another flag pair; a bool: `--x/--no-x`), typed by the
+    field's annotation, a `click.Choice` where `choices` metadata is given. Each option defaults
+    to None, meaning "the dataclass's default", and reaches the command under the field's name,
+    so a new field of `cls` becomes an option without a second edit.
+    """
+    hints = typing.get_type_hints(cls)
+
+    def decorate(command: Callable) -> Callable:
+        for f in reversed(dataclasses.fields(cls)):
+            if "help" not in f.metadata:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
+            help_text = f"{f.metadata['help']} [default: {f.default}]"
+            if kind is bool:
+                decls = f.metadata.get("flags", f"{flag}/--no-{flag[2:]}")
+                option = click.option(decls, f.name, default=None, help=help_text, hidden=f.name in hidden)
+            else:
+                param_type = click.Choice(list(f.metadata["choices"])) if "choices" in f.metadata else kind
+                option = click.option(flag, f.name, default=None, type=param_type, help=help_text, hidden=f.name in hidden)
+            command = option(command)
+        return command
+
+    return decorate

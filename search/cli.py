@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from dnas_hw.cli_types import DURATION_US
+from dnas_hw.cli_types import DURATION_US, config_options
+from search.config import SearchConfig
 
 
 @click.command()
@@ -16,52 +17,26 @@ from dnas_hw.cli_types import DURATION_US
 @click.option("--latency-budget", "budget_us", required=True, type=DURATION_US, help="Budget at the serving batch size, e.g. 0.8ms or 800us.")
 @click.option("--batch-size", required=True, type=int, help="Serving batch size the budget and the LUT rows refer to.")
 @click.option("--out", required=True, type=click.Path(), help="Run folder (arch.json, arch_probs.json, search_log.csv, summary.json).")
-@click.option("--epochs", default=None, type=int, help="Search epochs [default: SearchConfig.epochs].")
-@click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--resume", is_flag=True, help="Continue an interrupted search in --out from its last finished epoch.")
-@click.option("--train-batch-size", default=None, type=int, help="Supernet training batch size [default: 256].")
-@click.option("--warmup-epochs", default=None, type=int, help="Weight-only epochs before the logits move [default: 1].")
-@click.option("--weight-optimizer", default=None, type=click.Choice(["sgd", "adagrad", "adam"]),
-              help="Optimizer of the supernet's weights; use the one the derived arch will be retrained with [default: SearchConfig].")
-@click.option("--weight-lr", default=None, type=float, help="Learning rate of the supernet's weights [default: SearchConfig].")
-@click.option("--penalty", default=None, type=click.Choice(["band", "hinge", "linear-log", "fbnet"]), help="Budget term form: band (two-sided, default), hinge (pushes down only), linear-log, fbnet.")
-@click.option("--sampling", default=None, type=click.Choice(["per-batch", "per-sample"]), help="One Gumbel draw per batch or per sample.")
-@click.option("--hard/--soft", default=None, help="Straight-through one-hot samples (single-path weight steps) or soft mixtures [default: hard].")
-@click.option("--enumerate/--straight-through", "enumerate_groups", default=None,
-              help="Arch steps: the interaction kind's logit gradient by running every kind (exact), or straight-through like the other slots [default: straight-through].")
-@click.option("--sandwich/--no-sandwich", default=None,
-              help="Weight steps cycle through the largest arch, a sampled one, the smallest, a sampled one [default: sandwich].")
-@click.option("--temperature-init", default=None, type=float)
-@click.option("--temperature-decay", default=None, type=float, help="Per-epoch factor of the temperature.")
-@click.option("--flops-weight", default=None, type=float, help="Weight of an expected-FLOPs term (fraction of the largest arch).")
-@click.option("--param-bytes-weight", default=None, type=float, help="Weight of an expected parameter-bytes term.")
 @click.option("--backend", default=None, help="Refuse a LUT not measured with this backend.")
 @click.option("--device", default=None, help="Refuse a LUT not measured on this device.")
 @click.option("--threads", default=None, type=int, help="Refuse a LUT not measured with this thread count.")
 @click.option("--force", is_flag=True, help="Use a LUT whose target differs from --backend/--device/--threads.")
-@click.option("--stop-after", default=None, type=int, hidden=True, help="Stop after this many epochs, as if killed (tests of --resume).")
-def search(data_dir, space_name, lut_path, budget_us, batch_size, out, epochs, seed, resume, train_batch_size,
-           warmup_epochs, weight_optimizer, weight_lr, penalty, sampling, hard, enumerate_groups, sandwich, temperature_init,
-           temperature_decay, flops_weight, param_bytes_weight, backend, device, threads, force, stop_after) -> None:
+@config_options(SearchConfig, hidden=("stop_after",))
+def search(data_dir, space_name, lut_path, budget_us, batch_size, out, resume, backend, device, threads, force, **knobs) -> None:
     """Search SPACE on DATA for the best arch whose LUT latency at --batch-size fits --latency-budget.
 
     Under `torchrun --nproc_per_node N -m dnas_hw.cli search ...` the N processes
     search data-parallel (--train-batch-size is the global batch) and rank 0 writes.
+    Every `search.config.SearchConfig` field is an option (--epochs, --weight-lr, ...).
     """
     from dnas_hw import distributed
     from dnas_hw.data.folder import PreparedData
     from dnas_hw.space import get_space
     from lut.table import Lut
-    from search.config import SearchConfig
     from search.run import run_search
 
-    overrides = {
-        "epochs": epochs, "train_batch_size": train_batch_size, "warmup_epochs": warmup_epochs, "penalty": penalty,
-        "weight_optimizer": weight_optimizer, "weight_lr": weight_lr,
-        "sampling": sampling, "hard": hard, "enumerate_groups": enumerate_groups, "sandwich": sandwich, "temperature_init": temperature_init, "temperature_decay": temperature_decay,
-        "flops_weight": flops_weight, "param_bytes_weight": param_bytes_weight, "stop_after": stop_after,
-    }
-    config = SearchConfig.from_dict({"seed": seed, **{k: v for k, v in overrides.items() if v is not None}})
+    config = SearchConfig.from_dict({k: v for k, v in knobs.items() if v is not None})
     lut = Lut.load(lut_path)
     lut.check_target(force=force, backend=backend, device=device, threads=threads)
     space = get_space(space_name, cardinalities=PreparedData.open(data_dir).cardinalities)

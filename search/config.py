@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from dnas_hw.errors import UserError
@@ -12,83 +12,86 @@ from search.cost import PENALTY_FORMS
 SAMPLING_MODES = ("per-batch", "per-sample")
 
 
+def knob(default: Any, help: str, **cli: Any) -> Any:
+    """A `SearchConfig` field with its command-line help; `cli` may name `choices` or a `flags` pair
+    (`dnas_hw.cli_types.config_options` makes the options, so a new field is added here only)."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     # Passes over the weight part of the train split. Four is enough for the
     # argmax to settle on the benchmark data (the temperature is ~1 by then) and
     # keeps the default space on 1M rows well inside 15 minutes on 2 cores.
-    epochs: int = 4
-    seed: int = 0
+    epochs: int = knob(4, "Passes over the weight part of the train split.")
+    seed: int = knob(0, "Seed of the weights, the data order and the Gumbel samples.")
     # Training batch size of the supernet; the serving batch size the LUT is read
     # at is a separate argument of `run_search`.
-    train_batch_size: int = 256
+    train_batch_size: int = knob(256, "Supernet training batch size (the global batch under torchrun).")
     # Gumbel-softmax temperature: init * decay**epoch. FBNet's 5 suits ~90
     # epochs; in 4 epochs the straight-through gradient (scaled by 1/tau) at
     # tau 5 -> 1 left the logits almost uniform (entropy 1.448 -> 1.256 nats on
     # 200k rows), so start at 1 and end near 0.34.
-    temperature_init: float = 1.0
-    temperature_decay: float = 0.7
+    temperature_init: float = knob(1.0, "Gumbel-softmax temperature of the first epoch.")
+    temperature_decay: float = knob(0.7, "Per-epoch factor of the temperature.")
     # Epochs of weight training only (uniform logits) before the logits move:
     # candidates compared before any of them has learned say nothing.
-    warmup_epochs: int = 1
+    warmup_epochs: int = knob(1, "Weight-only epochs (uniform logits) before the logits move.")
     # The supernet's weights train with the recipe archs are retrained with (`dnas-hw train`'s
     # default), so that it ranks candidates as retraining will.
-    weight_optimizer: str = "adam"
-    weight_lr: float = 1e-3
+    weight_optimizer: str = knob("adam", "Optimizer of the supernet's weights; use the one the derived arch is retrained with.", choices=OPTIMIZERS)
+    weight_lr: float = knob(1e-3, "Learning rate of the supernet's weights.")
     # The sandwich rule (BigNAS): weight steps cycle through the largest arch, a sampled one,
     # the smallest, a sampled one, so the widest layers, longest dims and largest tables are
     # trained as often as the narrow ones however the logits lean (with own rows per table-size
     # candidate, a large table otherwise gets a fraction of the updates and looks worse in the
     # supernet than after retraining). Choices without a size order (the interaction kind) are
     # sampled in those steps too.
-    sandwich: bool = True
+    sandwich: bool = knob(True, "Weight steps cycle through the largest arch, a sampled one, the smallest, a sampled one.")
     # Clip the dense weights' gradient norm in weight steps (None: no clipping). With the
     # supernet's He-normal start (search/mixed.py) and a new random arch every batch, SGD at
     # 0.1 went non-finite at step 31 on synth1m; clipped at 1.0 it stayed finite (1,500 steps).
-    weight_grad_clip: float | None = 1.0
+    weight_grad_clip: float | None = knob(1.0, "Clip the weights' gradient norm at this value in weight steps.")
     # Adam on the logits (FBNet, DARTS). At 0.01 the logits barely moved in 4
     # epochs on 200k rows (~375 arch steps); 0.05 (with the temperature below)
     # brought the mean slot entropy from 1.45 to 0.10 nats.
-    arch_lr: float = 0.05
+    arch_lr: float = knob(0.05, "Adam learning rate of the architecture logits.")
     # Weights train on the first 80% of the train split, logits on the rest.
-    split_fraction: float = 0.8
-    sampling: str = "per-batch"
+    split_fraction: float = knob(0.8, "Share of the train split the weights train on; the logits train on the rest.")
+    sampling: str = knob("per-batch", "One Gumbel draw per batch or per sample.", choices=SAMPLING_MODES)
     # Hard (straight-through) samples: one-hot forward, soft gradient. Weight steps
     # then run only the sampled arch (single path), so they cost an average arch,
     # not the largest; the soft mixture is the alternative (--soft).
-    hard: bool = True
+    hard: bool = knob(True, "Straight-through one-hot samples (single-path weight steps) or soft mixtures.", flags="--hard/--soft")
     # With True, arch steps take the gradient of the enumerated groups' logits (DLRM's
     # interaction kind; `SupernetBase.enumerated_groups`) exactly, by running each candidate,
-    # instead of straight-through. Off by default: measured on the planted data it chose cat
-    # as straight-through does (p(dot) 0.5 -> 0.007 in the first arch epoch against 0.025),
-    # because the supernet itself scores cat better in expectation over the sampled archs
-    # (RESULTS.md, "Search", seventh pass), and it makes arch steps dearer.
-    enumerate_groups: bool = False
+    # instead of straight-through. Off by default: it makes arch steps dearer, and it follows
+    # the supernet's expected loss, which is only as good as the supernet's ranking.
+    enumerate_groups: bool = knob(False, "Arch steps: the interaction kind's logit gradient by running every kind (exact), or straight-through.", flags="--enumerate/--straight-through")
     # The budget term; see `search.cost.budget_penalty`. `band` is a signed
     # Lagrange multiplier from two-sided dual ascent: it pushes the derived arch
     # down over the target and up under the floor, so the search itself lands in
     # [floor, 1] x budget (the one-sided `hinge` left small archs to the
     # projection). The paper forms are for comparison.
-    penalty: str = "band"
-    fbnet_beta: float = 0.6
+    penalty: str = knob("band", "Budget term: band (two-sided), hinge (pushes down only), linear-log, fbnet.", choices=PENALTY_FORMS)
+    fbnet_beta: float = knob(0.6, "Exponent of the fbnet penalty.")
     # The starting multiplier and its additive dual-ascent step (per arch step,
     # times how far the derived arch is outside the band, as a share of the budget).
-    multiplier_init: float = 0.0
-    multiplier_lr: float = 0.2
+    multiplier_init: float = knob(0.0, "Starting budget multiplier.")
+    multiplier_lr: float = knob(0.2, "Dual-ascent step of the budget multiplier.")
     # Proportional term of the controller (multiplier = integral + gain * error):
     # with the integral alone the argmax overshot the band back and forth on the
     # toy LUT (1.08 -> 0.73 -> 1.08 of the budget); gain 5 settled it inside.
-    multiplier_gain: float = 5.0
+    multiplier_gain: float = knob(5.0, "Proportional gain of the budget controller.")
     # The controller aims the derived arch at target * budget: a little under,
     # so the argmax, which moves in steps, stays inside the budget.
-    target: float = 0.95
+    target: float = knob(0.95, "The controller aims the derived arch at this share of the budget.")
     # The derived arch must use at least this share of the budget.
-    floor: float = 0.8
+    floor: float = knob(0.8, "The derived arch must use at least this share of the budget.")
     # Optional extra terms, as fractions of the largest arch's value.
-    flops_weight: float = 0.0
-    param_bytes_weight: float = 0.0
-    # Stop after this many epochs (tests of resume); None runs all.
-    stop_after: int | None = None
+    flops_weight: float = knob(0.0, "Weight of an expected-FLOPs term (a fraction of the largest arch's).")
+    param_bytes_weight: float = knob(0.0, "Weight of an expected parameter-bytes term.")
+    stop_after: int | None = knob(None, "Stop after this many epochs, as if killed (tests of --resume).")
 
     def __post_init__(self) -> None:
         def bad(what: str) -> None:

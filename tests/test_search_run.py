@@ -219,3 +219,14 @@ def test_other_penalty_forms_and_sampling_modes_run_and_respect_the_budget(data,
     if options.get("flops_weight"):
         assert {"expected_flops", "expected_param_bytes"} <= set(log.columns)
 
+
+
+def test_every_search_config_field_is_a_search_option():
+    from dataclasses import fields
+
+    from search.cli import search
+
+    names = {p.name for p in search.params}
+    assert {f.name for f in fields(SearchConfig)} <= names
+    flags = {opt for p in search.params for opt in p.opts + p.secondary_opts}
+    assert {"--hard", "--soft", "--enumerate", "--straight-through", "--sandwich", "--no-sandwich", "--arch-lr"} <= flags
