@@ -31,6 +31,23 @@ def test_one_hot_supernet_equals_standalone_model(space, path):
     assert_one_hot_supernet_equals_extracted(trained_like(Supernet(space), 1), space, extract_model, path == "masked", 6)
 
 
+@pytest.mark.parametrize("path", ["masked", "single-path"])
+def test_every_kind_width_and_depth_corner_reads_its_own_columns(path):
+    """Each interaction kind at each width D, with no or every hidden layer kept: the supernet at those
+    choices is the extracted model (the top MLP's first reader takes the kind's canonical columns)."""
+    space = tiny_space()
+    net = trained_like(Supernet(space), 3)
+    dense, sparse = random_batch(space, 16)
+    base = space.sample_choices(random.Random(7))
+    for kind in space.interactions:
+        for d in space.interaction_dims:
+            for bottom, top in [(0, 0), (0, space.top_layers), (space.bottom_layers, 0), (space.bottom_layers, space.top_layers)]:
+                choices = {**base, "interaction": kind, "interaction_dim": d, "bottom_depth": bottom, "top_depth": top}
+                probs = {g: t.float().requires_grad_(path == "masked") for g, t in net.layout.one_hot(choices).items()}
+                want = extract_model(net, choices)(dense, sparse).detach()
+                torch.testing.assert_close(net(dense, sparse, probs), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
 def test_per_sample_masks_give_each_sample_its_own_arch():
     space = tiny_space()
     assert_per_sample_masks_give_each_sample_its_arch(trained_like(Supernet(space), 2), space, extract_model, 8)
