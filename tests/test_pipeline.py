@@ -23,6 +23,7 @@ def first_run(tmp_path_factory):
     return run, args, result.output
 
 
+@pytest.mark.slow
 def test_pipeline_writes_report_plots_and_every_stage(first_run):
     run, _, output = first_run
     report = (run / "report.md").read_text()
@@ -48,6 +49,7 @@ def test_pipeline_writes_report_plots_and_every_stage(first_run):
     assert "wrote" in output
 
 
+@pytest.mark.slow
 def test_second_run_redoes_no_stage(first_run, monkeypatch):
     run, args, _ = first_run
     import dnas_hw.bench
@@ -70,6 +72,7 @@ def test_second_run_redoes_no_stage(first_run, monkeypatch):
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
+@pytest.mark.slow
 def test_a_new_run_reuses_the_cached_lut(first_run, tmp_path, monkeypatch):
     run, args, _ = first_run
     import profiler.run
@@ -87,6 +90,7 @@ def test_a_new_run_reuses_the_cached_lut(first_run, tmp_path, monkeypatch):
         stage_lut(tmp_path / "run3", space, PipelineOptions(**{**opts.__dict__, "out": tmp_path / "run3", "batch_size": 8}))
 
 
+@pytest.mark.slow
 def test_rerun_with_other_options_is_refused(first_run):
     run, args, _ = first_run
     changed = [a if a != "3000" else "5000" for a in args]
