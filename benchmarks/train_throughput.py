@@ -2,9 +2,15 @@
 
 Configuration (issue 2, item 9): 26 tables of 100,000 rows, dim 16, bottom MLP
 13-512-256-64-16, top MLP 512-256-1, dot interaction, batch 128, SGD at lr 0.1
-with sparse embedding gradients, random data. Reference: facebookresearch/dlrm
-(`dlrm_s_pytorch.py`) runs it at about 7.0 ms per iteration, 18,000 samples/s,
-on this 2-core machine; the target is 1.5 times that.
+with sparse embedding gradients, random data. The target is 1.5 times the
+reference, facebookresearch/dlrm (`dlrm_s_pytorch.py`), and the reference here
+is a recorded constant, not a run beside ours: it measured about 7.0 ms per
+iteration, 18,000 samples/s, once on the 2-core development machine. It is not
+part of this repository, needs packages the project does not install
+(scikit-learn, tensorboard) and cannot be fetched where the project runs (no
+network beyond the package registries), so this script cannot run it. A ratio
+to the constant moves with the load of the day it is measured on; the routes'
+ratios to one another, timed interleaved, do not depend on it.
 
 The model, optimizers and step are the project's own (`build_model`,
 `split_parameters`, `make_optimizers`, `train_step`, inside
@@ -52,7 +58,8 @@ from dnas_hw.model import build_model
 from dnas_hw.progress import progress
 from dnas_hw.train import make_optimizers, split_parameters, updated_in_backward, train_step
 
-REFERENCE_SAMPLES_PER_S = 18_000  # facebookresearch/dlrm on this machine, 7.0 ms/iter at batch 128
+# facebookresearch/dlrm on the development machine, 7.0 ms/iter at batch 128: a recorded constant (see above).
+REFERENCE_SAMPLES_PER_S = 18_000
 TARGET_RATIO = 1.5
 ROWS, TABLES, DIM, NUM_DENSE = 100_000, 26, 16, 13
 ROUTES = ("packed", "per-feature", "mlp-step-after-backward")
@@ -218,7 +225,7 @@ def load_average() -> list[float]:
 @click.option("--split", is_flag=True, help="Instead of the routes, time the parts of a packed step (see time_parts).")
 @click.option("--out", type=click.Path(), default=None, help="Also write the figures as JSON.")
 def main(runs, iters, warmup, batch_size, lr, pool, threads, routes, seed, clock, profile_iters, split, out) -> None:
-    """Training samples/s of the DLRM Kaggle reference configuration, against the 18,000 samples/s reference."""
+    """Training samples/s of the DLRM Kaggle reference configuration, against a recorded 18,000 samples/s reference."""
     if threads is not None:
         torch.set_num_threads(threads)
     if profile_iters:
@@ -244,16 +251,19 @@ def main(runs, iters, warmup, batch_size, lr, pool, threads, routes, seed, clock
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
         "reference_samples_per_s": REFERENCE_SAMPLES_PER_S,
+        "reference_is": "a recorded constant (facebookresearch/dlrm measured once on the development machine), not run beside",
         "target_samples_per_s": TARGET_RATIO * REFERENCE_SAMPLES_PER_S,
         "results": results,
     }
     click.echo(f"{report['machine']['cpu']}, {report['machine']['cores']} cores, torch {torch.__version__}, "
                f"{torch.get_num_threads()} threads; load average {load_before} -> {report['machine']['load_average_after']}; "
                f"{clock} clock")
+    click.echo(f"reference: {REFERENCE_SAMPLES_PER_S:,} samples/s, a recorded constant (facebookresearch/dlrm measured once "
+               f"on the development machine), not run beside this one: ratios to it move with the load of each day")
     for route, r in results.items():
         met = "meets" if r["ratio_to_reference"] >= TARGET_RATIO else "below"
-        against_reference = (f"{r['samples_per_s']:8,.0f} samples/s  {r['ratio_to_reference']:.2f}x the 18,000 "
-                             f"reference ({met} the {TARGET_RATIO}x target)" if clock == "wall" else "CPU time, not a throughput")
+        against_reference = (f"{r['samples_per_s']:8,.0f} samples/s  {r['ratio_to_reference']:.2f}x the recorded 18,000 "
+                             f"({met} the {TARGET_RATIO}x target)" if clock == "wall" else "CPU time, not a throughput")
         click.echo(f"{route:12s} {r['ms_per_iter_median']:6.2f} ms/iter (runs {r['ms_per_iter_min']:.2f}-"
                    f"{r['ms_per_iter_max']:.2f})  {against_reference}; "
                    f"time / {routes[0]}'s, run by run: median {r['time_ratio_to_first_route_median']:.3f}")

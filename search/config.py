@@ -53,7 +53,7 @@ class SearchConfig:
     # instead of straight-through. Off by default: measured on the planted data it chose cat
     # as straight-through does (p(dot) 0.5 -> 0.007 in the first arch epoch against 0.025),
     # because the supernet itself scores cat better in expectation over the sampled archs
-    # (RESULTS.md, "Search", seventh pass), and it makes arch steps dearer.
+    # (docs/search.md, "Enumerated choices"), and it makes arch steps dearer.
     enumerate_groups: bool = False
     # The budget term; see `search.cost.budget_penalty`. `band` is a signed
     # Lagrange multiplier from two-sided dual ascent: it pushes the derived arch

@@ -175,7 +175,7 @@ class MixedEmbeddings(nn.Module):
     is a prefix mask. Gradients are sparse (only the rows a batch touches).
     Own rows, not a hashed view of the full table's leading rows: shared, a
     smaller candidate's rows are updated more often per row, look better early
-    and took the planted important features' tables (RESULTS.md, "Search").
+    and took the planted important features' tables.
     """
 
     def __init__(self, rows: tuple[tuple[int, ...], ...], dims: tuple[int, ...], sparse_grad: bool = True):
@@ -221,7 +221,7 @@ class MixedInteraction(nn.Module):
     Every kind runs on the same inputs; each output is zero-padded to the widest
     and mixed by probs, so the top MLP's first layer sees kind k in its leading
     width_k columns, as the standalone model's first top layer does. Columns of
-    each kind's own were tried (sixth pass, RESULTS.md "Search"): they did not
+    each kind's own were tried (docs/search.md): they did not
     change the search's choice of cat over dot on the planted data, and every
     top layer that may read the interaction grew from 1,728 to 2,143 inputs
     (soft-mode steps 1.3x dearer, the search 18% longer), so they were reverted.

@@ -72,6 +72,7 @@ def test_lut_prediction_and_error(exported, tmp_path):
     assert "LUT ms" in out
 
 
+@pytest.mark.slow
 def test_torch_backend_times_the_checkpoint(exported, tmp_path):
     code, out = _run(exported / "m.onnx", "--backend", "torch", "--checkpoint", exported / "model.pt", "--batch-size", "8",
                      "--json", tmp_path / "b.json")

@@ -19,7 +19,7 @@ def _argmax(layout, logits):
     return layout.choices({g: t.argmax(-1) for g, t in logits.items()})
 
 
-@pytest.mark.parametrize("form", ["band", "hinge"])
+@pytest.mark.parametrize("form", ["band", pytest.param("hinge", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("share", [pytest.param(0.3, marks=pytest.mark.slow), 0.6, pytest.param(0.9, marks=pytest.mark.slow)])
 def test_dual_ascent_drives_the_derived_arch_into_the_band(share, form):
     """Logits pulled towards capacity (a stand-in for the task loss) against the budget term."""
