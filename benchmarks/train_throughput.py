@@ -20,13 +20,13 @@ interleaved run by run so that all see the same machine load:
 - `packed`: what `dnas-hw train` does (tables packed: one gather for all
   tables, and their SGD update done in the backward pass in one scatter;
   the MLPs' SGD step done in their backward pass, `MLPUpdatedInBackward`);
-- `per-feature`: lookups and updates as before packing: each feature's
+- `per-feature`: lookups and updates without packing: each feature's
   registry op (`SparseArch.packed = False`) and `torch.optim.SGD` over all
   parameters, one lookup and one update per table (the rest of the step,
   MLPs and interaction, is the same code);
 - `mlp-step-after-backward` (not timed by default): `packed`, but the MLPs
   get weight gradients and `SGD.step()` updates them after the backward pass,
-  as before `MLPUpdatedInBackward`.
+  the plain route `MLPUpdatedInBackward` replaces.
 
 Batches are drawn before timing from a pool of random ids over the full
 tables and random dense values and labels, so data loading is not timed.
