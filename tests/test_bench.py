@@ -46,6 +46,7 @@ def _run(*args):
     return result.exit_code, result.output
 
 
+@pytest.mark.slow
 def test_json_report_keys_and_figures(exported, tmp_path):
     code, out = _run(exported / "m.onnx", "--batch-size", "1,8", "--json", tmp_path / "b.json")
     assert code == 0, out

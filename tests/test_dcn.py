@@ -187,6 +187,7 @@ def test_lut_prediction_sums_the_dcn_ops(dcn, small_arch):
     assert predict(lut, small_arch, 8).total_us == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_train_export_and_bench_a_dcn_through_the_cli(dcn, small_arch, synth_dir, tmp_path, monkeypatch):
     from dnas_hw.checkpoint import load_checkpoint
     from dnas_hw.export import export_checkpoint

@@ -95,6 +95,7 @@ def test_a_finished_run_is_kept_unless_forced(trained, synth_dir, tiny_arch_file
     assert (run / "model.pt").read_bytes() != before
 
 
+@pytest.mark.slow
 def test_resume_after_a_stop_ends_where_an_uninterrupted_run_does(synth_dir, tiny_arch_file, tmp_path,
                                                                   stop_training_in_second_epoch):
     args = ["--data", synth_dir, "--arch", tiny_arch_file, "--epochs", 2, "--optimizer", "adagrad", "--lr", 0.05]
@@ -117,6 +118,7 @@ def test_resume_after_a_stop_ends_where_an_uninterrupted_run_does(synth_dir, tin
     assert_user_error(train(*args, "--out", tmp_path / "corrupt", "--resume"), "unreadable training state")
 
 
+@pytest.mark.slow
 def test_every_optimizer_trains(synth_dir, tiny_arch):
     data = PreparedData.open(synth_dir)
     for optimizer, lr in (("sgd", 0.1), ("adagrad", 0.05), ("adam", 0.01)):
