@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnas_hw.arch import Arch
-from dnas_hw.ops import LinearAct
+from dnas_hw.op_modules import LinearAct
 
 
 class SparseArch(nn.Module):

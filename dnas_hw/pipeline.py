@@ -45,7 +45,7 @@ DEFAULT_TRAIN_EPOCHS = 1
 # candidates as they will be retrained. Adam 1e-3, not `dnas-hw train`'s SGD 0.1 (DLRM's Kaggle
 # recipe): on planted synthetic data (1M rows, one epoch) SGD 0.1 learned the teacher or not by the
 # luck of the seed (test logloss 0.541-0.584 over seeds of one arch), Adagrad 0.05 less so
-# (0.446-0.479), Adam 1e-3 every time (0.433-0.434, AUC 0.81; RESULTS.md, "Search").
+# (0.446-0.479), Adam 1e-3 every time (0.433-0.434, AUC 0.81; docs/search.md, "Defaults").
 TRAIN_BATCH_SIZE = 256
 TRAIN_OPTIMIZER = "adam"
 TRAIN_LR = 1e-3

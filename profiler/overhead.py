@@ -24,9 +24,9 @@ the unit of the fidelity target):
   each kind's factor towards the common one in proportion to the kind's share
   of the references' latency (a kind whose time hardly varies between the
   references gets the common factor instead of one made of noise). It wins
-  where one kind's rows were measured off the others' scale (onnxruntime at
-  batch 1 in fidelity run 4: embedding rows ran 0.56x inside models, the rest
-  1.2-1.3x).
+  where one kind's rows were measured off the others' scale (in one measured
+  run at onnxruntime batch 1, embedding rows ran 0.56x inside models, the
+  rest 1.2-1.3x).
 
 In both, `overhead` is the median of `latency - sum_k factor_k * op sum_k`
 over the references, per percentile. The profiler folds each kind's factor
@@ -37,7 +37,7 @@ rows`, and the search's cost a sum of probability x row.
 The reference archs are the space's smallest (it anchors the overhead: a fit
 without it under-predicted small models by up to 47%) and `REFERENCE_SAMPLES`
 archs drawn from a seed stream of their own (never the validation's). Offline,
-on the 600 measured archs of two fidelity runs, the number of references
+on the 600 measured archs of two `lut_fidelity.py` runs, the number of references
 decided most (16 drawn: 94.7% / 87.4% of archs within 10% on average over the
 configurations of the two runs, against 90.5% / 75.3% with 4), and picking
 them at quantiles of size, the largest included, was no better with this fit,

@@ -50,7 +50,7 @@ Key = tuple[str, str, int]
 # A block of ops timed together, their rounds interleaved (`OpTimer.measure_block`): at most this many ops, and
 # at most this many bytes of weights and tables held at once (a block's ops are all built before timing starts).
 # The more ops, the further apart an op's rounds: with 16, a slow spell of the shared machine that outlasted a
-# block's ~10 s put all four 1728-wide torch layers 9-13% high in fidelity run 7 (docs/profiling.md).
+# block's ~10 s put all four 1728-wide torch layers 9-13% high in a `lut_fidelity.py` run (docs/profiling.md).
 BLOCK_OPS = 48
 BLOCK_BYTES = 1 << 30
 

@@ -178,7 +178,7 @@ class MixedEmbeddings(nn.Module):
     is a prefix mask. Gradients are sparse (only the rows a batch touches).
     Own rows, not a hashed view of the full table's leading rows: shared, a
     smaller candidate's rows are updated more often per row, look better early
-    and took the planted important features' tables (RESULTS.md, "Search").
+    and took the planted important features' tables.
     """
 
     def __init__(self, rows: tuple[tuple[int, ...], ...], dims: tuple[int, ...], sparse_grad: bool = True):

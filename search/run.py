@@ -108,7 +108,7 @@ class Searcher:
         # unchosen interaction kinds get none) and an arch step freezes the weights. DDP with
         # find_unused_parameters=True was no cheaper: a dlrm-kaggle weight step (global batch 256,
         # 2 gloo ranks) took 98.4 ms explicit vs 99.6 ms DDP, medians of 5 launches each at load ~7
-        # (benchmarks/search_distributed_throughput.py sync; RESULTS.md, "Scale-out").
+        # (benchmarks/search_distributed_throughput.py sync; its section of benchmarks/RESULTS.md).
         self.dense_weights = dense
         self.sparse_gather = distributed.SparseGradGather(sparse) if distributed.is_active() and sparse else None
         self.arch_opt = torch.optim.Adam(self.net.arch_parameters(), lr=config.arch_lr)

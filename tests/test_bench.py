@@ -46,6 +46,7 @@ def _run(*args):
     return result.exit_code, result.output
 
 
+@pytest.mark.slow
 def test_json_report_keys_and_figures(exported, tmp_path):
     code, out = _run(exported / "m.onnx", "--batch-size", "1,8", "--json", tmp_path / "b.json")
     assert code == 0, out
@@ -72,6 +73,7 @@ def test_lut_prediction_and_error(exported, tmp_path):
     assert "LUT ms" in out
 
 
+@pytest.mark.slow
 def test_torch_backend_times_the_checkpoint(exported, tmp_path):
     code, out = _run(exported / "m.onnx", "--backend", "torch", "--checkpoint", exported / "model.pt", "--batch-size", "8",
                      "--json", tmp_path / "b.json")

@@ -18,7 +18,9 @@ from dnas_hw.cli import main
 def command_paths(group: click.Group = main, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every command and sub-command, as its argument path (`("data", "synth")`)."""
     paths = []
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         paths.append(prefix + (name,))
         if isinstance(command, click.Group):
             paths += command_paths(command, prefix + (name,))
@@ -38,7 +40,7 @@ def test_help_on_every_command(path):
         assert "Show this message and exit." in result.output
     command = main
     for name in path:
-        command = command.commands[name]
+        command = command.get_command(click.Context(command), name)
     assert (command.help or "").strip(), f"dnas-hw {' '.join(path)} has no help text"
 
 

@@ -58,6 +58,7 @@ def test_meta_shape_and_teacher(made):
     assert dense.min() == 0 and dense.max() > 10  # heavy-tailed counts, after log(1 + x)
 
 
+@pytest.mark.slow
 def test_raw_tsv_prepares_to_the_same_rows(made, tmp_path):
     r = CliRunner().invoke(main, ["data", "prepare", str(made / "a.tsv"), "--out", str(tmp_path / "p"),
                                   "--split", "random", "--seed", "7", "--min-count", "1"])

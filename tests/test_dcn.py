@@ -22,6 +22,7 @@ from dnas_hw.family import PLUGINS_ENV, arch_from_dict, family_of, load_arch
 from dnas_hw.ops import OpCall
 from dnas_hw.space import SKIP, SpaceError, get_space
 from op_checks import assert_onnx_round_trip
+from profiler.run import profile_to_lut
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,6 +187,7 @@ def test_lut_prediction_sums_the_dcn_ops(dcn, small_arch):
     assert predict(lut, small_arch, 8).total_us == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_train_export_and_bench_a_dcn_through_the_cli(dcn, small_arch, synth_dir, tmp_path, monkeypatch):
     from dnas_hw.checkpoint import load_checkpoint
     from dnas_hw.export import export_checkpoint
@@ -210,8 +212,8 @@ def test_train_export_and_bench_a_dcn_through_the_cli(dcn, small_arch, synth_dir
     assert report["arch"] == small_arch.to_dict() and report["results"][0]["p50_us"] > 0
 
 
+@pytest.mark.slow
 def test_profile_a_dcn_space_through_the_registry(dcn, tmp_path):
-    profiler_run = pytest.importorskip("profiler.run", reason="the profiler (profile_to_lut) has not landed yet")
     from lut.predict import predict
     from lut.table import Lut
 
@@ -219,7 +221,7 @@ def test_profile_a_dcn_space_through_the_registry(dcn, tmp_path):
     path.write_text('family = "dcn"\nemb_dims = [2]\nemb_row_fractions = [1.0]\ncross_layers = 1\ncross_ranks = [2]\n'
                     "deep_layers = 1\ndeep_widths = [8]\ncardinalities = [" + ", ".join(["20"] * 26) + "]\n")
     space = get_space(str(path))
-    profiler_run.profile_to_lut(space, tmp_path / "lut.csv", backend="torch", device="cpu", threads=1, batch_sizes=[4])
+    profile_to_lut(space, tmp_path / "lut.csv", backend="torch", device="cpu", threads=1, batch_sizes=[4])
     lut = Lut.load(tmp_path / "lut.csv")
     for arch in (space.largest(), space.smallest()):
         assert predict(lut, arch, 4).total_us > 0

@@ -79,6 +79,7 @@ def one_process(odd_data, tiny_arch, tmp_path_factory) -> tuple[Path, Path]:
     return folder / "arch.json", folder / "run"
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(odd_data, one_process, tmp_path):
     arch, reference = one_process
     result = torchrun(train_args(odd_data, arch, tmp_path / "run"))
@@ -89,6 +90,7 @@ def test_two_processes_match_one(odd_data, one_process, tmp_path):
     assert_same_run(tmp_path / "run", reference)
 
 
+@pytest.mark.slow
 def test_two_processes_resume_a_stopped_run(odd_data, one_process, tmp_path, stop_training_in_second_epoch):
     arch, reference = one_process
     stop_training_in_second_epoch(True)

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "extending.md"
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
@@ -33,6 +35,7 @@ def test_the_guide_has_samples_of_each_extension_point():
         assert needle in python, needle
 
 
+@pytest.mark.slow
 def test_every_python_sample_of_the_guide_runs(tmp_path):
     for line, body in samples("toml"):
         name = body.splitlines()[0].removeprefix("#").strip()

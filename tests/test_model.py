@@ -17,7 +17,7 @@ from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import load_checkpoint, save_checkpoint
 from dnas_hw.errors import UserError
 from dnas_hw.model import Probability, build_model
-from dnas_hw.ops import HashedEmbedding, LinearAct
+from dnas_hw.op_modules import HashedEmbedding, LinearAct
 from dnas_hw.train import SparseSGD, make_optimizers, split_parameters, train_step, updated_in_backward
 
 ARCHS = {

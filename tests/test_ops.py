@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from dnas_hw.onnx_io import export_module
-from dnas_hw.ops import OpCall, PairwiseDots, get_op, interaction_kinds, register_op, registered_ops
+from dnas_hw.op_modules import PairwiseDots
+from dnas_hw.ops import OpCall, get_op, interaction_kinds, register_op, registered_ops
 from op_checks import assert_onnx_round_trip
 
 BATCH = 5

@@ -23,6 +23,7 @@ def first_run(tmp_path_factory):
     return run, args, result.output
 
 
+@pytest.mark.slow
 def test_pipeline_writes_report_plots_and_every_stage(first_run):
     run, _, output = first_run
     report = (run / "report.md").read_text()
@@ -51,6 +52,7 @@ def test_pipeline_writes_report_plots_and_every_stage(first_run):
     assert report.count("the reference") >= len(searched)
 
 
+@pytest.mark.slow
 def test_second_run_redoes_no_stage(first_run, monkeypatch):
     run, args, _ = first_run
     import dnas_hw.bench
@@ -73,6 +75,7 @@ def test_second_run_redoes_no_stage(first_run, monkeypatch):
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
+@pytest.mark.slow
 def test_a_new_run_reuses_the_cached_lut(first_run, tmp_path, monkeypatch):
     run, args, _ = first_run
     import profiler.run
@@ -90,6 +93,7 @@ def test_a_new_run_reuses_the_cached_lut(first_run, tmp_path, monkeypatch):
         stage_lut(tmp_path / "run3", space, PipelineOptions(**{**opts.__dict__, "out": tmp_path / "run3", "batch_size": 8}))
 
 
+@pytest.mark.slow
 def test_rerun_with_other_options_is_refused(first_run):
     run, args, _ = first_run
     changed = [a if a != "3000" else "5000" for a in args]
@@ -103,7 +107,7 @@ def test_default_budgets_are_the_reference_latency_and_half_of_it():
     from dnas_hw.pipeline import default_budgets_us, round_up
     from dnas_hw.space import get_space
     from lut.predict import predict
-    from test_search_fixtures import toy_lut
+    from search_fixtures import toy_lut
 
     space = get_space("dlrm-kaggle", cardinalities=[40 + f for f in range(26)])
     lut = toy_lut(space, 16)

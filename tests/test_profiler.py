@@ -92,6 +92,7 @@ def test_a_block_spreads_each_ops_rounds_over_sweeps_of_every_op(backend, one_to
     assert len({id(f) for f in order[:6]}) >= 3 and order[:8] == order[8:16] == order[16:24]
 
 
+@pytest.mark.slow
 def test_dlrm_tiny_profiles_in_seconds_into_a_complete_lut(tiny_lut):
     path, lut, seconds = tiny_lut
     space = get_space("dlrm-tiny")
@@ -120,6 +121,7 @@ def test_dlrm_tiny_profiles_in_seconds_into_a_complete_lut(tiny_lut):
     assert len(meta["model_overhead"][str(B)]) == REFERENCE_SAMPLES + 1  # the smallest arch and the drawn ones
 
 
+@pytest.mark.slow
 def test_validate_reports_on_the_profiled_lut(tiny_lut, tmp_path):
     path, lut, _ = tiny_lut
     report = validate_lut(lut, get_space("dlrm-tiny"), samples=3, batch_size=B, seed=1)
@@ -135,6 +137,7 @@ def test_validate_reports_on_the_profiled_lut(tiny_lut, tmp_path):
     assert code == 0 and "within 10%" in out and (tmp_path / "report.json").is_file(), out
 
 
+@pytest.mark.slow
 def test_validate_refuses_a_lut_missing_rows_before_timing(tiny_lut):
     _, lut, _ = tiny_lut
     with pytest.raises(UserError, match="no row for"):
@@ -148,6 +151,7 @@ def _subprocess_profile(space_file: Path, out: Path, *extra) -> subprocess.Popen
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_a_killed_profile_resumes_without_remeasuring_finished_keys(tmp_path):
     space_file = tmp_path / "small.toml"
     space_file.write_text(SMALL_SPACE)
@@ -177,6 +181,7 @@ def test_a_killed_profile_resumes_without_remeasuring_finished_keys(tmp_path):
     assert not partial.path.exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_rows_of_another_target(tmp_path, tiny_lut):
     path, _, _ = tiny_lut
     out = tmp_path / "tiny.csv"
@@ -186,6 +191,7 @@ def test_resume_refuses_rows_of_another_target(tmp_path, tiny_lut):
                        batch_sizes=[B], resume=True)
 
 
+@pytest.mark.slow
 def test_resume_of_a_complete_lut_measures_nothing(tmp_path, tiny_lut, capsys):
     path, lut, _ = tiny_lut
     out = tmp_path / "tiny.csv"

@@ -10,7 +10,7 @@ from search.budget import BudgetController
 from search.cost import CostTables, cost_loss, expected_cost, latency_table, one_hot_cost, param_bytes_table
 from search.layout import Layout
 from search.project import project
-from test_search_fixtures import one_thread, tiny_space, toy_lut  # noqa: F401 (autouse fixture)
+from search_fixtures import one_thread, tiny_space, toy_lut  # noqa: F401 (autouse fixture)
 
 B = 16
 
@@ -19,8 +19,8 @@ def _argmax(layout, logits):
     return layout.choices({g: t.argmax(-1) for g, t in logits.items()})
 
 
-@pytest.mark.parametrize("form", ["band", "hinge"])
-@pytest.mark.parametrize("share", [0.3, 0.6, 0.9])
+@pytest.mark.parametrize("form", ["band", pytest.param("hinge", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("share", [pytest.param(0.3, marks=pytest.mark.slow), 0.6, pytest.param(0.9, marks=pytest.mark.slow)])
 def test_dual_ascent_drives_the_derived_arch_into_the_band(share, form):
     """Logits pulled towards capacity (a stand-in for the task loss) against the budget term."""
     space = tiny_space()

@@ -14,7 +14,7 @@ from lut.predict import predict
 from lut.table import overhead_call
 from search.cost import CostTables, budget_penalty, cost_loss, expected_cost, latency_table
 from search.layout import Layout
-from test_search_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
+from search_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
     assert_one_hot_expected_latency_equals_predict,
     one_thread,
     tiny_space,

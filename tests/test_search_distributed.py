@@ -29,7 +29,7 @@ from dnas_hw.cli import main
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.space import get_space
 from lut.predict import predict
-from test_search_fixtures import one_thread, synth_data, toy_lut  # noqa: F401 (autouse fixture)
+from search_fixtures import one_thread, synth_data, toy_lut  # noqa: F401 (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 B = 16  # serving batch size of the LUT
@@ -90,6 +90,7 @@ def assert_same_search(a: Path, b: Path) -> None:
         assert pa[slot] == pytest.approx(pb[slot], abs=PROBS_ABS_TOL), slot
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(setting, tmp_path):
     # Per-batch hard samples (the default): single-path weight steps, which leave the
     # weights of skipped layers and unchosen interaction kinds without gradients.
@@ -102,6 +103,7 @@ def test_two_processes_match_one(setting, tmp_path):
     assert_same_search(tmp_path / "run", reference)
 
 
+@pytest.mark.slow
 def test_two_processes_resume_a_stopped_search(setting, tmp_path):
     # Per-sample samples: each rank uses its own rows' draws of the whole batch's samples.
     reference = one_process(setting, "one-per-sample", "--sampling", "per-sample")

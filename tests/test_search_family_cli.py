@@ -20,7 +20,7 @@ from search.cost import latency_table
 from search.extremes import extreme_arch
 from search.layout import Layout
 from search.run import run_search
-from test_search_fixtures import one_thread  # noqa: F401 (autouse fixture)
+from search_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 B = 16
 OPTIONS = ["--epochs", "2", "--train-batch-size", "128", "--seed", "3"]
@@ -32,6 +32,7 @@ def _cli(*args: str) -> str:
     return result.output
 
 
+@pytest.mark.slow
 def test_dcn_tiny_profile_search_train_export_bench(tmp_path, monkeypatch):
     monkeypatch.setenv(PLUGINS_ENV, "examples.dcn")
     data, lut_path = tmp_path / "data", tmp_path / "lut.csv"
@@ -73,6 +74,7 @@ def test_dcn_tiny_profile_search_train_export_bench(tmp_path, monkeypatch):
     assert report["arch"] == arch.to_dict() and report["results"][0]["p50_us"] > 0
 
 
+@pytest.mark.slow
 def test_a_dcn_search_missing_lut_rows_is_refused_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv(PLUGINS_ENV, "examples.dcn")
     data = tmp_path / "data"

@@ -18,7 +18,7 @@ from search.cost import expected_cost, latency_table
 from search.extremes import extreme_arch
 from search.family_search import family_search
 from search.layout import Layout
-from test_search_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
+from search_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
     assert_one_hot_expected_latency_equals_predict,
     assert_one_hot_supernet_equals_extracted,
     assert_per_sample_masks_give_each_sample_its_arch,
@@ -71,6 +71,7 @@ def test_one_hot_expected_latency_equals_predict_for_dcn(dcn_tiny):
     assert_one_hot_expected_latency_equals_predict(dcn_tiny, B)
 
 
+@pytest.mark.slow
 def test_expected_latency_is_the_mean_over_sampled_dcn_archs(dcn_tiny):
     """Away from one-hot: E[lat] under the probabilities equals the enumeration-free Monte Carlo mean."""
     lut, layout = toy_lut(dcn_tiny, B), Layout(dcn_tiny)

@@ -15,9 +15,10 @@ from dnas_hw.data.folder import PreparedData
 from dnas_hw.space import get_space
 from lut.predict import predict
 from lut.table import LutMissError
+from profiler.run import profile_to_lut
 from search.config import SearchConfig
 from search.run import run_search
-from test_search_fixtures import one_thread, synth_data, toy_lut  # noqa: F401 (autouse fixture)
+from search_fixtures import one_thread, synth_data, toy_lut  # noqa: F401 (autouse fixture)
 
 B = 16
 FAST = dict(epochs=3, warmup_epochs=1, train_batch_size=32)
@@ -86,6 +87,7 @@ def test_a_budget_term_that_does_nothing_fails_the_band_check(data, space, tmp_p
         assert_the_search_itself_landed_in_the_band(summary, budget)
 
 
+@pytest.mark.slow
 def test_resume_after_stopping_gives_the_same_arch(data, space, tmp_path):
     lut = toy_lut(space, B)
     budget = _budget(lut, space, 0.5)
@@ -190,13 +192,13 @@ def test_corrupt_checkpoint_is_one_clear_error(data, space, tmp_path):
     shutil.rmtree(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_end_to_end_on_dlrm_tiny_with_a_profiled_lut(data, space, tmp_path):
     """The real chain: the profiler measures dlrm-tiny's ops, the search reads them (seconds)."""
-    profiler_run = pytest.importorskip("profiler.run", reason="the profiler (profile_to_lut) has not landed yet")
     from lut.table import Lut
 
     lut_path = tmp_path / "tiny.csv"
-    profiler_run.profile_to_lut(space, lut_path, backend="torch", device="cpu", threads=1, batch_sizes=[B])
+    profile_to_lut(space, lut_path, backend="torch", device="cpu", threads=1, batch_sizes=[B])
     lut = Lut.load(lut_path)
     budget = _budget(lut, space, 0.5)
     summary = run_search(data, space, lut, budget_us=budget, batch_size=B, out=tmp_path / "run", config=SearchConfig(**FAST))
@@ -204,6 +206,7 @@ def test_end_to_end_on_dlrm_tiny_with_a_profiled_lut(data, space, tmp_path):
     assert predict(lut, Arch.load(tmp_path / "run" / "arch.json"), B).total_us <= budget
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [
     dict(penalty="fbnet", sampling="per-sample", hard=False),
     dict(penalty="hinge", sampling="per-batch", hard=True),

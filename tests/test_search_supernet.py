@@ -11,7 +11,7 @@ from dnas_hw.space import get_space
 from search.extract import extract_model
 from search.gumbel import gumbel_softmax
 from search.supernet import Supernet
-from test_search_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
+from search_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
     assert_one_hot_supernet_equals_extracted,
     assert_per_sample_masks_give_each_sample_its_arch,
     one_thread,
@@ -145,7 +145,7 @@ def test_an_arch_step_takes_the_interaction_gradient_by_enumeration(tmp_path):
     Straight-through, it would depend on the sampled kind's output only."""
     from search.config import SearchConfig
     from search.run import Searcher, cost_tables
-    from test_search_fixtures import toy_lut
+    from search_fixtures import toy_lut
 
     space = SMALL_KAGGLE
     config = SearchConfig(enumerate_groups=True)
