@@ -47,6 +47,10 @@ class SearchConfig:
     # candidate, a large table otherwise gets a fraction of the updates and looks worse in the
     # supernet than after retraining). Choices without a size order (the interaction kind) are
     # sampled in those steps too.
+    # At the end of the warm-up the supernet may re-initialise what its largest candidates
+    # imply for the smaller ones (`SupernetBase.end_warmup`; DLRM: each smaller table candidate
+    # becomes the id-frequency-weighted hashed image of the trained full table).
+    inherit_tables: bool = knob(True, "When the warm-up ends, smaller table candidates start from the hashed image of the largest.")
     sandwich: bool = knob(True, "Weight steps cycle through the largest arch, a sampled one, the smallest, a sampled one.")
     # Clip the dense weights' gradient norm in weight steps (None: no clipping). With the
     # supernet's He-normal start (search/mixed.py) and a new random arch every batch, SGD at

@@ -212,6 +212,28 @@ class MixedEmbeddings(nn.Module):
         mixed = (rows_probs.to(vectors.dtype)[..., None] * vectors).sum(-2)  # [B, F, D]
         return mixed * (dim_probs @ self.masks)
 
+    @torch.no_grad()
+    def inherit_from_largest(self, counts: list[torch.Tensor]) -> None:
+        """Set every smaller table candidate of each feature to the hashed image of its largest one.
+
+        `counts[f]` [cardinality_f]: how often each id of feature f occurs. Row j of a candidate
+        of r rows becomes the count-weighted mean of the largest table's rows i with i mod r = j
+        (the least-squares best r-row table under the data's id frequencies); a row no id reaches
+        keeps its value. After the largest tables have trained, a smaller candidate then starts
+        from what hashing the trained table would give, and the search compares sizes by what
+        hashing loses rather than by how often each candidate's own rows happened to be trained.
+        """
+        for f, (sizes, count) in enumerate(zip(self.rows, counts)):
+            largest = self.feature_table(f, sizes[0])  # [rows_0, D]
+            weight = count[: sizes[0]].to(largest.dtype)[:, None]
+            for rows in sizes[1:]:
+                bucket = torch.arange(sizes[0]) % rows
+                total = torch.zeros(rows, largest.shape[1], dtype=largest.dtype).index_add_(0, bucket, largest * weight)
+                mass = torch.zeros(rows, 1, dtype=largest.dtype).index_add_(0, bucket, weight)
+                target = self.feature_table(f, rows)
+                reached = mass[:, 0] > 0
+                target[reached] = total[reached] / mass[reached]
+
     def feature_table(self, f: int, rows: int) -> torch.Tensor:
         """Feature f's table of `rows` rows (one of its size candidates): [rows, D]."""
         start = int(self.offsets[f, self.rows[f].index(rows)])

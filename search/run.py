@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -293,6 +294,13 @@ def run_epoch(search: Searcher, data: PreparedData, epoch: int, started: float, 
     }
 
 
+def id_counts(data: PreparedData, split_fraction: float) -> list[torch.Tensor]:
+    """[cardinality_f] per feature: how often each id occurs in the weight part of the train split."""
+    sparse = data.split("train").sparse
+    weights = sparse[: int(len(sparse) * split_fraction)]
+    return [torch.from_numpy(np.bincount(weights[:, f], minlength=c)) for f, c in enumerate(data.cardinalities)]
+
+
 def run_search(
     data_dir,
     space: SearchSpace,
@@ -348,6 +356,8 @@ def run_search(
     # With several processes every rank runs the same search (identical logits, averaged
     # gradients) and rank 0 alone writes; the others wait for its files at a barrier.
     for epoch in range(len(log), last):
+        if epoch == config.warmup_epochs > 0 and config.inherit_tables:
+            search.net.end_warmup(id_counts(data, config.split_fraction))
         log.append(run_epoch(search, data, epoch, started, elapsed_before))
         with torch.no_grad():
             probs_log.append({"epoch": epoch + 1, "probs": search.net.layout.probs_dict(search.net.probabilities())})

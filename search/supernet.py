@@ -51,6 +51,10 @@ class SupernetBase(nn.Module):
     def init_arch_logits(self) -> None:
         self.arch_logits = nn.ParameterDict({g: nn.Parameter(t) for g, t in self.layout.init_logits().items()})
 
+    def end_warmup(self, id_counts: list[torch.Tensor]) -> None:
+        """Called once when the warm-up ends, before the first arch step; `id_counts[f]`
+        [cardinality_f]: the weight part's id frequencies of feature f. Nothing by default."""
+
     def arch_parameters(self) -> list[nn.Parameter]:
         return list(self.arch_logits.values())
 
@@ -88,6 +92,10 @@ class Supernet(SupernetBase):
                               1, "none")
         self.register_buffer("dim_masks", prefix_masks(self.dims, d_max), persistent=False)
         self.init_arch_logits()
+
+    def end_warmup(self, id_counts: list[torch.Tensor]) -> None:
+        """Smaller table candidates start from the hashed image of the trained largest ones."""
+        self.embeddings.inherit_from_largest(id_counts)
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
         x, embedded = self.features(dense, sparse, probs)

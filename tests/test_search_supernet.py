@@ -167,3 +167,19 @@ def test_an_arch_step_takes_the_interaction_gradient_by_enumeration(tmp_path):
     p, L = torch.softmax(torch.tensor([0.3, -0.2]), -1), torch.tensor(losses)
     torch.testing.assert_close(search.net.arch_logits["interaction"].grad[0], p * (L - (p * L).sum()), rtol=1e-4, atol=1e-7)
     assert search.net.arch_logits["top"].grad.abs().sum() > 0  # the other slots keep their straight-through gradient
+
+
+def test_smaller_tables_inherit_the_count_weighted_hashed_image_of_the_largest():
+    from search.mixed import MixedEmbeddings
+
+    emb = MixedEmbeddings(((6, 3, 2),), (2,))
+    with torch.no_grad():
+        emb.feature_table(0, 6).copy_(torch.arange(12.0).reshape(6, 2))
+        before = emb.feature_table(0, 2).clone()
+    counts = torch.tensor([1, 0, 0, 3, 0, 0])  # ids 0 and 3 seen; 1, 2, 4, 5 never
+    emb.inherit_from_largest([counts])
+    # rows = 3: bucket 0 <- ids 0 (x1) and 3 (x3); buckets 1 and 2 reached by no seen id keep their values
+    torch.testing.assert_close(emb.feature_table(0, 3)[0], (torch.tensor([0.0, 1.0]) + 3 * torch.tensor([6.0, 7.0])) / 4)
+    # rows = 2: bucket 0 <- ids 0 (x1); bucket 1 <- id 3 (x3)
+    torch.testing.assert_close(emb.feature_table(0, 2), torch.tensor([[0.0, 1.0], [6.0, 7.0]]))
+    assert not torch.equal(before, emb.feature_table(0, 2))
