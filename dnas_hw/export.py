@@ -17,6 +17,7 @@ file beside the model (`MODEL.onnx.data`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ import torch
 from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import load_checkpoint
 from dnas_hw.errors import UserError
+from dnas_hw.files import check_writable, write_error
 from dnas_hw.family import arch_from_dict
 from dnas_hw.model import Probability
 from dnas_hw.onnx_io import DEFAULT_OPSET, export_module, ort_session
@@ -105,7 +107,10 @@ def export_checkpoint(
     `out.data` (ONNX external data).
     """
     out = Path(out)
+    check_writable(out, "file")
     model, extra = load_checkpoint(checkpoint)
+    if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
+        raise ExportError(f"{checkpoint}: weights that are NaN or infinite (a diverged training); nothing written")
     arch = model.arch
     data_meta = (extra.get("data_meta") if isinstance(extra, dict) else None) or {}
     deployed = Probability(model).eval()
@@ -131,6 +136,12 @@ def export_checkpoint(
         del proto
         _full_check(staged)
         diffs = parity(staged, deployed, data_meta, seed=seed + 1)
+        not_finite = [b for b, d in diffs.items() if not math.isfinite(d)]
+        if not_finite:
+            raise ExportError(
+                f"{checkpoint}: the model's output is not finite at batch size {not_finite[0]} (NaN or infinite "
+                f"probabilities); nothing written"
+            )
         worst_batch = max(diffs, key=diffs.get)
         if diffs[worst_batch] > PARITY_MAX_ABS_DIFF:
             raise ExportError(
@@ -138,6 +149,8 @@ def export_checkpoint(
                 f"{worst_batch} (limit {PARITY_MAX_ABS_DIFF:g}); nothing written"
             )
         written = _move_into_place(staged, out, external)
+    except OSError as e:
+        raise write_error(out, e) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ExportResult(out, arch, opset, external, diffs, written)

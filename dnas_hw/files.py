@@ -155,6 +155,20 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def removed_if_left_empty(folder: str | os.PathLike) -> Iterator[None]:
+    """On failure inside the block, remove `folder` if the block created it and left it empty."""
+    folder = Path(folder)
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # fails, as it should, when the folder holds anything
+        raise
+
+
 # Outputs this process holds the lock of, with how many `output_lock` blocks hold each.
 _HELD: dict[Path, int] = {}
 
