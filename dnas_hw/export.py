@@ -32,7 +32,8 @@ import torch
 from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import load_checkpoint
 from dnas_hw.errors import UserError
-from dnas_hw.files import check_writable, write_error
+from dnas_hw.data.folder import MAX_CARDINALITY
+from dnas_hw.files import check_writable, first_line, write_error
 from dnas_hw.family import arch_from_dict
 from dnas_hw.model import Probability
 from dnas_hw.onnx_io import DEFAULT_OPSET, export_module, ort_session
@@ -260,6 +261,13 @@ def read_model_info(path: str | os.PathLike) -> OnnxModelInfo:
     try:
         arch = arch_from_dict(json.loads(props[META_ARCH]))  # of any model family (its JSON form names it)
         data_meta = json.loads(props.get(META_DATA, "{}"))
-    except (json.JSONDecodeError, UserError) as e:
-        raise UserError(f"{path}: malformed dnas-hw metadata ({e})") from None
-    return OnnxModelInfo(arch, data_meta if isinstance(data_meta, dict) else {})
+    except (json.JSONDecodeError, RecursionError, UserError) as e:
+        raise UserError(f"{path}: malformed dnas-hw metadata ({first_line(e)})") from None
+    data_meta = data_meta if isinstance(data_meta, dict) else {}
+    cards = data_meta.get("cardinalities")
+    if cards is not None and not (
+        isinstance(cards, list)
+        and all(isinstance(c, int) and not isinstance(c, bool) and 0 < c <= MAX_CARDINALITY for c in cards)
+    ):
+        raise UserError(f"{path}: malformed dnas-hw metadata (data cardinalities must be positive int32 counts)")
+    return OnnxModelInfo(arch, data_meta)

@@ -269,6 +269,8 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
 def save_torch_atomic(path: str | os.PathLike, fmt: str, payload: dict[str, Any]) -> None:
@@ -278,8 +280,8 @@ def save_torch_atomic(path: str | os.PathLike, fmt: str, payload: dict[str, Any]
     with atomic_path(path) as tmp:
         try:
             torch.save({"format": fmt, **payload}, tmp)
-        except RuntimeError as e:  # torch reports a failed write (a full disk) as a RuntimeError
-            raise write_error(path, e) from None
+        except RuntimeError:  # torch reports a failed write (a full disk) as a RuntimeError with C++ details
+            raise UserError(f"{path}: cannot write (the write stopped part-way: is the disk full?)") from None
 
 
 def load_torch(path: str | os.PathLike, fmt: str, what: str) -> dict[str, Any]:

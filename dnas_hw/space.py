@@ -280,7 +280,7 @@ def read_space_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise SpaceError(f"{path}: space file not found") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SpaceError(f"{path}: not valid TOML ({e})") from None
 
 

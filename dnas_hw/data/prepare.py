@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -151,10 +152,10 @@ def _prepare(paths, formats, out: Path, options: PrepareOptions, force: bool, op
     else:
         mapper = _count_vocabulary(paths, formats, options, splitter, open_progress("count"))
 
-    with atomic_dir(out, force) as tmp:
+    with atomic_dir(out, force) as tmp, ExitStack() as stack:
         if isinstance(mapper, Vocabulary):
             mapper.save(tmp / VOCAB_FILE)
-        writer = FolderWriter(tmp, criteo.NUM_DENSE, criteo.NUM_SPARSE)
+        writer = stack.enter_context(FolderWriter(tmp, criteo.NUM_DENSE, criteo.NUM_SPARSE))
         skipped = 0
         for file_index, first_line, rows in _parsed_chunks(paths, formats, options, open_progress("write")):
             codes = splitter.assign(file_index, first_line, len(rows))

@@ -37,7 +37,7 @@ seed and fractions.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -276,8 +276,9 @@ def synth(
     teacher = Teacher.build(cards, options.seed)
     splitter = RandomSplit(options.val_frac, options.test_frac, options.seed)
     update = progress("synth") if progress else (lambda rows: None)
-    with atomic_dir(out, force) as tmp, (atomic_path(raw_tsv) if raw_tsv else nullcontext()) as tsv_path:
-        writer = FolderWriter(tmp, NUM_DENSE, NUM_SPARSE)
+    with atomic_dir(out, force) as tmp, (atomic_path(raw_tsv) if raw_tsv else nullcontext()) as tsv_path, \
+            ExitStack() as stack:
+        writer = stack.enter_context(FolderWriter(tmp, NUM_DENSE, NUM_SPARSE))
         tsv = open(tsv_path, "wb") if tsv_path else None
         try:
             for block, first in enumerate(range(0, options.rows, BLOCK_ROWS)):
