@@ -264,6 +264,19 @@ def test_an_output_that_cannot_be_written_is_one_error_before_any_work(command, 
     assert left(tmp_path) == before
 
 
+def test_a_read_only_file_system_is_found_before_any_work(lut_path, tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    one_error_line(*run("lut", "merge", lut_path, "--out", tmp_path / "merged.csv"), "Read-only file system")
+    assert left(tmp_path) == []
+
+
 def _full_disk():
     """In the child: files can grow to 64 KiB at most, and a write beyond fails (EFBIG) instead of killing it."""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
