@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from dnas_hw.errors import UserError
-from dnas_hw.files import atomic_path, read_json, write_json_atomic
+from dnas_hw.files import atomic_path, first_line, read_json, write_json_atomic
 from dnas_hw.ops import OpCall
 
 COLUMNS = ["op", "params", "batch_size", "p10_us", "p50_us", "p90_us", "repeats"]
@@ -151,8 +151,8 @@ class Lut:
         rows = rows[COLUMNS]
         try:
             rows = rows.astype({"batch_size": int, "repeats": int, "p10_us": float, "p50_us": float, "p90_us": float})
-        except (ValueError, TypeError) as e:
-            raise LutError(f"{path}: malformed value in a numeric column ({e})") from None
+        except (ValueError, TypeError, OverflowError) as e:
+            raise LutError(f"{path}: malformed value in a numeric column ({first_line(e)})") from None
         check_rows(rows, str(path))
         return cls(rows.reset_index(drop=True), meta, str(path))
 

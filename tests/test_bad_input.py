@@ -525,6 +525,13 @@ def _fuzz_cases(tmp: Path, data: Path, models: Path) -> dict[str, tuple[str, lis
 
     big_rows = {**arch, "emb_rows": [10**12] * 26}
     lut_rows = lut_text.decode().splitlines()
+
+    def lut_with(row: int, **values: str) -> bytes:
+        """The valid LUT CSV with fields of its data row `row` replaced by these texts."""
+        frame = pd.read_csv(toy_csv, dtype=str)
+        for column, text in values.items():
+            frame.loc[row, column] = text
+        return frame.to_csv(index=False).encode()
     cases = {
         "raw rows": ("raw.txt", ["data", "prepare", "FILE", "--out", "OUT", "--hash-size", 100], [
             raw.replace(b"\t1\t", b"\t" + b"9" * 20 + b"\t", 1),  # an integer of 20 digits
@@ -538,10 +545,9 @@ def _fuzz_cases(tmp: Path, data: Path, models: Path) -> dict[str, tuple[str, lis
         "LUT CSV": ("lut.csv", ["lut", "predict", "FILE", tmp / "toy_arch.json", "--batch-size", TOY_B], [
             *_truncations(lut_text, len(lut_text) - len(lut_rows[-1]) - 1, seed=1),
             *(_random_bytes(seed) for seed in range(10, 14)),
-            *(("\n".join(lut_rows[:2] + [lut_rows[2].replace(",", f",{v},", 1).rsplit(",", 5)[0] + f",{v},{v},{v},10"]
-                          + lut_rows[3:]) + "\n").encode()
-              for v in ("1e400", "-1e400", "nan", "0")),
-            lut_text.replace(f",{TOY_B},".encode(), b",100000000000000000000000000000,", 1),
+            *(lut_with(2, **{c: v for c in ("p10_us", "p50_us", "p90_us")}) for v in ("1e400", "-1e400", "nan", "0")),
+            lut_with(4, p10_us="-1e400"), lut_with(1, repeats="-1"), lut_with(0, batch_size="100000000000000000000"),
+            lut_with(3, p50_us="1e-400"),
         ]),
         "LUT metadata": ("lut.csv", ["lut", "predict", "FILE", tmp / "toy_arch.json", "--batch-size", TOY_B], [
             *_truncations(meta_text, len(meta_text.rstrip()) - 1, seed=2),
@@ -592,8 +598,8 @@ def test_fuzz_every_reader_ends_in_one_error_line_and_leaves_nothing(reader, dat
     name, args, contents = _fuzz_cases(inputs, data, model_files)[reader]
     work = tmp_path / "work"
     work.mkdir()
-    if reader == "LUT metadata":
-        save_toy(work / name)
+    if reader.startswith("LUT"):
+        save_toy(work / name)  # the CSV and its metadata, one of which is replaced
     for i, content in enumerate(contents):
         target = meta_path(work / name) if reader == "LUT metadata" else work / name
         target.write_bytes(content)
