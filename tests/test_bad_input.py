@@ -62,6 +62,7 @@ def left(folder: Path) -> list[str]:
 def cli(*args) -> tuple[int, str]:
     """The installed `dnas-hw` in a subprocess: (exit code, stderr); stdout must be empty."""
     result = subprocess.run([str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=300)
+    assert result.stdout == "", result.stdout
     return result.returncode, result.stderr
 
 
@@ -370,6 +371,36 @@ def test_progress_writes_nothing_before_an_error_line(tmp_path):
     one_error_line(code, output, "raw.txt:300: label must be 0 or 1")
 
 
+@pytest.mark.slow
+def test_on_a_terminal_the_bar_is_cleared_before_the_error_line(tmp_path):
+    import pty
+
+    raw = write_raw(tmp_path / "raw.txt", rows=4000, bad_at=3900)
+    main, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen([str(SCRIPT), "data", "prepare", str(raw), "--out", str(tmp_path / "out"),
+                                    "--hash-size", "10", "--chunk-rows", "8", "--threads", "1"],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal)
+        os.close(terminal)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(main, 1 << 16)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert process.wait(timeout=300) == 2
+    finally:
+        os.close(main)
+    text = seen.decode(errors="replace")
+    assert "\r\x1b[K" in text, text[-300:]
+    # What stays on the screen: the cleared line, then the error alone on its line.
+    screen = text.rsplit("\r\x1b[K", 1)[1]
+    assert screen.strip() == "error: " + f"{raw}:3900: label must be 0 or 1, got '2'", text[-300:]
+
+
 def test_progress_reports_a_finished_pass_in_one_line_off_a_terminal(tmp_path):
     code, output = run("data", "prepare", write_raw(tmp_path / "raw.txt"), "--out", tmp_path / "out",
                        "--hash-size", 10)
@@ -610,3 +641,19 @@ def test_fuzz_every_reader_ends_in_one_error_line_and_leaves_nothing(reader, dat
         assert code == 2, (reader, i, content[:200], output)
         one_error_line(code, output, "")
         assert left(work) == before, (reader, i, output)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reader", READERS)
+def test_fuzz_through_the_installed_command_stderr_is_the_error_alone(reader, data, model_files, tmp_path):
+    """One random file per reader through the console script: no warning, label or traceback beside the error."""
+    name, args, _ = _fuzz_cases(tmp_path, data, model_files)[reader]
+    if reader.startswith("LUT"):
+        save_toy(tmp_path / name)
+    target = meta_path(tmp_path / name) if reader == "LUT metadata" else tmp_path / name
+    target.write_bytes(_random_bytes(99))
+    before = left(tmp_path)
+    argv = [tmp_path / name if a == "FILE" else tmp_path / "out" if a == "OUT" else a for a in args]
+    code, stderr = cli(*argv)
+    assert code == 2 and len(stderr.splitlines()) == 1 and stderr.startswith("error: "), stderr
+    assert left(tmp_path) == before
