@@ -365,6 +365,14 @@ def test_usage_errors_are_one_error_line_naming_the_option(tmp_path):
     assert left(tmp_path) == []
 
 
+@pytest.mark.slow
+def test_torch_warnings_do_not_reach_the_user(data, arch_file, tmp_path):
+    # Adagrad's sparse step makes torch warn about its sparse invariant checks: nothing a user can act on.
+    code, stderr = cli("train", "--data", data, "--arch", arch_file, "--out", tmp_path / "run", "--optimizer", "adagrad",
+                       "--lr", "1e12", "--threads", 1)
+    assert code == 2 and len(stderr.splitlines()) == 1 and "diverged" in stderr, stderr
+
+
 def test_progress_writes_nothing_before_an_error_line(tmp_path):
     raw = write_raw(tmp_path / "raw.txt", rows=400, bad_at=300)
     code, output = run("data", "prepare", raw, "--out", tmp_path / "out", "--hash-size", 10, "--chunk-rows", 16)
