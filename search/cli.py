@@ -18,7 +18,7 @@ from dnas_hw.cli_types import DURATION_US
 @click.option("--out", required=True, type=click.Path(), help="Run folder (arch.json, arch_probs.json, search_log.csv, summary.json).")
 @click.option("--epochs", default=None, type=int, help="Search epochs [default: SearchConfig.epochs].")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--resume", is_flag=True, help="Continue an interrupted search in --out from its last finished epoch.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted search in --out from its last finished epoch (a finished one gives its result, if run with the same options).")
 @click.option("--train-batch-size", default=None, type=int, help="Supernet training batch size [default: 256].")
 @click.option("--warmup-epochs", default=None, type=int, help="Weight-only epochs before the logits move [default: 1].")
 @click.option("--weight-optimizer", default=None, type=click.Choice(["sgd", "adagrad", "adam"]),

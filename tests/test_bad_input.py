@@ -118,8 +118,7 @@ def test_a_data_folder_claiming_more_ids_than_int32_holds_is_refused(data, tmp_p
     meta = json.loads((copy / "meta.json").read_text())
     meta["cardinalities"][0] = 3_000_000_000
     (copy / "meta.json").write_text(json.dumps(meta))
-    one_error_line(*run("data", "show", copy), "cardinalities")
-    assert MAX_CARDINALITY == 2**31
+    one_error_line(*run("data", "show", copy), f"at most {MAX_CARDINALITY:,}")
 
 
 # ---------------------------------------------------------------- 2. resume of a finished search
@@ -344,7 +343,7 @@ interactions = ["dot"]
 def test_a_space_beyond_its_bounds_is_refused_before_profiling(tmp_path, change, needle):
     text = SPACE.replace(*change)
     if needle == "needs about":
-        text = text.replace("emb_dims = [2]", "emb_dims = [65536]").replace("bottom_widths = [4]", "bottom_widths = [4]")
+        text = text.replace("emb_dims = [2]", "emb_dims = [65536]")
     (tmp_path / "space.toml").write_text(text)
     code, output = run("profile", "--space", tmp_path / "space.toml", "--backend", "onnxruntime", "--batch-size", 1,
                        "--out", tmp_path / "lut.csv")
