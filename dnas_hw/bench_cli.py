@@ -28,8 +28,10 @@ def bench(model, batch_sizes, threads, backend, device, checkpoint, lut_path, fo
     in the ONNX file) and its error in percent.
     """
     from dnas_hw.bench import bench as run_bench, format_table
-    from dnas_hw.files import write_json_atomic
+    from dnas_hw.files import check_writable, write_json_atomic
 
+    if json_path:
+        check_writable(json_path, "file")  # before the benchmark, not after it
     report = run_bench(model, batch_sizes, backend, device, threads, checkpoint, lut_path, force, seed)
     click.echo(f"{model} on {backend} ({device}, {threads} thread{'s' if threads > 1 else ''}):")
     click.echo(format_table(report))

@@ -2,13 +2,17 @@
 
 Each stage's command lives beside its code; this module only names them (a
 command's module is imported when that command runs, so `dnas-hw --help` and
-the commands that need no torch start at once) and turns a `UserError` into one
-line on stderr with exit code 2.
+the commands that need no torch start at once) and is the one place where an
+error a user can cause (a `UserError`, a bad option or argument, a file the
+system refuses to read or write) becomes one line on stderr, `error: ...`, with
+exit code 2 and no traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import sys
+import warnings
 
 import click
 
@@ -47,15 +51,54 @@ COMMANDS = {
 }
 
 
-class _Group(LazyGroup):
-    """A click group that reports user errors in one line, without a traceback."""
+# The packages whose warnings a user should see: ours. Library warnings (torch's
+# deprecations and betas, onnx's) say nothing a user can act on.
+OUR_PACKAGES = r"(dnas_hw|lut|profiler|search|examples)(\.|$)"
 
-    def invoke(self, ctx: click.Context):
+
+def usage_message(error: click.UsageError) -> str:
+    """click's message for a bad option or argument, pointing at the command's help."""
+    text = " ".join(error.format_message().split())
+    if error.ctx is not None:
+        text += f" (see '{error.ctx.command_path} --help')"
+    return text
+
+
+def os_message(error: OSError) -> str:
+    name = getattr(error, "filename", None)
+    reason = error.strerror or str(error)
+    return f"{name}: {reason}" if name else reason
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+class _Group(LazyGroup):
+    """A click group that reports every error a user can cause in one line, without a traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        warnings.filterwarnings("ignore")
+        warnings.filterwarnings("default", module=OUR_PACKAGES)
         try:
-            return super().invoke(ctx)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            _fail(usage_message(e))
+        except click.ClickException as e:
+            _fail(" ".join(e.format_message().split()))
         except UserError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            _fail(str(e))
+        except OSError as e:
+            if e.errno == errno.EPIPE:  # the reader of our output went away (`| head`): nothing to report
+                sys.exit(1)
+            _fail(os_message(e))
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @click.group(cls=_Group, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

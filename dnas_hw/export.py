@@ -17,6 +17,7 @@ file beside the model (`MODEL.onnx.data`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -31,6 +32,8 @@ import torch
 from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import load_checkpoint
 from dnas_hw.errors import UserError
+from dnas_hw.data.folder import MAX_CARDINALITY
+from dnas_hw.files import check_writable, first_line, write_error
 from dnas_hw.family import arch_from_dict
 from dnas_hw.model import Probability
 from dnas_hw.onnx_io import DEFAULT_OPSET, export_module, ort_session
@@ -105,7 +108,10 @@ def export_checkpoint(
     `out.data` (ONNX external data).
     """
     out = Path(out)
+    check_writable(out, "file")
     model, extra = load_checkpoint(checkpoint)
+    if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
+        raise ExportError(f"{checkpoint}: weights that are NaN or infinite (a diverged training); nothing written")
     arch = model.arch
     data_meta = (extra.get("data_meta") if isinstance(extra, dict) else None) or {}
     deployed = Probability(model).eval()
@@ -131,6 +137,12 @@ def export_checkpoint(
         del proto
         _full_check(staged)
         diffs = parity(staged, deployed, data_meta, seed=seed + 1)
+        not_finite = [b for b, d in diffs.items() if not math.isfinite(d)]
+        if not_finite:
+            raise ExportError(
+                f"{checkpoint}: the model's output is not finite at batch size {not_finite[0]} (NaN or infinite "
+                f"probabilities); nothing written"
+            )
         worst_batch = max(diffs, key=diffs.get)
         if diffs[worst_batch] > PARITY_MAX_ABS_DIFF:
             raise ExportError(
@@ -138,6 +150,8 @@ def export_checkpoint(
                 f"{worst_batch} (limit {PARITY_MAX_ABS_DIFF:g}); nothing written"
             )
         written = _move_into_place(staged, out, external)
+    except OSError as e:
+        raise write_error(out, e) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ExportResult(out, arch, opset, external, diffs, written)
@@ -247,6 +261,13 @@ def read_model_info(path: str | os.PathLike) -> OnnxModelInfo:
     try:
         arch = arch_from_dict(json.loads(props[META_ARCH]))  # of any model family (its JSON form names it)
         data_meta = json.loads(props.get(META_DATA, "{}"))
-    except (json.JSONDecodeError, UserError) as e:
-        raise UserError(f"{path}: malformed dnas-hw metadata ({e})") from None
-    return OnnxModelInfo(arch, data_meta if isinstance(data_meta, dict) else {})
+    except (json.JSONDecodeError, RecursionError, UserError) as e:
+        raise UserError(f"{path}: malformed dnas-hw metadata ({first_line(e)})") from None
+    data_meta = data_meta if isinstance(data_meta, dict) else {}
+    cards = data_meta.get("cardinalities")
+    if cards is not None and not (
+        isinstance(cards, list)
+        and all(isinstance(c, int) and not isinstance(c, bool) and 0 < c <= MAX_CARDINALITY for c in cards)
+    ):
+        raise UserError(f"{path}: malformed dnas-hw metadata (data cardinalities must be positive int32 counts)")
+    return OnnxModelInfo(arch, data_meta)

@@ -170,7 +170,13 @@ def load_arch(path: str | os.PathLike) -> Any:
 
 
 def build_model(arch: Any, seed: int | None = None) -> nn.Module:
-    """The model of `arch`, built by its family's builder (reproducible initial weights with a seed)."""
+    """The model of `arch`, built by its family's builder (reproducible initial weights with a seed).
+
+    A model larger than the memory available is refused before anything is allocated.
+    """
+    from dnas_hw.memory import model_bytes, require_memory
+
+    require_memory(model_bytes(arch), f"a model of {arch.num_params():,} parameters")
     return family_of(arch).build_model(arch, seed=seed)
 
 

@@ -31,7 +31,7 @@ import click
 
 from dnas_hw.arch import Arch, dlrm_kaggle_reference
 from dnas_hw.errors import UserError
-from dnas_hw.files import read_json, write_json_atomic
+from dnas_hw.files import check_writable, read_json, removed_if_left_empty, write_json_atomic
 from dnas_hw.space import SearchSpace, get_space
 
 # Defaults sized so that `make demo` finishes in under 10 minutes on a 2-core CPU
@@ -338,8 +338,14 @@ def _run_stages(opts: PipelineOptions) -> dict[str, Any]:
 
     started = _STARTED[0] = time.perf_counter()
     run = Path(opts.out)
-    run.mkdir(parents=True, exist_ok=True)
-    saved = check_identity(run, opts)
+    # Every input is checked before pipeline.json records the options: a typo must not bind the folder to them.
+    check_writable(run, "folder")
+    get_space(opts.space)
+    if opts.data_dir is not None:
+        get_space(opts.space, cardinalities=PreparedData.open(opts.data_dir).cardinalities)
+    with removed_if_left_empty(run):
+        run.mkdir(parents=True, exist_ok=True)
+        saved = check_identity(run, opts)
     data_dir = stage_data(run, opts)
     data = PreparedData.open(data_dir)
     space = get_space(opts.space, cardinalities=data.cardinalities)

@@ -45,6 +45,7 @@ from types import MappingProxyType
 from typing import Any, Union
 
 from dnas_hw.arch import Arch, mlp_ops
+from dnas_hw.data.folder import MAX_CARDINALITY
 from dnas_hw.errors import UserError
 from dnas_hw.ops import INTERACTION_PREFIX, OpCall, interaction_kinds
 
@@ -64,6 +65,14 @@ KAGGLE_HASH_CAP = 1_000_000
 
 class SpaceError(UserError):
     """An invalid search space; the message names the key."""
+
+
+# What a space may ask for. Beyond these the profile would not finish (keys grow with layers x widths
+# x features) or a single op would not fit in memory; the built-in spaces are far inside.
+MAX_WIDTH = 65536  # a hidden width, an embedding dim, num_dense
+MAX_LAYERS = 16
+MAX_CHOICES = 64  # entries of each list of choices
+MAX_FEATURES = 1024  # categorical features (cardinalities)
 
 
 def hashed_rows(cardinality: int, fractions: tuple[float, ...]) -> tuple[int, ...]:
@@ -98,12 +107,6 @@ class Slot:
     choices: tuple[Choice, ...]
 
 
-# Upper bounds on what a space may ask, so that a typo cannot make a profile or a
-# supernet try to allocate terabytes.
-MAX_WIDTH = 65_536
-MAX_LAYERS = 16
-
-
 @dataclass(frozen=True)
 class SearchSpace:
     name: str
@@ -132,27 +135,35 @@ class SearchSpace:
         self._validate()
 
     def _validate(self) -> None:
-        def ints(key: str, values: Any, bound: int | None = None) -> None:
+        def ints(key: str, values: Any) -> None:
             if not isinstance(values, tuple) or not values:
                 raise SpaceError(f"space {self.name}: {key} must be a non-empty list")
             for v in values:
                 if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                     raise SpaceError(f"space {self.name}: {key} must hold positive integers, got {v!r}")
-                if bound is not None and v > bound:
-                    raise SpaceError(f"space {self.name}: {key} holds {v}, over the limit {bound}")
 
-        ints("cardinalities", self.cardinalities, 2**31 - 1)  # ids are stored as int32
-        ints("bottom_widths", self.bottom_widths, MAX_WIDTH)
-        ints("top_widths", self.top_widths, MAX_WIDTH)
-        ints("emb_dims", self.emb_dims, MAX_WIDTH)
-        ints("interaction_dims", self.interaction_dims, MAX_WIDTH)
+        def at_most(key: str, values: tuple, limit: int, what: str = "") -> None:
+            if len(values) > (MAX_FEATURES if key == "cardinalities" else MAX_CHOICES):
+                raise SpaceError(f"space {self.name}: {key} has {len(values):,} entries, more than a space may ask")
+            if max(values) > limit:
+                raise SpaceError(f"space {self.name}: {key} holds {max(values):,}, above the limit {limit:,}{what}")
+
+        ints("cardinalities", self.cardinalities)
+        ints("bottom_widths", self.bottom_widths)
+        ints("top_widths", self.top_widths)
+        ints("emb_dims", self.emb_dims)
+        ints("interaction_dims", self.interaction_dims)
+        at_most("cardinalities", self.cardinalities, MAX_CARDINALITY, " (ids are stored as int32)")
+        for key in ("bottom_widths", "top_widths", "emb_dims", "interaction_dims"):
+            at_most(key, getattr(self, key), MAX_WIDTH)
         for key in ("num_dense", "bottom_layers", "top_layers"):
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < (1 if key == "num_dense" else 0):
                 raise SpaceError(f"space {self.name}: {key} must be a non-negative integer, got {v!r}")
-            if v > (MAX_WIDTH if key == "num_dense" else MAX_LAYERS):
-                raise SpaceError(f"space {self.name}: {key} is {v}, over the limit {MAX_WIDTH if key == 'num_dense' else MAX_LAYERS}")
-        if not self.emb_row_fractions or any(
+            limit = MAX_WIDTH if key == "num_dense" else MAX_LAYERS
+            if v > limit:
+                raise SpaceError(f"space {self.name}: {key} is {v:,}, above the limit {limit:,}")
+        if not self.emb_row_fractions or len(self.emb_row_fractions) > MAX_CHOICES or any(
             not isinstance(q, (int, float)) or isinstance(q, bool) or not 0 < q <= 1 for q in self.emb_row_fractions
         ):
             raise SpaceError(f"space {self.name}: emb_row_fractions must lie in (0, 1], got {self.emb_row_fractions}")
@@ -343,7 +354,7 @@ def read_space_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise SpaceError(f"{path}: space file not found") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SpaceError(f"{path}: not valid TOML ({e})") from None
 
 

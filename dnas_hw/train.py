@@ -8,6 +8,7 @@ optimizer where the algorithm needs one (Adam: Adam + SparseAdam).
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -249,11 +250,18 @@ def predict(model: nn.Module, split: Split, batch_size: int = 4096) -> tuple[np.
     model.train(was_training)
     if not labels:
         return np.zeros(0), np.zeros(0)
-    return np.concatenate(labels), np.concatenate(probs)
+    probs = np.concatenate(probs)
+    if not np.isfinite(probs).all():
+        raise UserError(f"the model predicts NaN on the {split.name} split: its weights are not finite (a diverged training)")
+    return np.concatenate(labels), probs
 
 
 def evaluate(model: nn.Module, split: Split, batch_size: int = 4096) -> dict[str, float]:
     return ctr_metrics(*predict(model, split, batch_size))
+
+
+def diverged(where: str, loss: float, lr: float) -> UserError:
+    return UserError(f"training diverged at {where}: the training loss is {loss}; train again with a learning rate below {lr:g}")
 
 
 def train_epoch(
@@ -280,7 +288,10 @@ def train_epoch(
         for step, (dense, sparse, y) in enumerate(batches):
             global_rows = min(config.batch_size, len(split) - step * config.batch_size)
             loss = train_step(model, optimizers, loss_fn, dense, sparse, y, distributed.loss_weight(len(y), global_rows))
-            total += loss.item() * len(y)
+            value = loss.item()
+            if world == 1 and not math.isfinite(value):  # several ranks decide together, at the end of the epoch
+                raise diverged(f"step {step + 1} of epoch {epoch + 1}", value, config.lr)
+            total += value * len(y)
             count += len(y)
             bar.update(len(y), status=f"loss {total / count:.4f}")
     total, count = distributed.all_reduce_sum([total, count])
@@ -312,6 +323,8 @@ def fit(
     for epoch in range(len(history), config.epochs):
         with updated_in_backward(model, optimizers) as still_stepped:
             loss = train_epoch(stepped, still_stepped, train, config, epoch)
+        if not math.isfinite(loss):
+            raise diverged(f"epoch {epoch + 1}", loss, config.lr)
         history.append({"epoch": epoch + 1, "train_loss": loss, **{f"val_{k}": v for k, v in evaluate(model, val).items()}})
         if state_path is not None and distributed.is_main():
             _save_state(state_path, model, optimizers, config, history)

@@ -109,15 +109,19 @@ def validate(lut_path, space_name, data_dir, samples, batch_size, seed, out) -> 
     """Time random archs of the space as whole models on the LUT's backend and compare with its predictions."""
     from pathlib import Path
 
-    from dnas_hw.files import write_json_atomic
+    from dnas_hw.files import check_writable, write_json_atomic
     from lut.table import Lut
     from lut.validate import validate_many
 
+    sizes = sorted(set(batch_size))
+    paths = {b: Path(out) if len(sizes) == 1 else Path(out).with_suffix(f".b{b}.json") for b in sizes}
+    for path in paths.values():
+        check_writable(path, "file")
     table = Lut.load(lut_path)
     space = resolve_space(space_name, data_dir)
     reports = validate_many(table, space, samples=samples, batch_sizes=batch_size, seed=seed)
     for b, report in reports.items():
-        path = Path(out) if len(reports) == 1 else Path(out).with_suffix(f".b{b}.json")
+        path = paths[b]
         write_json_atomic(path, report)
         click.echo(
             f"batch {b}: {report['samples']} archs, median |error| {report['median_abs_error_pct']:.2f}%, "
@@ -130,8 +134,10 @@ def validate(lut_path, space_name, data_dir, samples, batch_size, seed, out) -> 
 @click.option("--out", required=True, type=click.Path(), help="Merged LUT.csv (its .meta.json beside it).")
 def merge(lut_paths, out) -> None:
     """Merge LUTs measured on the same backend, device and threads (a key in two of them is an error)."""
+    from dnas_hw.files import check_writable
     from lut.table import Lut, merge as merge_luts
 
+    check_writable(out, "file")
     merged = merge_luts([Lut.load(p) for p in lut_paths])
     merged.save(out)
     click.echo(f"wrote {out} ({len(merged.rows)} rows)")

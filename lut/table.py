@@ -11,20 +11,27 @@ what a whole-model call costs beyond the sum of its ops (call overhead, input
 handling, the final sigmoid), measured by the profiler. It is the one row that
 may be negative: where a runtime fuses across ops, a whole model can cost less
 than its ops timed one by one.
+
+Every value is checked when a LUT is loaded or built (`check_rows`): latencies
+finite and ordered, `p10_us <= p50_us <= p90_us`; an op's latencies
+non-negative with a positive median (a zero would make the op free to the
+search); `repeats` and `batch_size` at least 1.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from dnas_hw.errors import UserError
-from dnas_hw.files import atomic_path, read_json, write_json_atomic
+from dnas_hw.files import atomic_path, first_line, read_json, write_json_atomic
 from dnas_hw.ops import OpCall
 
 COLUMNS = ["op", "params", "batch_size", "p10_us", "p50_us", "p90_us", "repeats"]
@@ -45,6 +52,62 @@ class LutMissError(LutError):
         shown = ", ".join(f"{op}{params}@b{b}" for op, params, b in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         super().__init__(f"{path}: no row for {len(missing)} key(s): {shown}{more} (profile them first)")
+
+
+LATENCIES = ["p10_us", "p50_us", "p90_us"]
+
+
+def check_rows(rows: pd.DataFrame, path: str) -> None:
+    """Refuse (`LutError`, naming the first offending row by its CSV line) any value a LUT must not hold."""
+    values = rows[LATENCIES].to_numpy(dtype=float)
+    is_op = (rows["op"] != OVERHEAD_OP).to_numpy()
+    problems = [
+        (~np.isfinite(values).all(axis=1), "latencies must be finite numbers"),
+        (is_op & (values < 0).any(axis=1), "an op's latencies must not be negative"),
+        (is_op & (values[:, 1] <= 0), "an op's median latency must be positive"),
+        (values[:, 0] > values[:, 1], "p10_us is above p50_us (percentiles must be ordered)"),
+        (values[:, 1] > values[:, 2], "p50_us is above p90_us (percentiles must be ordered)"),
+        ((rows["repeats"] < 1).to_numpy(), "repeats must be at least 1"),
+        ((rows["batch_size"] < 1).to_numpy(), "batch_size must be at least 1"),
+        (rows[["op", "params"]].isna().any(axis=1).to_numpy(), "op and params must not be empty"),
+    ]
+    for bad, why in problems:
+        if bad.any():
+            i = int(np.argmax(bad))
+            r = rows.iloc[i]
+            shown = ", ".join(f"{c} {r[c]}" for c in LATENCIES)
+            hint = "; profile it again" if r["op"] == OVERHEAD_OP and "ordered" in why else ""
+            raise LutError(f"{path}: line {i + 2} ({r['op']} at batch {r['batch_size']}: {shown}): {why}{hint}")
+    if rows.duplicated(["op", "params", "batch_size"]).any():
+        raise LutError(f"{path}: duplicate (op, params, batch_size) rows")
+
+
+def check_meta(meta: object, path: str) -> dict:
+    """The metadata fields readers rely on must have their types; other fields are free."""
+    if not isinstance(meta, dict):
+        raise LutError(f"{path}: LUT metadata must be a JSON object")
+    for field in TARGET_FIELDS:
+        if field in meta and not isinstance(meta[field], (str, int)):
+            raise LutError(f"{path}: {field} must be a string or an integer")
+
+    def numbers(x: object) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    factors = meta.get("in_model_factor", {})
+    if not isinstance(factors, dict) or not all(
+        numbers(v) or (isinstance(v, dict) and all(numbers(f) for f in v.values())) for v in factors.values()
+    ):
+        raise LutError(f"{path}: in_model_factor must map batch sizes to a factor or to {{op kind: factor}}")
+    fits = meta.get("in_model_fit", {})
+    if not isinstance(fits, dict) or not all(
+        isinstance(v, dict) and isinstance(v.get("method"), str) and isinstance(v.get("loo_error", {}), dict)
+        and all(numbers(e) for e in v.get("loo_error", {}).values())
+        for v in fits.values()
+    ):
+        raise LutError(f"{path}: in_model_fit must map batch sizes to {{method, loo_error}}")
+    if not isinstance(meta.get("model_overhead", {}), dict):
+        raise LutError(f"{path}: model_overhead must map batch sizes to reference points")
+    return meta
 
 
 def overhead_call(num_dense: int, num_sparse: int) -> OpCall:
@@ -77,7 +140,7 @@ class Lut:
         path = Path(path)
         if not path.is_file():
             raise LutError(f"{path}: LUT not found")
-        meta = read_json(meta_path(path), "LUT metadata")
+        meta = check_meta(read_json(meta_path(path), "LUT metadata"), str(meta_path(path)))
         try:
             rows = pd.read_csv(path, dtype={"op": str, "params": str})
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -88,15 +151,9 @@ class Lut:
         rows = rows[COLUMNS]
         try:
             rows = rows.astype({"batch_size": int, "repeats": int, "p10_us": float, "p50_us": float, "p90_us": float})
-        except (ValueError, TypeError) as e:
-            raise LutError(f"{path}: malformed value in a numeric column ({e})") from None
-        is_op = rows["op"] != OVERHEAD_OP
-        if rows[["p10_us", "p50_us", "p90_us"]].isna().any().any() or (rows.loc[is_op, "p50_us"] < 0).any():
-            raise LutError(f"{path}: latency columns hold empty or negative values")
-        if rows[["op", "params"]].isna().any().any() or (rows["batch_size"] <= 0).any():
-            raise LutError(f"{path}: rows with an empty op or params, or a batch size below 1")
-        if rows.duplicated(["op", "params", "batch_size"]).any():
-            raise LutError(f"{path}: duplicate (op, params, batch_size) rows")
+        except (ValueError, TypeError, OverflowError) as e:
+            raise LutError(f"{path}: malformed value in a numeric column ({first_line(e)})") from None
+        check_rows(rows, str(path))
         return cls(rows.reset_index(drop=True), meta, str(path))
 
     def save(self, path: str | os.PathLike) -> None:
@@ -110,8 +167,7 @@ class Lut:
         """A LUT from row dicts with the `COLUMNS` keys."""
         rows = pd.DataFrame(list(records), columns=COLUMNS)
         rows = rows.astype({"batch_size": int, "repeats": int, "p10_us": float, "p50_us": float, "p90_us": float})
-        if rows.duplicated(["op", "params", "batch_size"]).any():
-            raise LutError(f"{path}: duplicate (op, params, batch_size) rows")
+        check_rows(rows, path)
         return cls(rows.reset_index(drop=True), dict(meta), path)
 
     def keys(self) -> set[tuple[str, str, int]]:

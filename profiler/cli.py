@@ -18,10 +18,11 @@ from lut.cli import DATA_HELP, SPACE_HELP, resolve_space
 @click.option("--out", required=True, type=click.Path(), help="LUT.csv to write (LUT.meta.json beside it).")
 @click.option("--resume", is_flag=True, help="Keep rows already measured (LUT.partial.csv, or LUT.csv) and measure only the missing keys.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of inputs, weights and reference archs.")
-def profile(space_name, data_dir, backend, device, threads, batch_sizes, out, resume, seed) -> None:
+@click.option("--force", is_flag=True, help="Measure every key again, replacing a finished LUT at --out.")
+def profile(space_name, data_dir, backend, device, threads, batch_sizes, out, resume, seed, force) -> None:
     """Time every (op, shape) key of SPACE at each batch size on BACKEND/DEVICE into a LUT."""
     from profiler.run import profile_to_lut
 
     space = resolve_space(space_name, data_dir)
     profile_to_lut(space, out, backend=backend, device=device, threads=threads, batch_sizes=batch_sizes,
-                   resume=resume, seed=seed)
+                   resume=resume, seed=seed, force=force)

@@ -29,7 +29,7 @@ the unit of the fidelity target):
   rest 1.2-1.3x).
 
 In both, `overhead` is the median of `latency - sum_k factor_k * op sum_k`
-over the references, per percentile. The profiler folds each kind's factor
+over the references, per percentile, kept ordered (p10 <= p50 <= p90). The profiler folds each kind's factor
 into its op rows (`in_model_factor` in the LUT's metadata, `{op kind:
 factor}` per batch size), so the LUT stays a plain sum, `overhead + sum of
 rows`, and the search's cost a sum of probability x row.
@@ -178,10 +178,12 @@ def fit_in_model(
     y = np.array([w.p50_us for w in whole], dtype=np.float64)
     method, errors = choose_method(y, matrix("p50_us"))
     f = factors_by(method, y, matrix("p50_us"))
-    overhead = TimingStats(
-        *(overhead_us(np.array([getattr(w, p) for w in whole], dtype=np.float64), matrix(p), f) for p in PERCENTILES),
-        sum(w.repeats for w in whole),
+    p10, p50, p90 = (
+        overhead_us(np.array([getattr(w, p) for w in whole], dtype=np.float64), matrix(p), f) for p in PERCENTILES
     )
+    # Residuals at p10 and p90 are not percentiles of one distribution (a sum of op p90s exceeds the p90 of
+    # their sum), so they can land on the wrong side of the median: the row keeps p10 <= p50 <= p90.
+    overhead = TimingStats(min(p10, p50), p50, max(p90, p50), sum(w.repeats for w in whole))
     return InModelFit(
         method, {k: round(float(v), 6) for k, v in zip(kinds, f)}, overhead,
         {m: round(e, 6) for m, e in errors.items()},

@@ -34,7 +34,8 @@ from typing import Sequence
 import click
 
 from dnas_hw.errors import UserError
-from dnas_hw.files import atomic_path, read_json, write_json_atomic
+from dnas_hw.files import atomic_path, check_writable, output_lock, read_json, write_json_atomic
+from dnas_hw.memory import require_memory
 from dnas_hw.ops import OpCall
 from dnas_hw.progress import progress
 from dnas_hw.runners import BACKENDS, DEVICES
@@ -79,8 +80,15 @@ def partial_path(out: str | os.PathLike) -> Path:
     return out.with_name(stem + ".partial.csv")
 
 
+# The finest latency a row records. An op timed at or under its null call's cost (the timer's resolution) would
+# get a median of zero, which makes the op free to the search and which a LUT refuses.
+RESOLUTION_US = 0.001
+
+
 def row(key: Key, stats: TimingStats) -> dict:
     op, params, b = key
+    if op != OVERHEAD_OP and stats.p50_us < RESOLUTION_US:
+        stats = TimingStats(max(stats.p10_us, 0.0), RESOLUTION_US, max(stats.p90_us, RESOLUTION_US), stats.repeats)
     return {
         "op": op, "params": params, "batch_size": int(b),
         "p10_us": round(stats.p10_us, 4), "p50_us": round(stats.p50_us, 4), "p90_us": round(stats.p90_us, 4),
@@ -209,14 +217,29 @@ def profile_to_lut(
     batch_sizes: Sequence[int],
     resume: bool = False,
     seed: int = 0,
+    force: bool = False,
 ) -> Lut:
     """Measure every (op, shape) key of `space` at `batch_sizes` into the LUT `out`; returns it.
 
     Prints the number of keys before it starts and shows a progress bar (keys
     done, rate, time left). See the module docstring for the files and `resume`.
+    A finished LUT at `out` is kept unless `resume` (measure what it lacks) or
+    `force` (measure it all again). The output is locked while the profile runs,
+    so a second profile of it fails at once instead of measuring every key too.
     """
     sizes = _check_args(backend, device, threads, batch_sizes)
     out = Path(out)
+    if out.exists() and not (resume or force):
+        raise UserError(f"{out}: already exists (use --resume to measure only the keys it lacks, --force to measure again)")
+    check_writable(out, "file")
+    largest = max((c for c in space_calls(space)), key=lambda c: c.num_params(), default=None)
+    if largest is not None:
+        require_memory(4 * largest.num_params(), f"the largest op of space {space.name} ({largest})")
+    with output_lock(out):
+        return _profile(space, out, backend, device, threads, sizes, resume, seed)
+
+
+def _profile(space, out: Path, backend: str, device: str, threads: int, sizes: list[int], resume: bool, seed: int) -> Lut:
     partial = PartialFile(partial_path(out))
     meta = lut_meta(space, backend=backend, device=device, threads=threads, batch_sizes=sizes, seed=seed)
     if resume:

@@ -17,7 +17,7 @@ from search.config import SearchConfig
 @click.option("--latency-budget", "budget_us", required=True, type=DURATION_US, help="Budget at the serving batch size, e.g. 0.8ms or 800us.")
 @click.option("--batch-size", required=True, type=int, help="Serving batch size the budget and the LUT rows refer to.")
 @click.option("--out", required=True, type=click.Path(), help="Run folder (arch.json, arch_probs.json, search_log.csv, summary.json).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted search in --out from its last finished epoch.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted search in --out from its last finished epoch (a finished one gives its result, if run with the same options).")
 @click.option("--backend", default=None, help="Refuse a LUT not measured with this backend.")
 @click.option("--device", default=None, help="Refuse a LUT not measured on this device.")
 @click.option("--threads", default=None, type=int, help="Refuse a LUT not measured with this thread count.")

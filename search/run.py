@@ -17,6 +17,7 @@ after each epoch), and rank 0 alone writes the run folder.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from dnas_hw import distributed
 from dnas_hw.data.folder import PreparedData, num_batches, shard_rows
 from dnas_hw.checkpoint import save_checkpoint
 from dnas_hw.errors import UserError
-from dnas_hw.files import read_json, write_json_atomic, write_text_atomic
+from dnas_hw.files import check_writable, output_lock, read_json, removed_if_left_empty, write_json_atomic, write_text_atomic
+from dnas_hw.memory import require_memory, training_bytes
 from dnas_hw.progress import progress
 from dnas_hw.space import SearchSpace
 from dnas_hw.train import make_optimizers, seed_everything, split_parameters
@@ -48,7 +50,7 @@ from search.layout import Layout
 from search.project import project
 from search.sandwich import extreme_probs, sandwich_probs
 from search.shards import lockstep_batches
-from search.state import load_state, save_state
+from search.state import check_identity, load_state, save_state
 from search.supernet import SupernetBase
 
 STATE, LOG, SUMMARY, INIT = "search_state.pt", "search_log.csv", "summary.json", "derived_init.pt"
@@ -322,25 +324,35 @@ def run_search(
         raise UserError("the latency budget and the batch size must be positive")
     if config.train_batch_size % distributed.world_size():
         raise UserError(f"--train-batch-size {config.train_batch_size} is not divisible by the {distributed.world_size()} processes")
-    if (out / SUMMARY).exists():
-        if resume:
-            return read_json(out / SUMMARY, "summary")
+    if (out / SUMMARY).exists() and not resume:
         raise UserError(f"{out} holds a finished search; use a new --out")
     if (out / STATE).exists() and not resume:
         raise UserError(f"{out} holds an unfinished search: use --resume to continue it or a new --out")
+    check_writable(out, "folder")
     data = PreparedData.open(data_dir)
     check_inputs(data, space, lut, batch_size)
     tables = cost_tables(space, lut, batch_size, config)
-    status, fastest_us, slowest_us = _feasibility(tables, Layout(space), budget_us, config.floor)
-    if status != "ok" and distributed.is_main():
-        click.echo(f"search: budget {budget_us / 1000:.3f}ms is {status} "
-                   f"(fastest arch {fastest_us / 1000:.3f}ms, slowest {slowest_us / 1000:.3f}ms)", err=True)
     identity = {
         "config": {k: v for k, v in config.to_dict().items() if k != "stop_after"},
         "budget_us": budget_us, "batch_size": batch_size, "space": space.fingerprint(),
         "lut": tables.latency.fingerprint(),
         "data": str(Path(data_dir).resolve()),
     }
+    if (out / SUMMARY).exists():  # resuming a finished run: its result, if it was run with these options
+        summary = read_json(out / SUMMARY, "summary")
+        check_identity(summary.get("identity") if isinstance(summary, dict) else None, identity, out / SUMMARY)
+        return summary
+    require_memory(training_bytes(space.largest(), config.train_batch_size, config.weight_optimizer),
+                   f"the supernet of space {space.name} (its largest arch: {space.largest().num_params():,} parameters)")
+    with (output_lock(out) if distributed.is_main() else contextlib.nullcontext()), removed_if_left_empty(out):
+        return _search(data, space, lut, tables, identity, budget_us, batch_size, out, config, resume)
+
+
+def _search(data, space, lut, tables, identity, budget_us, batch_size, out: Path, config, resume) -> dict:
+    status, fastest_us, slowest_us = _feasibility(tables, Layout(space), budget_us, config.floor)
+    if status != "ok" and distributed.is_main():
+        click.echo(f"search: budget {budget_us / 1000:.3f}ms is {status} "
+                   f"(fastest arch {fastest_us / 1000:.3f}ms, slowest {slowest_us / 1000:.3f}ms)", err=True)
     search = Searcher(space, tables, budget_us, config)
     log: list[dict] = []
     probs_log: list[dict] = []
@@ -372,12 +384,13 @@ def run_search(
         return {"stopped_after_epoch": len(log), "epochs": config.epochs}
     if distributed.is_main():
         summary = _finish(search, out, log, budget_us, batch_size, lut, status, fastest_us, slowest_us,
-                          elapsed_before + time.perf_counter() - started)
+                          elapsed_before + time.perf_counter() - started, identity)
     distributed.barrier()
     return summary if distributed.is_main() else read_json(out / SUMMARY, "summary")
 
 
-def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status, fastest_us, slowest_us, elapsed) -> dict:
+def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status, fastest_us, slowest_us, elapsed,
+            identity) -> dict:
     space, config, layout = search.space, search.config, search.net.layout
     argmax, probs = derive(search.net)
     # A floor the slowest arch cannot reach is no floor: then the argmax stands unless over budget.
@@ -420,6 +433,8 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
         "space": space.name,
         "lut": lut.path,
         "config": config.to_dict(),
+        # What `--resume` of the finished run compares with its options.
+        "identity": identity,
     }
     if not within:
         click.echo(f"search: the returned arch is over the budget ({predicted / 1000:.3f}ms > {budget_us / 1000:.3f}ms): {status}", err=True)

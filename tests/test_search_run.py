@@ -21,7 +21,7 @@ from search.run import run_search
 from search_fixtures import one_thread, synth_data, toy_lut  # noqa: F401 (autouse fixture)
 
 B = 16
-FAST = dict(epochs=4, warmup_epochs=1, train_batch_size=32)
+FAST = dict(epochs=3, warmup_epochs=1, train_batch_size=32)
 
 
 @pytest.fixture(scope="module")

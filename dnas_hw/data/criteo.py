@@ -5,6 +5,11 @@ possibly negative), `C1..C26` (32-bit hashes written as hex, 8 characters in
 the published files); an empty field is missing. Rows whose trailing empty
 fields were stripped (fewer than 40 fields) are padded with missing fields.
 
+The same rows as CSV with a header line `label,I1,...,I13,C1,...,C26` (the
+samples of DeepCTR and many notebooks) are read too: `sniff` finds the
+delimiter and the header from the first line, the header is skipped and
+commas are read as tabs.
+
 Parsing is vectorised over a whole chunk: the positions of tabs and newlines
 give every field's start and end, and each field is decoded from an 8-byte
 window ending at its end (see `swar`). No Python code runs per row or field,
@@ -28,6 +33,7 @@ NUM_SPARSE = 26
 NUM_FIELDS = 1 + NUM_DENSE + NUM_SPARSE
 DENSE_NAMES = tuple(f"I{i + 1}" for i in range(NUM_DENSE))
 SPARSE_NAMES = tuple(f"C{i + 1}" for i in range(NUM_SPARSE))
+HEADER = ("label", *DENSE_NAMES, *SPARSE_NAMES)
 
 # Fields are decoded through windows of up to 16 bytes that end at the field's
 # end; a row's first field may be that close to the start of the buffer.
@@ -98,16 +104,68 @@ class LineBlock:
         return self.data[begin : int(self.newlines[i])].tobytes()
 
 
-def read_line_blocks(path: Path, chunk_rows: int, read_bytes: int = 1 << 24) -> Iterator[tuple[LineBlock, int]]:
+@dataclass(frozen=True)
+class RawFormat:
+    """How a raw file is written: its field delimiter, and the length of its header line (0: none)."""
+
+    delimiter: int = _TAB
+    header_bytes: int = 0
+
+    @property
+    def header_lines(self) -> int:
+        return int(self.header_bytes > 0)
+
+
+_SNIFF_BYTES = 1 << 16
+_BOM = b"\xef\xbb\xbf"
+
+
+def sniff(path: Path) -> RawFormat:
+    """The delimiter (tab, or comma when the first line has commas and no tab) and header of a raw file.
+
+    A first line whose first field is `label` (any case, quoted or not) is a
+    header; it must name the 40 columns in the raw order, since the columns
+    are read by position.
+    """
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    first = head.split(b"\n", 1)[0]
+    delimiter = _TAB if b"\t" in first or b"," not in first else ord(",")
+    names = [n.strip().strip(b'"').decode("utf-8", errors="replace").lower()
+             for n in first.removeprefix(_BOM).rstrip(b"\r").split(bytes([delimiter]))]
+    kind = "CSV" if delimiter != _TAB else "tab-separated"
+    if names[0] != "label":
+        if delimiter != _TAB and not _INTEGER.fullmatch(names[0]):
+            raise UserError(
+                f"{path}: CSV whose first line is not the header label,I1..I13,C1..C26 (it starts with "
+                f"{names[0][:20]!r}); give the raw Criteo columns in that order"
+            )
+        return RawFormat(delimiter, 0)
+    if names != [n.lower() for n in HEADER]:
+        shown = ",".join(names[:4]) + (",..." if len(names) > 4 else "")
+        raise UserError(
+            f"{path}: {kind} header with columns {shown} ({len(names)} of them); expected "
+            f"label,I1..I13,C1..C26 in that order"
+        )
+    if b"\n" not in head:
+        raise UserError(f"{path}: a {kind} header and no rows")
+    return RawFormat(delimiter, len(first) + 1)
+
+
+def read_line_blocks(
+    path: Path, chunk_rows: int, read_bytes: int = 1 << 24, raw_format: RawFormat = RawFormat()
+) -> Iterator[tuple[LineBlock, int]]:
     """Yield `(block, nbytes)`: blocks of at most `chunk_rows` lines of the file, in order.
 
     `nbytes` is how many bytes of the file the block covers (for progress); a
     missing LF at the end of the file is added. Each read lands in a fresh
     buffer after the filler and the previous read's partial last line, so
     memory stays near two reads of `read_bytes`, whatever the file size.
+    With `raw_format` of a CSV file, its header is skipped and commas become tabs.
     """
     tail = np.empty(0, np.uint8)  # a partial last line, carried to the next read
     with open(path, "rb") as f:
+        f.seek(raw_format.header_bytes)
         while True:
             buf = np.empty(_PAD + len(tail) + read_bytes + 1, np.uint8)
             buf[:_PAD] = _ZERO
@@ -116,6 +174,9 @@ def read_line_blocks(path: Path, chunk_rows: int, read_bytes: int = 1 << 24) -> 
             end = _PAD + len(tail) + got
             if got == 0:
                 break
+            if raw_format.delimiter != _TAB:
+                new = buf[_PAD + len(tail) : end]
+                new[new == raw_format.delimiter] = _TAB
             newlines = np.flatnonzero(buf[_PAD + len(tail) : end] == _LF) + _PAD + len(tail)
             if len(newlines):
                 yield from _cut_blocks(buf, newlines, chunk_rows)
@@ -136,8 +197,8 @@ def _cut_blocks(data: np.ndarray, newlines: np.ndarray, chunk_rows: int) -> Iter
         yield LineBlock(data, start, stop, ends), stop - start
 
 
-def count_lines(path: Path, window: int = 1 << 20) -> int:
-    """The number of rows of a raw file (LF count, plus a last line without LF).
+def count_lines(path: Path, window: int = 1 << 20, raw_format: RawFormat = RawFormat()) -> int:
+    """The number of rows of a raw file (LF count, plus a last line without LF), its header not counted.
 
     Reads into one reused buffer small enough to stay in cache: about 4x
     faster than counting in freshly allocated `bytes`.
@@ -145,6 +206,7 @@ def count_lines(path: Path, window: int = 1 << 20) -> int:
     buf = np.empty(window, np.uint8)
     lines, last = 0, _LF
     with open(path, "rb", buffering=0) as f:
+        f.seek(raw_format.header_bytes)
         while got := f.readinto(memoryview(buf)):
             lines += int(np.count_nonzero(buf[:got] == _LF))
             last = buf[got - 1]
@@ -269,8 +331,8 @@ def first_bad_row(path: Path, first_line: int, block: LineBlock, bad: np.ndarray
     return UserError(f"{path}:{first_line + i}: {explain_bad_line(block.line(i))}")
 
 
-def check_inputs(paths: list[Path]) -> None:
-    """Every input must exist, be a file and hold at least one byte."""
+def check_inputs(paths: list[Path]) -> list[RawFormat]:
+    """Every input must exist, be a file and hold at least one byte; returns the format of each (`sniff`)."""
     if not paths:
         raise UserError("no input files given")
     for p in paths:
@@ -283,3 +345,4 @@ def check_inputs(paths: list[Path]) -> None:
         with open(p, "rb") as f:
             if f.read(2) == b"\x1f\x8b":
                 raise UserError(f"{p}: gzip-compressed; decompress it first (e.g. gunzip -k)")
+    return [sniff(p) for p in paths]

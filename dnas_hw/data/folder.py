@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import torch
 
 FORMAT = "dnas-hw-data/1"
+# Ids are stored as int32, so a feature has at most this many distinct ids (0 .. 2**31 - 1).
+MAX_CARDINALITY = 2**31
 ARRAYS = ("dense", "sparse", "labels")
 # Shuffling reads one block of this many contiguous rows at a time: large
 # enough for a good mix, small enough (a few MB) to stay in RAM and cache.
@@ -56,8 +58,9 @@ def check_meta(meta: object, where: str) -> dict:
         need(is_count(meta.get(key)), f"{key} must be a non-negative integer")
     cards = meta.get("cardinalities")
     need(
-        isinstance(cards, list) and len(cards) == meta["num_sparse"] and all(is_count(c) and c > 0 for c in cards),
-        f"cardinalities must be {meta['num_sparse']} positive integers",
+        isinstance(cards, list) and len(cards) == meta["num_sparse"]
+        and all(is_count(c) and 0 < c <= MAX_CARDINALITY for c in cards),
+        f"cardinalities must be {meta['num_sparse']} positive integers of at most {MAX_CARDINALITY:,} (int32 ids)",
     )
     splits = meta.get("splits")
     need(isinstance(splits, dict), "splits must be an object")

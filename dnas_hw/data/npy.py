@@ -42,6 +42,13 @@ class NpyAppender:
         self.rows += len(rows)
 
     def close(self) -> None:
+        """Write the final header and close; once only (see `abandon` for a file not to be finished)."""
+        if self._f.closed:
+            return
         self._f.seek(0)
         self._f.write(_header(self.dtype, (self.rows, *self.row_shape)))
+        self._f.close()
+
+    def abandon(self) -> None:
+        """Close without finishing the file (a failed run: its folder is about to be removed)."""
         self._f.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -22,11 +23,12 @@ import numpy as np
 
 from dnas_hw.data import criteo
 from dnas_hw.data.criteo import Rows
+from dnas_hw.data.folder import MAX_CARDINALITY
 from dnas_hw.data.splits import TRAIN, DaysSplit, RandomSplit
 from dnas_hw.data.vocab import VOCAB_FILE, HashIds, VocabCounter, Vocabulary
 from dnas_hw.data.writer import FolderWriter
 from dnas_hw.errors import UserError
-from dnas_hw.files import atomic_dir
+from dnas_hw.files import atomic_dir, check_writable, output_lock
 
 # Progress callback: (bytes of input consumed, rows parsed) since the last call.
 Progress = Callable[[int, int], None]
@@ -50,8 +52,10 @@ class PrepareOptions:
     def check(self) -> None:
         if sum(x is not None for x in (self.hash_size, self.min_count, self.vocab_from)) != 1:
             raise UserError("give exactly one of --hash-size, --min-count and --vocab")
-        if self.hash_size is not None and self.hash_size < 2:
-            raise UserError(f"--hash-size must be at least 2, got {self.hash_size}")
+        if self.hash_size is not None and not 2 <= self.hash_size <= MAX_CARDINALITY:
+            raise UserError(
+                f"--hash-size must be between 2 and {MAX_CARDINALITY:,} (ids are stored as int32), got {self.hash_size:,}"
+            )
         if self.min_count is not None and self.min_count < 1:
             raise UserError(f"--min-count must be at least 1, got {self.min_count}")
         if self.split not in ("days", "random"):
@@ -83,31 +87,33 @@ def _map_ahead(fn: Callable, items: Iterator, threads: int) -> Iterator[tuple]:
             yield item, future.result()
 
 
-def _parsed_chunks(paths: list[Path], options: PrepareOptions, progress: Progress) -> Iterator[tuple[int, int, Rows]]:
-    """Yield `(file_index, first_line, rows)` in file order, 0-based `first_line`.
+def _parsed_chunks(
+    paths: list[Path], formats: list[criteo.RawFormat], options: PrepareOptions, progress: Progress
+) -> Iterator[tuple[int, int, Rows]]:
+    """Yield `(file_index, first_row, rows)` in file order, 0-based `first_row` (a header line is no row).
 
     With `on_bad_row="error"` the first bad row raises its `file:line: reason`.
     """
-    for file_index, path in enumerate(paths):
-        blocks = criteo.read_line_blocks(path, options.chunk_rows)
-        line = 0
+    for file_index, (path, raw_format) in enumerate(zip(paths, formats)):
+        blocks = criteo.read_line_blocks(path, options.chunk_rows, raw_format=raw_format)
+        row = 0
         for (block, nbytes), rows in _map_ahead(lambda b: criteo.parse_lines(b[0]), blocks, options.threads):
             if options.on_bad_row == "error" and rows.bad.any():
-                raise criteo.first_bad_row(path, line + 1, block, rows.bad)
-            yield file_index, line, rows
-            line += len(rows)
+                raise criteo.first_bad_row(path, raw_format.header_lines + row + 1, block, rows.bad)
+            yield file_index, row, rows
+            row += len(rows)
             progress(nbytes, len(rows))
 
 
-def _splitter(paths: list[Path], options: PrepareOptions):
+def _splitter(paths: list[Path], formats: list[criteo.RawFormat], options: PrepareOptions):
     if options.split == "random":
         return RandomSplit(options.val_frac, options.test_frac, options.seed)
-    return DaysSplit(len(paths), criteo.count_lines(paths[-1]))
+    return DaysSplit(len(paths), criteo.count_lines(paths[-1], raw_format=formats[-1]))
 
 
-def _count_vocabulary(paths, options, splitter, progress):
+def _count_vocabulary(paths, formats, options, splitter, progress):
     counter = VocabCounter(criteo.NUM_SPARSE)
-    for file_index, first_line, rows in _parsed_chunks(paths, options, progress):
+    for file_index, first_line, rows in _parsed_chunks(paths, formats, options, progress):
         train = (splitter.assign(file_index, first_line, len(rows)) == TRAIN) & ~rows.bad
         counter.add(rows.hashes[train], rows.missing[train])
     return counter.build(options.min_count)
@@ -128,26 +134,30 @@ def prepare(
     """
     paths = [Path(p) for p in paths]
     options.check()
-    criteo.check_inputs(paths)
+    formats = criteo.check_inputs(paths)
     out = Path(out)
     if out.exists() and not force:  # fail before a long pass, not after it
         raise UserError(f"{out}: already exists (use --force to replace it)")
-    open_progress = progress or (lambda stage: lambda nbytes, nrows: None)
+    check_writable(out, "folder")
+    with output_lock(out):
+        return _prepare(paths, formats, out, options, force, progress or (lambda stage: lambda nbytes, nrows: None))
 
-    splitter = _splitter(paths, options)
+
+def _prepare(paths, formats, out: Path, options: PrepareOptions, force: bool, open_progress) -> dict:
+    splitter = _splitter(paths, formats, options)
     if options.hash_size is not None:
         mapper = HashIds(options.hash_size, criteo.NUM_SPARSE)
     elif options.vocab_from is not None:
         mapper = Vocabulary.load(Path(options.vocab_from) / VOCAB_FILE, criteo.NUM_SPARSE)
     else:
-        mapper = _count_vocabulary(paths, options, splitter, open_progress("count"))
+        mapper = _count_vocabulary(paths, formats, options, splitter, open_progress("count"))
 
-    with atomic_dir(out, force) as tmp:
+    with atomic_dir(out, force) as tmp, ExitStack() as stack:
         if isinstance(mapper, Vocabulary):
             mapper.save(tmp / VOCAB_FILE)
-        writer = FolderWriter(tmp, criteo.NUM_DENSE, criteo.NUM_SPARSE)
+        writer = stack.enter_context(FolderWriter(tmp, criteo.NUM_DENSE, criteo.NUM_SPARSE))
         skipped = 0
-        for file_index, first_line, rows in _parsed_chunks(paths, options, open_progress("write")):
+        for file_index, first_line, rows in _parsed_chunks(paths, formats, options, open_progress("write")):
             codes = splitter.assign(file_index, first_line, len(rows))
             if rows.bad.any():
                 skipped += int(rows.bad.sum())

@@ -37,7 +37,7 @@ seed and fractions.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -49,7 +49,7 @@ from dnas_hw.data.criteo import DENSE_NAMES, NUM_DENSE, NUM_SPARSE, SPARSE_NAMES
 from dnas_hw.data.splits import RandomSplit
 from dnas_hw.data.writer import FolderWriter
 from dnas_hw.errors import UserError
-from dnas_hw.files import atomic_dir, atomic_path
+from dnas_hw.files import atomic_dir, atomic_path, check_writable
 
 KAGGLE_CARDINALITIES = (
     1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
@@ -269,12 +269,16 @@ def synth(
     for path in (out, raw_tsv):
         if path is not None and Path(path).exists() and not force:
             raise UserError(f"{path}: already exists (use --force to replace it)")
+    check_writable(out, "folder")
+    if raw_tsv is not None:
+        check_writable(raw_tsv, "file")
     cards = synth_cardinalities(options.scale)
     teacher = Teacher.build(cards, options.seed)
     splitter = RandomSplit(options.val_frac, options.test_frac, options.seed)
     update = progress("synth") if progress else (lambda rows: None)
-    with atomic_dir(out, force) as tmp, (atomic_path(raw_tsv) if raw_tsv else nullcontext()) as tsv_path:
-        writer = FolderWriter(tmp, NUM_DENSE, NUM_SPARSE)
+    with atomic_dir(out, force) as tmp, (atomic_path(raw_tsv) if raw_tsv else nullcontext()) as tsv_path, \
+            ExitStack() as stack:
+        writer = stack.enter_context(FolderWriter(tmp, NUM_DENSE, NUM_SPARSE))
         tsv = open(tsv_path, "wb") if tsv_path else None
         try:
             for block, first in enumerate(range(0, options.rows, BLOCK_ROWS)):

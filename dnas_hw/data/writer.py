@@ -15,7 +15,8 @@ from dnas_hw.files import write_json_atomic
 class FolderWriter:
     """Appends rows to the three splits of the folder at `path`, then writes meta.json.
 
-    Memory is one chunk: rows go straight to the `.npy` files.
+    Memory is one chunk: rows go straight to the `.npy` files. Use it as a
+    context manager, so that a run failing part-way closes its files.
     """
 
     def __init__(self, path: Path, num_dense: int, num_sparse: int):
@@ -47,6 +48,15 @@ class FolderWriter:
         s.append(sparse)
         y.append(labels)
         self.positives[split] += int(np.count_nonzero(labels))
+
+    def __enter__(self) -> "FolderWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Close the files of an unfinished folder: a failed run leaves no open file behind."""
+        for files in self._files.values():
+            for f in files:
+                f.abandon()
 
     def rows(self, split: str) -> int:
         return self._files[split][2].rows
