@@ -6,14 +6,18 @@ the slot name's prefix before the first "." (any family: `cross.2` belongs to
 group `cross`, `emb_dim` alone to group `emb_dim`); groups keep the order in
 which `space.slots()` first names them. A DLRM space gives
 
-    bottom       [bottom_layers, len(bottom_widths) (+1 skip)]
-    emb_dim      [F, len(emb_dims)]
-    emb_rows     [F, R_max]      a feature with fewer distinct table sizes is padded;
-                                 `valid` marks the real entries (padding gets -inf logits)
-    interaction  [1, len(interactions)]
-    top          [top_layers, len(top_widths) (+1 skip)]
+    bottom           [bottom_layers, len(bottom_widths)]
+    bottom_depth     [1, bottom_layers + 1]
+    emb_dim          [F, len(emb_dims)]
+    emb_rows         [F, R_max]      a feature with fewer distinct table sizes is padded;
+                                     `valid` marks the real entries (padding gets -inf logits)
+    interaction      [1, len(interactions)]
+    interaction_dim  [1, len(interaction_dims)]
+    top              [top_layers, len(top_widths)]
+    top_depth        [1, top_layers + 1]
 
-Within a row, choices keep the order of `SearchSpace.slots()`; "skip" is last.
+Within a row, choices keep the order of `space.slots()` (a family with per-layer
+skips, like DCN, puts "skip" last).
 """
 
 from __future__ import annotations
