@@ -96,7 +96,7 @@ def plot_pareto(models: list[dict], batch_size: int):
     ax.set_xlabel(f"measured latency, p50 at batch {batch_size} (ms)")
     ax.set_ylabel("test logloss")
     ax.set_title("Latency against accuracy (dashed: budgets)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: no point hidden under it
     ax.grid(alpha=0.3)
     return fig
 
