@@ -41,14 +41,6 @@ DEFAULT_SPACE = "dlrm-kaggle"
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_SEARCH_EPOCHS = 3
 DEFAULT_TRAIN_EPOCHS = 1
-# One training recipe for the supernet's weights and for every retraining, so the search ranks
-# candidates as they will be retrained. Adam 1e-3, not `dnas-hw train`'s SGD 0.1 (DLRM's Kaggle
-# recipe): on planted synthetic data (1M rows, one epoch) SGD 0.1 learned the teacher or not by the
-# luck of the seed (test logloss 0.541-0.584 over seeds of one arch), Adagrad 0.05 less so
-# (0.446-0.479), Adam 1e-3 every time (0.433-0.434, AUC 0.81; docs/search.md, "Defaults").
-TRAIN_BATCH_SIZE = 256
-TRAIN_OPTIMIZER = "adam"
-TRAIN_LR = 1e-3
 # Default budgets: the DLRM Kaggle reference config's LUT latency, and half of it. The
 # searched model must beat the hand-designed one at its own latency, and come close at half.
 DEFAULT_BUDGET_SHARES_OF_REFERENCE = (1.0, 0.5)
@@ -205,7 +197,8 @@ def stage_search(run: Path, data_dir: Path, space: SearchSpace, lut, budget_us: 
         summary = read_json(folder / SUMMARY, "search summary")
     else:
         say("search", f"budget {budget_label(budget_us)} at batch {opts.batch_size} -> {folder}")
-        config = SearchConfig(epochs=opts.search_epochs, seed=opts.seed, weight_optimizer=TRAIN_OPTIMIZER, weight_lr=TRAIN_LR)
+        # The supernet's weights and every retraining use `dnas-hw train`'s recipe (the defaults of both configs).
+        config = SearchConfig(epochs=opts.search_epochs, seed=opts.seed)
         summary = run_search(data_dir, space, lut, budget_us=budget_us, batch_size=opts.batch_size, out=folder,
                              config=config, resume=True)
     return Candidate(f"budget-{budget_label(budget_us)}", "searched", Arch.load(folder / "arch.json"), budget_us, summary)
@@ -228,8 +221,7 @@ def stage_train(run: Path, data_dir: Path, cand: Candidate, opts: PipelineOption
         say("train", f"{cand.name}: {cand.arch.num_params():,} parameters -> {folder}")
         # resume: continue from the last finished epoch; force: a run killed after writing
         # model.pt but before metrics.json is finished again (its state holds every epoch).
-        config = TrainConfig(epochs=opts.train_epochs, batch_size=TRAIN_BATCH_SIZE, optimizer=TRAIN_OPTIMIZER,
-                             lr=TRAIN_LR, seed=opts.seed)
+        config = TrainConfig(epochs=opts.train_epochs, seed=opts.seed)
         train_arch(data_dir, cand.arch, folder, config, resume=True, force=(folder / "model.pt").is_file())
     return folder
 
