@@ -21,7 +21,7 @@ from torch import nn
 
 from dnas_hw.data.synth import synth_cardinalities
 from dnas_hw.model import build_model
-from dnas_hw.space import get_space
+from dnas_hw.space import elastic_input_widths, get_space
 from dnas_hw.timing import time_callable
 from dnas_hw.train import make_optimizers, split_parameters
 from search.config import SearchConfig
@@ -78,8 +78,8 @@ def main() -> None:
     # paper's released code does, multiplies the hidden-layer MACs by this (computed, not timed).
     pairwise = masked = 0
     for starts, widths, layers in (({space.num_dense}, space.bottom_widths, space.bottom_layers),
-                                   ({space.interaction_op(k).output_width() for k in space.interactions}, space.top_widths, space.top_layers)):
-        reach = space.mlp_input_widths(starts, widths, layers)
+                                   ({op.output_width() for op in space.interaction_ops()}, space.top_widths, space.top_layers)):
+        reach = elastic_input_widths(starts, widths, space.depths(layers))
         for i in range(layers):
             pairwise += sum(u * w for u in reach[i] for w in widths)
             masked += max(reach[i]) * max(widths)

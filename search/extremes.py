@@ -24,7 +24,7 @@ import torch
 
 from dnas_hw.space import SKIP, Choice
 from search.cost import CostTable, MlpPrices, SlotRef
-from search.layout import Group, Layout
+from search.layout import Layout
 
 MAX_SHARED_COMBINATIONS = 100_000
 
