@@ -166,16 +166,20 @@ class Searcher:
             weighted = weighted + (torch.softmax(self.net.arch_logits[g][0], -1) * candidate_losses).sum()
         return loss, weighted
 
-    def weight_step(self, dense, sparse, y, tau: float, global_rows: int | None = None, step: int = 1) -> float:
+    def weight_step(self, dense, sparse, y, tau: float, global_rows: int | None = None, step: int = 1,
+                    warmup: bool = False) -> float:
         """One step of the weights on this rank's rows of a global batch; returns their mean loss.
 
-        `step` (the step's index in its epoch) picks its role in the sandwich rule (`search.sandwich`)."""
+        `step` (the step's index in its epoch) picks its role in the sandwich rule (`search.sandwich`).
+        In the `warmup`, with table inheritance, the supernet's `inherited_groups` take their largest choice."""
         global_rows = len(y) if global_rows is None else global_rows
         for opt in self.weight_opts:
             opt.zero_grad(set_to_none=True)
         probs = self.sample(global_rows, tau, detach=True)  # drawn in every step: the generator's path stays one
         if self.config.sandwich:
             probs = sandwich_probs(step, probs, self.extremes)
+        if warmup and self.config.inherit_tables:
+            probs = {g: self.extremes["largest"][g] if g in self.net.inherited_groups else p for g, p in probs.items()}
         loss, weighted = self.task_loss(dense, sparse, y, probs, global_rows)
         weighted.backward()
         distributed.average_grads(self.dense_weights)
@@ -263,7 +267,7 @@ def run_epoch(search: Searcher, data: PreparedData, epoch: int, started: float, 
     label = f"search epoch {epoch + 1}/{c.epochs}" + ("" if searching else " (warm-up)") + (f" rank {rank}/{world}" if world > 1 else "")
     with progress(n_weight + n_arch, label, "batches") as bar:
         for step, (dense, sparse, y, global_rows) in enumerate(weights):
-            task_sum += search.weight_step(dense, sparse, y, tau, global_rows, step) * len(y)
+            task_sum += search.weight_step(dense, sparse, y, tau, global_rows, step, warmup=not searching) * len(y)
             task_n += len(y)
             bar.update(1)
             if searching and (step + 1) % every == 0:

@@ -43,6 +43,10 @@ class SupernetBase(nn.Module):
     """
 
     enumerated_groups: tuple[str, ...] = ()
+    # Groups whose smaller candidates `end_warmup` re-initialises from the largest: the warm-up
+    # holds them at their largest choice (with `SearchConfig.inherit_tables`), since what the
+    # smaller ones learn before then is overwritten, and the largest then trains in every step.
+    inherited_groups: tuple[str, ...] = ()
 
     def __init__(self, space):
         super().__init__()
@@ -79,6 +83,7 @@ class Supernet(SupernetBase):
     """
 
     enumerated_groups = ("interaction",)
+    inherited_groups = ("emb_rows",)
 
     def __init__(self, space: SearchSpace):
         super().__init__(space)
