@@ -20,7 +20,8 @@ from pathlib import Path
 import click
 
 from dnas_hw.arch import Arch, dlrm_kaggle_reference
-from dnas_hw.bench import machine_info, measure
+from dnas_hw.bench import measure
+from profiler.environment import machine_info
 from dnas_hw.checkpoint import save_checkpoint
 from dnas_hw.cli_types import INT_LIST
 from dnas_hw.export import export_checkpoint, read_model_info

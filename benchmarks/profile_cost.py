@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from dnas_hw.bench import machine_info
+from profiler.environment import machine_info
 from dnas_hw.files import write_json_atomic
 from dnas_hw.space import get_space
 from profiler.keys import all_keys

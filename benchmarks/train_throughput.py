@@ -64,7 +64,7 @@ import torch
 from torch import nn
 
 from dnas_hw.arch import dlrm_kaggle_reference
-from dnas_hw.bench import machine_info
+from profiler.environment import machine_info
 from dnas_hw.files import write_json_atomic
 from dnas_hw.model import build_model
 from dnas_hw.progress import progress

@@ -134,7 +134,7 @@ def stage_data(run: Path, opts: PipelineOptions) -> Path:
 
 def lut_cache_path(cache: Path, space: SearchSpace, opts: PipelineOptions) -> Path:
     """The cache entry for this machine's CPU, the target and the space (by fingerprint)."""
-    from dnas_hw.bench import machine_info
+    from profiler.environment import machine_info
 
     cpu = hashlib.sha256(str(machine_info()["cpu"]).encode()).hexdigest()[:8]
     return cache / f"{opts.backend}-{opts.device}-t{opts.threads}-cpu{cpu}-{space.fingerprint()}.csv"

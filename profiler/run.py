@@ -38,7 +38,7 @@ from dnas_hw.files import atomic_path, check_writable, output_lock, read_json, w
 from dnas_hw.memory import require_memory
 from dnas_hw.ops import OpCall
 from dnas_hw.progress import progress
-from dnas_hw.runners import BACKENDS, DEVICES
+from profiler.runners import BACKENDS, DEVICES
 from dnas_hw.timing import TimingStats
 from lut.table import COLUMNS, OVERHEAD_OP, TARGET_FIELDS, Lut, LutError, meta_path, overhead_call
 from profiler.environment import lut_meta

@@ -7,7 +7,7 @@ import pytest
 
 from dnas_hw.space import get_space
 from dnas_hw.timing import TimingStats
-from lut.validate import sample_archs
+from profiler.validate import sample_archs
 from profiler.overhead import (
     MIN_FACTOR,
     REFERENCE_SAMPLES,
