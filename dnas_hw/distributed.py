@@ -1,6 +1,6 @@
 """Several training processes as one: torch.distributed set up from torchrun's environment.
 
-    torchrun --nproc_per_node 2 -m dnas_hw.cli train --data D --arch A --out O
+    torchrun --nproc_per_node 2 -m dnas_hw.app.cli train --data D --arch A --out O
 
 torchrun sets `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`;
 `session()` joins the process group they describe (gloo for CPU tensors, and

@@ -145,7 +145,7 @@ def test_validate_refuses_a_lut_missing_rows_before_timing(tiny_lut):
 
 
 def _subprocess_profile(space_file: Path, out: Path, *extra) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "dnas_hw.cli", "profile", "--space", str(space_file), "--backend", "torch",
+    cmd = [sys.executable, "-m", "dnas_hw.app.cli", "profile", "--space", str(space_file), "--backend", "torch",
            "--batch-size", "2", "--out", str(out), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -94,7 +94,7 @@ def _train(data, arch, out: Path, state: Path, config, resume: bool, force: bool
 def train(data_dir, arch_path, out, epochs, batch_size, optimizer, lr, seed, resume, force, threads) -> None:
     """Train ARCH on DATA and write OUT/model.pt and OUT/metrics.json (val and test metrics).
 
-    Under `torchrun --nproc_per_node N -m dnas_hw.cli train ...` the N processes
+    Under `torchrun --nproc_per_node N -m dnas_hw.app.cli train ...` the N processes
     train data-parallel (--batch-size is the global batch) and rank 0 writes.
     """
     from dnas_hw.family import load_arch

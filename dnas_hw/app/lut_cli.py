@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dnas_hw.cli_types import INT_LIST
+from dnas_hw.app.cli_types import INT_LIST
 
 
 def resolve_space(space_name: str, data_dir: str | None):
