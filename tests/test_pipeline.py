@@ -58,7 +58,7 @@ def test_second_run_redoes_no_stage(first_run, monkeypatch):
     import dnas_hw.app.bench
     import dnas_hw.data.synth
     import dnas_hw.export
-    import dnas_hw.app.train_cli
+    import dnas_hw.train
     import profiler.run
     import search.run
 
@@ -66,7 +66,7 @@ def test_second_run_redoes_no_stage(first_run, monkeypatch):
         raise AssertionError("a finished stage ran again")
 
     for module, name in [(dnas_hw.data.synth, "synth"), (profiler.run, "profile_to_lut"), (search.run, "run_search"),
-                         (dnas_hw.app.train_cli, "train_arch"), (dnas_hw.export, "export_checkpoint"), (dnas_hw.app.bench, "bench")]:
+                         (dnas_hw.train, "train_arch"), (dnas_hw.export, "export_checkpoint"), (dnas_hw.app.bench, "bench")]:
         monkeypatch.setattr(module, name, refuse)
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.suffix in (".pt", ".onnx", ".csv") or p.name == "summary.json"}
     result = CliRunner().invoke(main, args)
