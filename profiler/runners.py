@@ -42,7 +42,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from dnas_hw.family import build_model
 from dnas_hw.inputs import dlrm_input_pool
+from dnas_hw.model import Probability
+from dnas_hw.onnx_io import export_module, ort_session
 from dnas_hw.timing import TimingStats, time_callable
 from profiler.allocator import serving_allocator
 
@@ -127,8 +130,6 @@ class OnnxRunner:
     """
 
     def __init__(self, model, threads: int, device: str = "cpu"):
-        from dnas_hw.onnx_io import ort_session
-
         serving_allocator()
         self.session = ort_session(str(model) if isinstance(model, Path) else model, threads, device)
         self.threads = threads
@@ -178,16 +179,11 @@ def deployed_model(arch, seed: int = 0) -> torch.nn.Module:
 
     The model comes from the arch's family (`dnas_hw.family.build_model`; DLRM by default).
     """
-    from dnas_hw.family import build_model
-    from dnas_hw.model import Probability
-
     return Probability(build_model(arch, seed=seed)).eval()
 
 
 def export_deployed(model: torch.nn.Module, num_dense: int, num_sparse: int):
     """The served model as ONNX (inputs `dense`, `sparse`; output `prob`; dynamic batch)."""
-    from dnas_hw.onnx_io import export_module
-
     example = (torch.ones(2, num_dense), torch.zeros(2, num_sparse, dtype=torch.int64))
     return export_module(model, example, ["dense", "sparse"], ["prob"])
 

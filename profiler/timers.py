@@ -35,8 +35,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from onnx import TensorProto, helper
 
 from dnas_hw.inputs import pool_sets, spread_ids
+from dnas_hw.onnx_io import DEFAULT_OPSET, export_module
 from dnas_hw.ops import OpCall
 from dnas_hw.timing import TimingStats, time_callable
 from profiler.allocator import serving_allocator
@@ -174,8 +176,6 @@ class OnnxOpTimer(OpTimer):
         self._null_sessions: dict[tuple, Callable] = {}
 
     def _prepare(self, call, batch_sizes, num_sparse, seed):
-        from dnas_hw.onnx_io import export_module
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = call.build().eval()
@@ -205,10 +205,6 @@ class OnnxOpTimer(OpTimer):
 
 def null_graph(feed: dict[str, np.ndarray]):
     """An ONNX graph taking `feed`'s inputs (batch axis dynamic) whose one output is the first input's shape."""
-    from onnx import TensorProto, helper
-
-    from dnas_hw.onnx_io import DEFAULT_OPSET
-
     dtypes = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64}
     inputs = [
         helper.make_tensor_value_info(name, dtypes[a.dtype], ["batch", *a.shape[1:]]) for name, a in feed.items()
