@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from profiler.environment import machine_info
 from dnas_hw.files import write_json_atomic
 from dnas_hw.progress import progress
-from profiler.runners import time_archs_by_round
 from dnas_hw.space import get_space
 from dnas_hw.timing import time_callable
+from profiler.environment import machine_info
+from profiler.runners import time_archs_by_round
 from profiler.validate import GROUP, sample_archs
 
 

@@ -31,10 +31,10 @@ import torch
 
 from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import load_checkpoint
-from dnas_hw.errors import UserError
 from dnas_hw.data.folder import MAX_CARDINALITY
-from dnas_hw.files import check_writable, first_line, write_error
+from dnas_hw.errors import UserError
 from dnas_hw.family import arch_from_dict
+from dnas_hw.files import check_writable, first_line, write_error
 from dnas_hw.inputs import dlrm_input_pool
 from dnas_hw.model import Probability
 from dnas_hw.onnx_io import DEFAULT_OPSET, export_module, ort_session

@@ -1,7 +1,7 @@
 """Model families: which arch type, model builder and search space belong together.
 
 A *family* is a kind of CTR model the toolkit can search over: DLRM (built in,
-registered here as `dlrm`) or one a user adds (`examples/dcn` is the worked
+registered as `dlrm` by `dnas_hw.dlrm`) or one a user adds (`examples/dcn` is the worked
 example). It bundles:
 
 - `arch_type`: a frozen dataclass, the derived architecture as plain data, with
@@ -27,7 +27,8 @@ Which family a file belongs to: an arch's JSON form names it under `"family"`
 ONNX metadata store that JSON form, they record it too. A space TOML names it
 under the top-level key `family` (absent: `dlrm`).
 
-Families beyond DLRM register themselves when their module is imported. The
+Every family registers itself when its module is imported. This module imports
+the built-in ones (`BUILTIN_FAMILIES`) the first time it looks a family up; the
 modules named in the environment variable `DNAS_HW_PLUGINS` (comma-separated,
 e.g. `examples.dcn`) and the entry points of group `dnas_hw.families` of
 installed packages are imported the first time a family or space name is not

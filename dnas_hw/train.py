@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from dnas_hw import distributed
-from dnas_hw.distributed import split_parameters
 from dnas_hw.checkpoint import save_checkpoint
 from dnas_hw.data.folder import PreparedData, Split, iterate_batches, num_batches
+from dnas_hw.distributed import split_parameters
 from dnas_hw.errors import UserError
 from dnas_hw.family import build_model
 from dnas_hw.files import (

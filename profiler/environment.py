@@ -8,14 +8,15 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import onnxruntime
+import torch
+
 from profiler.allocator import serving_allocator
 from profiler.runners import ROUNDS, default_clock
 
 
 def device_name(device: str) -> str:
     if device == "cuda":
-        import torch
-
         return torch.cuda.get_device_name()
     return machine_info()["cpu"]
 
@@ -49,9 +50,6 @@ def lut_meta(space, *, backend: str, device: str, threads: int, batch_sizes, see
 
 def machine_info() -> dict[str, Any]:
     """CPU model, logical cores and runtime versions of this machine."""
-    import onnxruntime
-    import torch
-
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),

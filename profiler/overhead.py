@@ -56,8 +56,8 @@ import numpy as np
 
 from dnas_hw.arch import Arch
 from dnas_hw.ops import OpCall
-from profiler.runners import time_archs
 from dnas_hw.timing import TimingStats
+from profiler.runners import time_archs
 from profiler.validate import GROUP
 
 REFERENCE_SAMPLES = 16

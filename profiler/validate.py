@@ -18,9 +18,9 @@ import numpy as np
 
 from dnas_hw.metrics import spearman
 from dnas_hw.progress import progress
-from profiler.runners import time_archs
 from lut.predict import predict
 from lut.table import Lut, overhead_call
+from profiler.runners import time_archs
 
 # Archs timed together: their rounds interleave (so a burst of load spoils one
 # round of each, not all rounds of one), and their models are in memory at once.

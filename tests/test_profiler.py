@@ -19,11 +19,11 @@ from dnas_hw.family import builtin_space_names, load_space
 from dnas_hw.ops import registered_ops
 from dnas_hw.space import get_space
 from lut.table import Lut, meta_path, overhead_call
-from profiler.validate import validate_lut
 from profiler.keys import all_keys, space_calls
 from profiler.overhead import MIN_FACTOR, REFERENCE_SAMPLES
 from profiler.run import BLOCK_OPS, PartialFile, partial_path, profile_to_lut
 from profiler.timers import op_input_pool, op_timer
+from profiler.validate import validate_lut
 
 B = 4
 REPO = Path(__file__).resolve().parents[1]

@@ -1,11 +1,11 @@
 """The `dnas-hw` command line: one click group, one sub-command per stage.
 
-Each stage's command lives beside its code; this module only names them (a
-command's module is imported when that command runs, so `dnas-hw --help` and
-the commands that need no torch start at once) and is the one place where an
-error a user can cause (a `UserError`, a bad option or argument, a file the
-system refuses to read or write) becomes one line on stderr, `error: ...`, with
-exit code 2 and no traceback.
+Each command has its module in this package (`<command>_cli.py`); this module
+only names them (a command's module is imported when that command runs, so
+`dnas-hw --help` and the commands that need no torch start at once) and is the
+one place where an error a user can cause (a `UserError`, a bad option or
+argument, a file the system refuses to read or write) becomes one line on
+stderr, `error: ...`, with exit code 2 and no traceback.
 """
 
 from __future__ import annotations

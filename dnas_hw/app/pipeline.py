@@ -211,8 +211,7 @@ def references(space: SearchSpace, cardinalities) -> list[Candidate]:
 
 
 def stage_train(run: Path, data_dir: Path, cand: Candidate, opts: PipelineOptions) -> Path:
-    from dnas_hw.train import TrainConfig
-    from dnas_hw.train import train_arch
+    from dnas_hw.train import TrainConfig, train_arch
 
     folder = run / "train" / cand.name
     if (folder / "metrics.json").is_file() and (folder / "model.pt").is_file():
