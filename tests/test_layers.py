@@ -121,7 +121,7 @@ def test_no_modules_import_each_other_in_a_circle():
     ("module", "source", "wrong"),
     [
         ("profiler.environment", "def f():\n    from dnas_hw.app.bench import machine_info\n", "dnas_hw.app.bench"),
-        ("profiler.cli", "from search.run import run_search\n", "search.run"),
+        ("profiler.run", "from search.run import run_search\n", "search.run"),
         ("search.cost", "import profiler.runners\n", "profiler.runners"),
         ("lut.table", "from profiler import validate\n", "profiler.validate"),
         ("dnas_hw.export", "from lut.predict import predict\n", "lut.predict"),
