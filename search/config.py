@@ -14,7 +14,7 @@ SAMPLING_MODES = ("per-batch", "per-sample")
 
 def knob(default: Any, help: str, **cli: Any) -> Any:
     """A `SearchConfig` field with its command-line help; `cli` may name `choices` or a `flags` pair
-    (`dnas_hw.cli_types.config_options` makes the options, so a new field is added here only)."""
+    (`dnas_hw.app.cli_types.config_options` makes the options, so a new field is added here only)."""
     return field(default=default, metadata={"help": help, **cli})
 
 

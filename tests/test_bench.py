@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from dnas_hw.app.cli import main
 from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import save_checkpoint
-from dnas_hw.cli import main
 from dnas_hw.export import export_checkpoint
 from dnas_hw.model import build_model
 from lut.table import COLUMNS, Lut, overhead_call

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from dnas_hw.app.cli import main
 from dnas_hw.arch import Arch
-from dnas_hw.cli import main
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.space import get_space
 from lut.predict import predict
@@ -237,7 +237,7 @@ def test_other_penalty_forms_and_sampling_modes_run_and_respect_the_budget(data,
 def test_every_search_config_field_is_a_search_option():
     from dataclasses import fields
 
-    from search.cli import search
+    from dnas_hw.app.search_cli import search
 
     names = {p.name for p in search.params}
     assert {f.name for f in fields(SearchConfig)} <= names

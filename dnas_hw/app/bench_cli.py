@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dnas_hw.cli_types import INT_LIST
+from dnas_hw.app.cli_types import INT_LIST
 
 
 @click.command()
@@ -27,7 +27,7 @@ def bench(model, batch_sizes, threads, backend, device, checkpoint, lut_path, fo
     after warm-up. With --lut, the LUT's prediction for the model's arch (stored
     in the ONNX file) and its error in percent.
     """
-    from dnas_hw.bench import bench as run_bench, format_table
+    from dnas_hw.app.bench import bench as run_bench, format_table
     from dnas_hw.files import check_writable, write_json_atomic
 
     if json_path:

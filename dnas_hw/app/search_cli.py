@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dnas_hw.cli_types import DURATION_US, config_options
+from dnas_hw.app.cli_types import DURATION_US, config_options
 from search.config import SearchConfig
 
 
@@ -26,7 +26,7 @@ from search.config import SearchConfig
 def search(data_dir, space_name, lut_path, budget_us, batch_size, out, resume, backend, device, threads, force, **knobs) -> None:
     """Search SPACE on DATA for the best arch whose LUT latency at --batch-size fits --latency-budget.
 
-    Under `torchrun --nproc_per_node N -m dnas_hw.cli search ...` the N processes
+    Under `torchrun --nproc_per_node N -m dnas_hw.app.cli search ...` the N processes
     search data-parallel (--train-batch-size is the global batch) and rank 0 writes.
     Every `search.config.SearchConfig` field is an option (--epochs, --weight-lr, ...).
     """
