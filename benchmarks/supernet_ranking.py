@@ -37,7 +37,7 @@ from lut.table import Lut
 from search.config import SearchConfig
 from search.cost import one_hot_cost
 from search.rank import supernet_metrics
-from search.run import Searcher, cost_tables, run_epoch
+from search.run import Searcher, cost_tables, id_counts, run_epoch
 
 
 def draw_across(space, table, layout, low_us: float, high_us: float, n: int, rng: random.Random, tries: int = 200_000):
@@ -78,7 +78,7 @@ def main() -> None:
     B = args.batch_size
     reference_us = predict(lut, dlrm_kaggle_reference(data.cardinalities), B).total_us
     config = SearchConfig(epochs=args.epochs + 1, warmup_epochs=args.epochs, seed=args.seed)
-    searcher = Searcher(space, cost_tables(space, lut, B, config), reference_us, config)
+    searcher = Searcher(space, cost_tables(space, lut, B, config), reference_us, config, id_counts(data, config.split_fraction))
     checkpoint = out / "supernet.pt"
     if checkpoint.exists():
         searcher.net.load_state_dict(torch.load(checkpoint, weights_only=True))

@@ -43,9 +43,8 @@ class SupernetBase(nn.Module):
     """
 
     enumerated_groups: tuple[str, ...] = ()
-    # Groups whose smaller candidates `end_warmup` re-initialises from the largest: the warm-up
-    # holds them at their largest choice (with `SearchConfig.inherit_tables`), since what the
-    # smaller ones learn before then is overwritten, and the largest then trains in every step.
+    # Groups whose smaller candidates are derived from the largest (`inherit`) rather than trained:
+    # with `SearchConfig.inherit_tables` the weight steps hold them at their largest choice.
     inherited_groups: tuple[str, ...] = ()
 
     def __init__(self, space):
@@ -55,9 +54,10 @@ class SupernetBase(nn.Module):
     def init_arch_logits(self) -> None:
         self.arch_logits = nn.ParameterDict({g: nn.Parameter(t) for g, t in self.layout.init_logits().items()})
 
-    def end_warmup(self, id_counts: list[torch.Tensor]) -> None:
-        """Called once when the warm-up ends, before the first arch step; `id_counts[f]`
-        [cardinality_f]: the weight part's id frequencies of feature f. Nothing by default."""
+    def inherit(self, id_counts: list[torch.Tensor]) -> None:
+        """Re-derive the smaller candidates of `inherited_groups` from the trained largest ones;
+        `id_counts[f]` [cardinality_f]: the weight part's id frequencies of feature f. The search
+        calls it before arch steps read them and before the supernet is evaluated or extracted."""
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return list(self.arch_logits.values())
@@ -98,8 +98,8 @@ class Supernet(SupernetBase):
         self.register_buffer("dim_masks", prefix_masks(self.dims, d_max), persistent=False)
         self.init_arch_logits()
 
-    def end_warmup(self, id_counts: list[torch.Tensor]) -> None:
-        """Smaller table candidates start from the hashed image of the trained largest ones."""
+    def inherit(self, id_counts: list[torch.Tensor]) -> None:
+        """Every smaller table candidate becomes the hashed image of the trained full table."""
         self.embeddings.inherit_from_largest(id_counts)
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
