@@ -59,6 +59,11 @@ class SupernetBase(nn.Module):
         `id_counts[f]` [cardinality_f]: the weight part's id frequencies of feature f. The search
         calls it before arch steps read them and before the supernet is evaluated or extracted."""
 
+    def alignment_loss(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor | None:
+        """An extra weight-step loss that keeps the outputs of candidates read by shared weights in
+        one space (`SearchConfig.align_heads`), or None. None by default."""
+        return None
+
     def arch_parameters(self) -> list[nn.Parameter]:
         return list(self.arch_logits.values())
 
@@ -101,6 +106,11 @@ class Supernet(SupernetBase):
     def inherit(self, id_counts: list[torch.Tensor]) -> None:
         """Every smaller table candidate becomes the hashed image of the trained full table."""
         self.embeddings.inherit_from_largest(id_counts)
+
+    def alignment_loss(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """Every bottom depth's output is dotted with the same embeddings: the shallower closing
+        layers learn to give the deepest one's output (`ElasticMLP.head_alignment`)."""
+        return self.bottom.head_alignment(dense, self.space.num_dense**-0.5)
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
         x, embedded = self.features(dense, sparse, probs)
