@@ -11,12 +11,12 @@ from click.testing import CliRunner
 
 from dnas_hw import family
 from dnas_hw.app.cli import main
-from dnas_hw.arch import Arch
+from dnas_hw.dlrm.arch import Arch
+from dnas_hw.dlrm.model import DLRM, build_model as build_dlrm
+from dnas_hw.dlrm.space import SearchSpace
 from dnas_hw.errors import UserError
 from dnas_hw.family import FamilyError, arch_from_dict, family_of, get_family, load_arch, register_family
-from dnas_hw.model import DLRM
-from dnas_hw.model import build_model as build_dlrm
-from dnas_hw.space import SearchSpace, SpaceError, get_space
+from dnas_hw.space import SpaceError, get_space
 
 
 def test_dlrm_is_the_default_family(tiny_arch):
@@ -118,7 +118,7 @@ def test_plugins_named_in_the_environment_are_imported_on_first_miss(tmp_path, m
     assert get_space(f"{name}-builtin").width == 1
     arch = arch_from_dict({"family": name, "num_dense": 2, "num_sparse": 3})
     assert family_of(arch).name == name
-    with pytest.raises(UserError, match="2 dense and 3 categorical.*13 and 26"):
+    with pytest.raises(UserError, match="num_dense = 2 and 3 embedding tables.*13 dense and 26 categorical"):
         arch.check_data(13, 26)
 
 

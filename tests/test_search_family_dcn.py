@@ -14,9 +14,9 @@ from dnas_hw.errors import UserError
 from dnas_hw.family import ModelFamily, get_family
 from dnas_hw.space import get_space
 from lut.predict import predict
-from search.cost import expected_cost, latency_table
+from search.cost import expected_cost
 from search.extremes import extreme_arch
-from search.family_search import family_search
+from search.family_search import family_search, latency_table
 from search.layout import Layout
 from search_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
     assert_one_hot_expected_latency_equals_predict,

@@ -19,12 +19,11 @@ Model rules, used everywhere (builder, supernet, profiler, LUT):
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple
 
+from dnas_hw.arch import DEFAULT_FAMILY, ArchMethods, mlp_ops
 from dnas_hw.errors import UserError
-from dnas_hw.files import read_json, write_json_atomic
 from dnas_hw.ops import INTERACTION_PREFIX, OpCall, interaction_kinds
 
 
@@ -50,17 +49,14 @@ class ArchOps(NamedTuple):
         return out
 
 
-def mlp_ops(in_width: int, widths: list[int] | tuple[int, ...], activation: str = "relu") -> list[OpCall]:
-    """Linear ops for an MLP `in_width -> widths[0] -> ... -> widths[-1]`."""
-    ops, prev = [], in_width
-    for w in widths:
-        ops.append(OpCall.make("linear", in_features=prev, out_features=w, activation=activation))
-        prev = w
-    return ops
-
-
 @dataclass(frozen=True)
-class Arch:
+class Arch(ArchMethods):
+    """JSON form, counts, `load` / `save`, `check_data`: `dnas_hw.arch.ArchMethods`."""
+
+    family = DEFAULT_FAMILY
+    error = ArchError
+    sequence_fields = ("bottom_mlp", "emb_dims", "emb_rows", "top_mlp")
+
     num_dense: int
     bottom_mlp: tuple[int, ...]
     emb_dims: tuple[int, ...]
@@ -68,23 +64,13 @@ class Arch:
     interaction: str
     top_mlp: tuple[int, ...]
 
-    def __post_init__(self) -> None:
-        # Normalise lists to tuples so an Arch is hashable and compares by value.
-        for name in ("bottom_mlp", "emb_dims", "emb_rows", "top_mlp"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        self._validate()
-
     def _validate(self) -> None:
-        def positive_int(name: str, v: Any) -> None:
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ArchError(f"arch field {name}: expected a positive integer, got {v!r}")
-
-        positive_int("num_dense", self.num_dense)
+        self._positive_int("num_dense", self.num_dense)
         if not self.bottom_mlp:
             raise ArchError("arch field bottom_mlp: needs at least the output width")
-        for name in ("bottom_mlp", "emb_dims", "emb_rows", "top_mlp"):
+        for name in self.sequence_fields:
             for i, v in enumerate(getattr(self, name)):
-                positive_int(f"{name}[{i}]", v)
+                self._positive_int(f"{name}[{i}]", v)
         if not self.emb_dims:
             raise ArchError("arch field emb_dims: needs one entry per categorical feature")
         if len(self.emb_rows) != len(self.emb_dims):
@@ -120,60 +106,6 @@ class Arch:
         top = mlp_ops(interaction.output_width(), self.top_mlp)
         top += mlp_ops(top[-1].output_width() if top else interaction.output_width(), [1], activation="none")
         return ArchOps(bottom, embeddings, interaction, top)
-
-    def num_params(self) -> int:
-        return sum(c.num_params() for _, c in self.ops().named())
-
-    def embedding_bytes(self, bytes_per_value: int = 4) -> int:
-        return sum(r * e for r, e in zip(self.emb_rows, self.emb_dims)) * bytes_per_value
-
-    def flops(self, batch_size: int) -> int:
-        return sum(c.flops(batch_size) for _, c in self.ops().named())
-
-    # ------------------------------------------------------------------ JSON
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, d: Any) -> "Arch":
-        if not isinstance(d, dict):
-            raise ArchError(f"arch: expected a JSON object, got {type(d).__name__}")
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ArchError(f"arch: unknown field(s) {unknown}; expected {names}")
-        missing = [n for n in names if n not in d]
-        if missing:
-            raise ArchError(f"arch: missing field(s) {missing}")
-        for name in ("bottom_mlp", "emb_dims", "emb_rows", "top_mlp"):
-            if not isinstance(d[name], list):
-                raise ArchError(f"arch field {name}: expected a list, got {d[name]!r}")
-        if not isinstance(d["interaction"], str):
-            raise ArchError(f"arch field interaction: expected a string, got {d['interaction']!r}")
-        return cls(**{n: d[n] for n in names})
-
-    @classmethod
-    def load(cls, path) -> "Arch":
-        try:
-            return cls.from_dict(read_json(path, "arch file"))
-        except ArchError as e:
-            raise ArchError(f"{path}: {e}") from None
-
-    def save(self, path) -> None:
-        write_json_atomic(path, self.to_dict())
-
-    def check_data(self, num_dense: int, num_sparse: int, where: str = "data") -> None:
-        """Refuse an arch whose feature counts differ from the data's."""
-        if self.num_dense != num_dense:
-            raise ArchError(f"arch has num_dense = {self.num_dense}, but {where} has {num_dense} dense features")
-        if self.num_sparse != num_sparse:
-            raise ArchError(
-                f"arch has {self.num_sparse} embedding tables, but {where} has {num_sparse} categorical features"
-            )
 
 
 def dlrm_kaggle_reference(cardinalities: tuple[int, ...] | list[int], dim: int = 16) -> Arch:

@@ -23,87 +23,45 @@ choice exceeds D gets D. The top MLP's input width is then a function of
 (interaction, D) alone, a handful of values, so the number of distinct op
 shapes, and with it the cost of profiling, stays small.
 
-The DLRM Kaggle reference config (`dnas_hw.arch.dlrm_kaggle_reference`) is an
+The DLRM Kaggle reference config (`dnas_hw.dlrm.arch.dlrm_kaggle_reference`) is an
 arch of `dlrm-kaggle` bound to any data: bottom 512-256-64, D 16, dims 16,
 full tables, dot, top 512-256.
 
 Built-in spaces by name (`dlrm-kaggle`, `dlrm-tiny`); user spaces as TOML files
 with the same field names (`cardinalities` optional). Unknown keys and bad
-values are errors that name the key.
+values are errors that name the key. What every family's space shares (slots,
+`bind`, `fingerprint`, `sample`, `from_dict`, ...) is `dnas_hw.space.SpaceMethods`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import random
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Union
 
-from dnas_hw.arch import Arch, mlp_ops
+from dnas_hw.arch import DEFAULT_FAMILY, mlp_ops
 from dnas_hw.data.folder import MAX_CARDINALITY
-from dnas_hw.family import SpaceError, load_space, read_space_toml
+from dnas_hw.dlrm.arch import Arch
 from dnas_hw.ops import INTERACTION_PREFIX, OpCall, interaction_kinds
-
-SKIP = "skip"
-Choice = Union[int, str]
-
-# Per-feature cardinalities of Criteo Kaggle `train.txt`, no cap.
-KAGGLE_CARDINALITIES = (
-    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
-    27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
+from dnas_hw.space import (
+    KAGGLE_HASHED,
+    MAX_LAYERS,
+    MAX_WIDTH,
+    Choice,
+    Slot,
+    SpaceError,
+    SpaceMethods,
+    elastic_input_widths,
 )
-# dlrm-kaggle's own default binding: Kaggle hashed to at most 1M rows per table (DLRM's
-# --max-ind-range practice), so the largest candidate table (1M x 64 fp32, 256 MB) can be
-# profiled and exported without ONNX external data. Bind to real data with --data.
-KAGGLE_HASH_CAP = 1_000_000
-
-
-# What a space may ask for. Beyond these the profile would not finish (keys grow with layers x widths
-# x features) or a single op would not fit in memory; the built-in spaces are far inside.
-MAX_WIDTH = 65536  # a hidden width, an embedding dim, num_dense
-MAX_LAYERS = 16
-MAX_CHOICES = 64  # entries of each list of choices
-MAX_FEATURES = 1024  # categorical features (cardinalities)
-
-
-def hashed_rows(cardinality: int, fractions: tuple[float, ...]) -> tuple[int, ...]:
-    """Distinct table sizes `ceil(fraction * cardinality)`, largest first (fractions can coincide)."""
-    return tuple(sorted({max(1, math.ceil(cardinality * q)) for q in fractions}, reverse=True))
-
-
-def mlp_input_widths(start_widths: set[int], widths: tuple[int, ...], layers: int, skip: bool) -> list[set[int]]:
-    """Possible input widths of each of `layers` hidden layers, and (last entry) of the layer after them.
-
-    A hidden layer outputs one of `widths`, or, when it may be skipped, passes its input on.
-    """
-    possible = [set(start_widths)]
-    for _ in range(layers):
-        possible.append(set(widths) | (possible[-1] if skip else set()))
-    return possible
-
-
-def elastic_input_widths(start_widths: set[int], widths: tuple[int, ...], depths: tuple[int, ...]) -> list[set[int]]:
-    """Possible input widths of each hidden layer of an elastic-depth MLP, and (last entry) of the
-    closing layer: hidden layer 0 reads the start, layer i > 0 a width, the closing layer whichever
-    the chosen depth leaves (the start at depth 0)."""
-    layers = max(depths)
-    possible = [set(start_widths)] + [set(widths) for _ in range(1, layers)]
-    closing = (set(start_widths) if 0 in depths else set()) | (set(widths) if any(depths) else set())
-    return possible + [closing]
 
 
 @dataclass(frozen=True)
-class Slot:
-    name: str
-    choices: tuple[Choice, ...]
+class SearchSpace(SpaceMethods):
+    """DLRM's slots, archs and ops; the rest of the protocol is `dnas_hw.space.SpaceMethods`."""
 
+    family = DEFAULT_FAMILY
+    retired_keys = MappingProxyType({"skip": "depth is elastic now (the first k layers are kept), "
+                                             "set elastic_depth = true or false instead"})
 
-@dataclass(frozen=True)
-class SearchSpace:
     name: str
     cardinalities: tuple[int, ...]  # one per categorical feature
     num_dense: int = 13
@@ -122,65 +80,20 @@ class SearchSpace:
     # Whether depth is searched (elastic: the first k layers, k = 0..layers) or fixed at all layers.
     elastic_depth: bool = True
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, list):
-                object.__setattr__(self, f.name, tuple(v))
-        self._validate()
-
     def _validate(self) -> None:
-        def ints(key: str, values: Any) -> None:
-            if not isinstance(values, tuple) or not values:
-                raise SpaceError(f"space {self.name}: {key} must be a non-empty list")
-            for v in values:
-                if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                    raise SpaceError(f"space {self.name}: {key} must hold positive integers, got {v!r}")
-
-        def at_most(key: str, values: tuple, limit: int, what: str = "") -> None:
-            if len(values) > (MAX_FEATURES if key == "cardinalities" else MAX_CHOICES):
-                raise SpaceError(f"space {self.name}: {key} has {len(values):,} entries, more than a space may ask")
-            if max(values) > limit:
-                raise SpaceError(f"space {self.name}: {key} holds {max(values):,}, above the limit {limit:,}{what}")
-
-        ints("cardinalities", self.cardinalities)
-        ints("bottom_widths", self.bottom_widths)
-        ints("top_widths", self.top_widths)
-        ints("emb_dims", self.emb_dims)
-        ints("interaction_dims", self.interaction_dims)
-        at_most("cardinalities", self.cardinalities, MAX_CARDINALITY, " (ids are stored as int32)")
+        self._check_ints("cardinalities", MAX_CARDINALITY)
         for key in ("bottom_widths", "top_widths", "emb_dims", "interaction_dims"):
-            at_most(key, getattr(self, key), MAX_WIDTH)
-        for key in ("num_dense", "bottom_layers", "top_layers"):
-            v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if key == "num_dense" else 0):
-                raise SpaceError(f"space {self.name}: {key} must be a non-negative integer, got {v!r}")
-            limit = MAX_WIDTH if key == "num_dense" else MAX_LAYERS
-            if v > limit:
-                raise SpaceError(f"space {self.name}: {key} is {v:,}, above the limit {limit:,}")
-        if not self.emb_row_fractions or len(self.emb_row_fractions) > MAX_CHOICES or any(
-            not isinstance(q, (int, float)) or isinstance(q, bool) or not 0 < q <= 1 for q in self.emb_row_fractions
-        ):
-            raise SpaceError(f"space {self.name}: emb_row_fractions must lie in (0, 1], got {self.emb_row_fractions}")
+            self._check_ints(key, MAX_WIDTH)
+        self._check_count("num_dense", 1, MAX_WIDTH)
+        self._check_count("bottom_layers", 0, MAX_LAYERS)
+        self._check_count("top_layers", 0, MAX_LAYERS)
+        self._check_fractions()
         unknown = [k for k in self.interactions if k not in interaction_kinds()]
         if not self.interactions or unknown:
             raise SpaceError(f"space {self.name}: interactions {unknown or '[]'} not among {interaction_kinds()}")
-        if not isinstance(self.elastic_depth, bool):
-            raise SpaceError(f"space {self.name}: elastic_depth must be true or false")
+        self._check_flag("elastic_depth")
 
     # ------------------------------------------------------------------ basics
-
-    @property
-    def num_sparse(self) -> int:
-        return len(self.cardinalities)
-
-    def bind(self, cardinalities: tuple[int, ...] | list[int]) -> "SearchSpace":
-        """The same space over a data set with these per-feature cardinalities."""
-        return replace(self, cardinalities=tuple(int(c) for c in cardinalities))
-
-    def rows_choices(self, feature: int) -> tuple[int, ...]:
-        """Distinct table sizes for a feature, largest first (fractions can coincide)."""
-        return hashed_rows(self.cardinalities[feature], self.emb_row_fractions)
 
     def depths(self, layers: int) -> tuple[int, ...]:
         """The depth choices of an MLP of `layers` hidden layers."""
@@ -197,20 +110,11 @@ class SearchSpace:
         slots.append(Slot("top_depth", self.depths(self.top_layers)))
         return slots
 
-    def fingerprint(self) -> str:
-        """A short hash of everything that decides the space's op keys."""
-        blob = json.dumps(asdict(self), sort_keys=True, default=list)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
     # ------------------------------------------------------------------ archs
 
     def arch(self, choices: dict[str, Choice]) -> Arch:
         """The architecture for one choice per slot (`{slot: choice}`)."""
-        names = [s.name for s in self.slots()]
-        missing = [n for n in names if n not in choices]
-        unknown = [n for n in choices if n not in names]
-        if missing or unknown:
-            raise SpaceError(f"space {self.name}: choices missing {missing[:5]} / unknown {unknown[:5]}")
+        self.check_choices(choices)
 
         def widths(prefix: str) -> tuple[int, ...]:
             return tuple(choices[f"{prefix}.{i}"] for i in range(choices[f"{prefix}_depth"]))
@@ -255,12 +159,6 @@ class SearchSpace:
             choices[f"emb_dim.{f}"], choices[f"emb_rows.{f}"] = min(dims), rows
         return {s.name: choices[s.name] for s in self.slots()}
 
-    def sample_choices(self, rng: random.Random) -> dict[str, Choice]:
-        return {s.name: rng.choice(s.choices) for s in self.slots()}
-
-    def sample(self, rng: random.Random) -> Arch:
-        return self.arch(self.sample_choices(rng))
-
     def largest_choices(self) -> dict[str, Choice]:
         """The most expensive arch's choices: deepest and widest layers, largest tables and dims, the
         widest interaction, its costliest kind."""
@@ -272,12 +170,6 @@ class SearchSpace:
         narrowest interaction, its cheapest kind."""
         rest = {s.name: min(s.choices) for s in self.slots() if s.name != "interaction"}
         return min(self._with_each_interaction(rest), key=lambda c: self._cost(self.arch(c)))
-
-    def largest(self) -> Arch:
-        return self.arch(self.largest_choices())
-
-    def smallest(self) -> Arch:
-        return self.arch(self.smallest_choices())
 
     def _with_each_interaction(self, rest: dict[str, Choice]) -> list[dict[str, Choice]]:
         return [{**rest, "interaction": kind} for kind in self.interactions]
@@ -319,34 +211,9 @@ class SearchSpace:
         ops |= {mlp_ops(w_in, [1], activation="none")[0] for w_in in top_in[-1]}
         return ops
 
-    # ------------------------------------------------------------------ files
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], name: str) -> "SearchSpace":
-        names = {f.name for f in fields(cls)} - {"name"}
-        unknown = sorted(set(d) - names)
-        if "skip" in unknown:
-            raise SpaceError(f"space {name}: unknown key 'skip': depth is elastic now (the first k layers are kept), "
-                             f"set elastic_depth = true or false instead")
-        if unknown:
-            raise SpaceError(f"space {name}: unknown key(s) {unknown}; known: {sorted(names)}")
-        d = dict(d)
-        d.setdefault("cardinalities", _BUILTIN["dlrm-kaggle"].cardinalities)
-        try:
-            return cls(name=name, **d)
-        except TypeError as e:
-            raise SpaceError(f"space {name}: {e}") from None
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> "SearchSpace":
-        return cls.from_dict(read_space_toml(path), name=str(path))
-
 
 _BUILTIN: dict[str, SearchSpace] = {
-    "dlrm-kaggle": SearchSpace(
-        name="dlrm-kaggle",
-        cardinalities=tuple(min(c, KAGGLE_HASH_CAP) for c in KAGGLE_CARDINALITIES),
-    ),
+    "dlrm-kaggle": SearchSpace(name="dlrm-kaggle", cardinalities=KAGGLE_HASHED),
     # Small enough that profiling and searching it take seconds (tests, smoke runs).
     "dlrm-tiny": SearchSpace(
         name="dlrm-tiny",
@@ -367,14 +234,3 @@ BUILTIN_SPACES = MappingProxyType(_BUILTIN)
 
 def builtin_spaces() -> list[str]:
     return sorted(_BUILTIN)
-
-
-def get_space(name_or_path: str, cardinalities: tuple[int, ...] | list[int] | None = None) -> SearchSpace:
-    """A built-in space by name, or a TOML file; bound to `cardinalities` when given.
-
-    Names and files of every registered model family are found (`dnas_hw.family`:
-    a TOML's `family` key picks it, default `dlrm`), so the result is a DLRM
-    `SearchSpace` unless a file or name of another family is given.
-    """
-    space = load_space(name_or_path)
-    return space.bind(cardinalities) if cardinalities is not None else space
