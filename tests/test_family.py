@@ -126,3 +126,19 @@ def test_a_plugin_that_cannot_be_imported_is_a_user_error(monkeypatch):
     monkeypatch.setenv(family.PLUGINS_ENV, "no_such_module_for_dnas_hw")
     with pytest.raises(FamilyError, match="cannot import 'no_such_module_for_dnas_hw'"):
         get_family("still-unknown")
+
+
+# The names a family's arch or space may define although `ArchMethods` / `SpaceMethods` define them too.
+PROTOCOL_SETTINGS = {"family", "error", "sequence_fields", "retired_keys", "_validate"}
+
+
+def test_both_families_use_the_one_arch_and_space_protocol(dcn):
+    """No family re-implements a member of the protocol (`dnas_hw.arch`, `dnas_hw.space`): written once."""
+    from dnas_hw.arch import ArchMethods
+    from dnas_hw.space import SpaceMethods
+
+    for cls, protocol in ((Arch, ArchMethods), (dcn.DCNArch, ArchMethods),
+                          (SearchSpace, SpaceMethods), (dcn.DCNSpace, SpaceMethods)):
+        assert issubclass(cls, protocol)
+        again = {n for n in set(vars(cls)) & set(vars(protocol)) if not n.startswith("__")} - PROTOCOL_SETTINGS
+        assert not again, f"{cls.__name__} re-implements {sorted(again)}"
