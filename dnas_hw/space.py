@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, Union
 
 from dnas_hw.arch import DEFAULT_FAMILY, FAMILY_KEY
-from dnas_hw.data.folder import MAX_CARDINALITY
 from dnas_hw.family import SpaceError, load_space, read_space_toml
 
 SKIP = "skip"
