@@ -55,6 +55,10 @@ class SearchConfig:
     # inputs: on 1M planted rows, 800 steps with only the table sizes sampled left the supernet at
     # the DLRM reference's choices at 0.603 validation logloss, 0.495 with the full tables held.
     inherit_tables: bool = knob(True, "Smaller table candidates are the hashed image of the trained full table (the weights train the full one), not rows of their own.")
+    # In the sandwich's largest steps, the supernet's `alignment_loss` (DLRM: each shallower
+    # bottom depth's closing layer learns to give the deepest one's output, which every
+    # embedding is dotted with), so that the depths' outputs share one space.
+    align_heads: bool = knob(True, "In largest steps, the shallower depths' closing layers learn the deepest's output (needs --sandwich).", flags="--align-heads/--no-align-heads")
     sandwich: bool = knob(True, "Weight steps cycle through the largest arch, a sampled one, the smallest, a sampled one.")
     # Clip the dense weights' gradient norm in weight steps (None: no clipping). With the
     # supernet's He-normal start (search/mixed.py) and a new random arch every batch, SGD at

@@ -48,7 +48,7 @@ from search.family_search import family_search, flops_table, latency_table, para
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project
-from search.sandwich import extreme_probs, sandwich_probs
+from search.sandwich import extreme_probs, role, sandwich_probs
 from search.shards import lockstep_batches
 from search.state import check_identity, load_state, save_state
 from search.supernet import SupernetBase
@@ -193,6 +193,10 @@ class Searcher:
             probs = {g: self.extremes["largest"][g] if g in self.net.inherited_groups else p for g, p in probs.items()}
             self.steps_since_inherit += 1
         loss, weighted = self.task_loss(dense, sparse, y, probs, global_rows)
+        if self.config.align_heads and self.config.sandwich and role(step) == "largest" and len(y):
+            alignment = self.net.alignment_loss(dense, sparse)
+            if alignment is not None:
+                weighted = weighted + alignment * distributed.loss_weight(len(y), global_rows)
         weighted.backward()
         distributed.average_grads(self.dense_weights)
         if self.config.weight_grad_clip is not None:

@@ -59,6 +59,11 @@ class SupernetBase(nn.Module):
         `id_counts[f]` [cardinality_f]: the weight part's id frequencies of feature f. The search
         calls it before arch steps read them and before the supernet is evaluated or extracted."""
 
+    def alignment_loss(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor | None:
+        """An extra weight-step loss that keeps the outputs of candidates read by shared weights in
+        one space (`SearchConfig.align_heads`), or None. None by default."""
+        return None
+
     def arch_parameters(self) -> list[nn.Parameter]:
         return list(self.arch_logits.values())
 

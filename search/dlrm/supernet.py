@@ -119,6 +119,11 @@ class Supernet(SupernetBase):
         """Every smaller table candidate becomes the hashed image of the trained full table."""
         self.embeddings.inherit_from_largest(id_counts)
 
+    def alignment_loss(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """Every bottom depth's output is dotted with the same embeddings: the shallower closing
+        layers learn to give the deepest one's output (`ElasticMLP.head_alignment`)."""
+        return self.bottom.head_alignment(dense, self.space.num_dense**-0.5)
+
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
         x, embedded = self.features(dense, sparse, probs)
         return self.head(x, embedded, probs["interaction"][..., 0, :], probs)
