@@ -16,8 +16,8 @@ from dnas_hw.space import get_space
 from lut.predict import predict
 from lut.table import Lut
 from search.config import SearchConfig
-from search.cost import latency_table
 from search.extremes import extreme_arch
+from search.family_search import latency_table
 from search.layout import Layout
 from search.run import run_search
 from search_fixtures import one_thread  # noqa: F401 (autouse fixture)

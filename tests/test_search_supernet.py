@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from dnas_hw.space import get_space
-from search.extract import extract_model
+from search.dlrm.supernet import Supernet, extract_model
 from search.gumbel import gumbel_softmax
-from search.supernet import Supernet
 from search_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
     assert_one_hot_supernet_equals_extracted,
     assert_per_sample_masks_give_each_sample_its_arch,
