@@ -269,20 +269,29 @@ class WeightsView(nn.Module):
         self.parts = nn.ModuleList([m for name, m in net.named_children() if name != "arch_logits"])
 
 
+def weight_rows(cut: int, epoch: int, config: SearchConfig) -> tuple[int, int]:
+    """The rows [first, last) of the train split that epoch `epoch`'s weight steps read: with
+    `config.one_pass`, its own 1/epochs of the weight part [0, cut), else all of it."""
+    if not config.one_pass:
+        return 0, cut
+    return cut * epoch // config.epochs, cut * (epoch + 1) // config.epochs
+
+
 def run_epoch(search: Searcher, data: PreparedData, epoch: int, started: float, elapsed_before: float) -> dict:
     """One search epoch: weight steps on the weight part of the train split, interleaved (after the
     warm-up) with arch steps on the rest; returns the epoch's row of search_log.csv."""
     c = search.config
     train = data.split("train")
     cut = int(len(train) * c.split_fraction)
+    first, last = weight_rows(cut, epoch, c)
     tau = temperature(epoch, c.temperature_init, c.temperature_decay)
     searching = epoch >= c.warmup_epochs
-    n_weight = num_batches(cut, c.train_batch_size, drop_last=False)
+    n_weight = num_batches(last - first, c.train_batch_size, drop_last=False)
     n_arch = num_batches(len(train) - cut, c.train_batch_size, drop_last=False) if searching else 0
     every = max(1, n_weight // max(n_arch, 1))
     # With several processes each rank reads its part of every global batch (`dnas_hw.distributed`).
     rank, world = distributed.shard()
-    weights = lockstep_batches(train, c.train_batch_size, seed=c.seed, epoch=epoch, rows=(0, cut), shard=(rank, world))
+    weights = lockstep_batches(train, c.train_batch_size, seed=c.seed, epoch=epoch, rows=(first, last), shard=(rank, world))
     arch = lockstep_batches(train, c.train_batch_size, seed=c.seed + 1, epoch=epoch, rows=(cut, len(train)), shard=(rank, world))
     budget_ms = search.budget_us / 1000
     task_sum = task_n = arch_sum = arch_n = 0
