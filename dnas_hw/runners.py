@@ -9,7 +9,9 @@ Shared by the profiler (one-op graphs), `lut validate` (whole models) and
   before it, as in real serving, where each request brings new ids.
 - Dense features look like Criteo's (log1p of heavy-tailed counts), never zeros;
   ids are spread over the whole id range without repeats (within a pool, as far
-  as the range allows).
+  as the range allows): the worst case for the caches. Given a data source
+  (`dnas_hw.data.ids`), a pool replays consecutive rows of the data instead:
+  its ids with their real frequency skew, and its dense features.
 - Allocator: every runner first sets the process's allocator as a serving
   process does (`dnas_hw.allocator`: no trimming, no per-call mmap), or a torch
   model pays page faults for its activations on every call, sometimes.
@@ -49,6 +51,7 @@ import numpy as np
 import torch
 
 from dnas_hw.allocator import serving_allocator
+from dnas_hw.data.ids import DATA, IdSource
 from dnas_hw.timing import TimingStats, time_callable
 
 InputSet = tuple[torch.Tensor, ...]
@@ -95,13 +98,21 @@ def dlrm_input_pool(
     batch_size: int,
     n: int | None = None,
     seed: int = 0,
+    ids: IdSource | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`n` input sets `(dense [B, num_dense] float32, sparse [B, F] int64)` for a DLRM.
 
-    Feature f's ids lie in [0, cardinalities_or_rows[f]) and do not repeat across
-    the pool while the range allows. `n` defaults to `pool_sets(batch_size)`.
+    Spread ids (`ids` None or spread): feature f's ids lie in [0, cardinalities_or_rows[f])
+    and do not repeat across the pool while the range allows. Data ids: the pool is
+    `n * B` consecutive rows of the data (`IdSource.window`, seeded by `seed`), dense
+    features and ids as stored. `n` defaults to `pool_sets(batch_size)`.
     """
     n = pool_sets(batch_size) if n is None else int(n)
+    if ids is not None and ids.kind == DATA:
+        dense, sparse = ids.window(n * batch_size, seed, num_dense, len(cardinalities_or_rows))
+        dense = dense.reshape(n, batch_size, num_dense)
+        sparse = sparse.reshape(n, batch_size, len(cardinalities_or_rows))
+        return [(torch.from_numpy(dense[i]), torch.from_numpy(sparse[i])) for i in range(n)]
     rng = np.random.default_rng(seed)
     dense = dense_features((n, batch_size, num_dense), rng)
     sparse = np.stack([spread_ids(int(c), n * batch_size, rng) for c in cardinalities_or_rows], axis=1)
@@ -280,11 +291,14 @@ def time_archs_by_round(
     cardinalities: Sequence[int],
     seed: int = 0,
     rounds: int = ROUNDS,
+    ids: IdSource | None = None,
 ) -> list[dict[int, list[TimingStats]]]:
-    """Every round of `time_archs`, in order: per arch, `{batch_size: [round 1, ..., round n]}`."""
+    """Every round of `time_archs`, in order: per arch, `{batch_size: [round 1, ..., round n]}`.
+    `ids`: where the ids come from (`dlrm_input_pool`; None: spread)."""
     runners = [arch_runner(a, backend=backend, device=device, threads=threads, seed=seed) for a in archs]
     pools = {
-        int(b): dlrm_input_pool(archs[0].num_dense, cardinalities, int(b), seed=seed + int(b)) for b in batch_sizes
+        int(b): dlrm_input_pool(archs[0].num_dense, cardinalities, int(b), seed=seed + int(b), ids=ids)
+        for b in batch_sizes
     } if archs else {}
     timed: list[dict[int, list[TimingStats]]] = [{b: [] for b in pools} for _ in archs]
     for _ in range(rounds):

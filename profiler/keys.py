@@ -17,3 +17,18 @@ def all_keys(space, batch_sizes: Sequence[int]) -> list[tuple[str, str, int]]:
     """Every LUT key a complete profile of `space` at `batch_sizes` holds (ops, then the overhead rows)."""
     calls = space_calls(space) + [overhead_call(space.num_dense, space.num_sparse)]
     return [c.key(b) for c in calls for b in batch_sizes]
+
+
+def table_features(space) -> dict[int, int]:
+    """For each embedding table size of `space`: the feature whose ids a profile replays into it (data ids).
+
+    A LUT key names a table by its size, not by the feature it serves, so where
+    several features offer a table of the same size, the one of the largest
+    cardinality (the first of those) stands for all: its ids spread the most.
+    """
+    by_rows: dict[int, int] = {}
+    cards = space.cardinalities
+    for f in sorted(range(len(cards)), key=lambda f: (-cards[f], f)):
+        for rows in space.rows_choices(f):
+            by_rows.setdefault(int(rows), f)
+    return by_rows
