@@ -1,0 +1,121 @@
+"""What a large table's lookup costs with ids spread over the table against ids replayed from real data.
+
+For each prepared data folder: the feature of the largest cardinality (of those
+equal, the one with the most distinct train ids), its full
+table (rows = its cardinality, capped at `--max-rows`) at each `--dim`, timed the
+way the profiler times a LUT row (`profiler.timers`: the op alone, best of 7
+rounds spread in time, a null call subtracted, a fresh input set per call), once
+with spread ids (the worst case: no id repeats until every row was used) and
+once with the ids of consecutive train rows of that feature (`dnas_hw.data.ids`),
+on each backend, CPU, 1 thread. The two sources alternate within each trial (the
+order flips every trial), so both see the same machine load; the figures are
+medians over `--trials`, and the ratio is the median of the per-trial ratios.
+
+It also states how skewed each replayed stream is: distinct ids per 10,000
+lookups, and the share of lookups that go to the 1% most frequent ids.
+
+    .venv/bin/python benchmarks/id_replay.py --data criteo=DIR1 --data synth=DIR2 --batch-size 64 \\
+        --dim 16,64 --trials 5 --out id_replay.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+
+import click
+import numpy as np
+
+from dnas_hw.bench import machine_info
+from dnas_hw.cli_types import INT_LIST
+from dnas_hw.data.folder import PreparedData
+from dnas_hw.data.ids import data_source
+from dnas_hw.files import write_json_atomic
+from dnas_hw.ops import OpCall
+from dnas_hw.runners import pool_sets, spread_ids
+from profiler.timers import op_timer
+
+
+def skew(ids: np.ndarray) -> dict:
+    """How concentrated a stream of ids is."""
+    _, counts = np.unique(ids, return_counts=True)
+    top = np.sort(counts)[::-1][: max(1, len(counts) // 100)]
+    return {
+        "lookups": int(len(ids)),
+        "distinct": int(len(counts)),
+        "distinct_per_10k_lookups": round(len(counts) / len(ids) * 10_000, 1),
+        "top1pct_share": round(float(top.sum() / len(ids)), 4),
+    }
+
+
+def measure(backend: str, call: OpCall, feature: int, source, batch_size: int, trials: int, seed: int) -> list[dict]:
+    spread = op_timer(backend, "cpu", 1)
+    replay = op_timer(backend, "cpu", 1, ids=source, table_features={call.params["num_embeddings"]: feature})
+    rows = []
+    for t in range(trials):
+        order = [("spread", spread), ("data", replay)]
+        if t % 2:
+            order.reverse()
+        us = {}
+        for name, timer in order:
+            stats = timer.measure(call, [batch_size], num_sparse=26, seed=seed)[batch_size]
+            us[name] = stats.p50_us / batch_size
+        rows.append({"trial": t, "spread_us_per_lookup": us["spread"], "data_us_per_lookup": us["data"],
+                     "ratio": us["spread"] / us["data"]})
+        print(f"  {backend} {call} trial {t}: spread {us['spread']:.4f} us, data {us['data']:.4f} us, "
+              f"ratio {us['spread'] / us['data']:.2f}", file=sys.stderr)
+    return rows
+
+
+@click.command()
+@click.option("--data", "folders", multiple=True, required=True, help="LABEL=DIR, a prepared data folder (repeat).")
+@click.option("--backends", default="onnxruntime,torch", show_default=True)
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--dim", "dims", default="16,64", show_default=True, type=INT_LIST, help="Embedding dims.")
+@click.option("--max-rows", default=1_000_000, show_default=True, type=int, help="Cap of the table's rows.")
+@click.option("--trials", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", required=True, type=click.Path())
+def main(folders, backends, batch_size, dims, max_rows, trials, seed, out) -> None:
+    started = time.time()
+    results = []
+    for item in folders:
+        label, _, folder = item.partition("=")
+        data = PreparedData.open(folder)
+        train = data.split("train").sparse
+        # The largest table; among equal ones (data hashed to one size) the feature with the most distinct ids.
+        feature = max(range(data.num_sparse), key=lambda f: (data.cardinalities[f], len(np.unique(train[:, f]))))
+        rows = min(int(data.cardinalities[feature]), max_rows)
+        source = data_source(folder)
+        count = pool_sets(batch_size) * batch_size
+        stream = source.window(count, seed + batch_size)[1][:, feature] % rows
+        info = {"data": label, "folder": folder, "ids": source.describe(), "feature": f"C{feature + 1}",
+                "cardinality": int(data.cardinalities[feature]), "table_rows": rows,
+                "replayed_stream": skew(stream),
+                "spread_stream": skew(spread_ids(rows, count, np.random.default_rng(seed + batch_size)))}
+        print(f"{label}: C{feature + 1}, {rows:,} rows; replayed stream {info['replayed_stream']}", file=sys.stderr)
+        for dim in dims:
+            call = OpCall.make("embedding", num_embeddings=rows, embedding_dim=dim, pad_to=dim)
+            for backend in backends.split(","):
+                trial_rows = measure(backend, call, feature, source, batch_size, trials, seed)
+                med = {k: statistics.median(r[k] for r in trial_rows)
+                       for k in ("spread_us_per_lookup", "data_us_per_lookup", "ratio")}
+                results.append({**info, "dim": dim, "table_mib": rows * dim * 4 / 2**20, "backend": backend,
+                                "batch_size": batch_size, **{f"median_{k}": v for k, v in med.items()},
+                                "trials": trial_rows})
+    report = {"machine": machine_info(), "load_average": os.getloadavg(), "seconds": round(time.time() - started, 1),
+              "results": results}
+    write_json_atomic(out, report)
+    print(f"| data | table | backend | spread us/lookup | data us/lookup | spread / data |")
+    for r in results:
+        print(f"| {r['data']} | {r['feature']} {r['table_rows']:,} x {r['dim']} ({r['table_mib']:.0f} MiB) "
+              f"| {r['backend']} | {r['median_spread_us_per_lookup']:.4f} | {r['median_data_us_per_lookup']:.4f} "
+              f"| {r['median_ratio']:.2f} |")
+    print(json.dumps({"load_average": report["load_average"], "seconds": report["seconds"]}))
+
+
+if __name__ == "__main__":
+    main()
