@@ -109,7 +109,7 @@ def main(folders, backends, batch_size, dims, max_rows, trials, seed, out) -> No
     report = {"machine": machine_info(), "load_average": os.getloadavg(), "seconds": round(time.time() - started, 1),
               "results": results}
     write_json_atomic(out, report)
-    print(f"| data | table | backend | spread us/lookup | data us/lookup | spread / data |")
+    print("| data | table | backend | spread us/lookup | data us/lookup | spread / data |")
     for r in results:
         print(f"| {r['data']} | {r['feature']} {r['table_rows']:,} x {r['dim']} ({r['table_mib']:.0f} MiB) "
               f"| {r['backend']} | {r['median_spread_us_per_lookup']:.4f} | {r['median_data_us_per_lookup']:.4f} "

@@ -231,7 +231,7 @@ class Lut:
 
 
 def merge(luts: Sequence[Lut]) -> Lut:
-    """One LUT holding the rows of all `luts`, which must share backend, device and threads.
+    """One LUT holding the rows of all `luts`, which must share backend, device, threads and id source.
 
     A key present in two of them is an error naming it: a merge never picks
     one measurement over another silently. The metadata is the first LUT's,
