@@ -3,11 +3,14 @@
 For each prepared data folder: the feature of the largest cardinality (of those
 equal, the one with the most distinct train ids), its full
 table (rows = its cardinality, capped at `--max-rows`) at each `--dim`, timed the
-way the profiler times a LUT row (`profiler.timers`: the op alone, best of 7
-rounds spread in time, a null call subtracted, a fresh input set per call), once
+way the profiler times a LUT row (`profiler.timers`: the op alone, the best of
+`--rounds` rounds spread in time, a null call subtracted, a fresh input set per
+call), beside the same table hashed to `--hashed` of its rows (the space's
+smallest choice: what the search weighs a full table against), once
 with spread ids (the worst case: no id repeats until every row was used) and
 once with the ids of consecutive train rows of that feature (`dnas_hw.data.ids`),
-on each backend, CPU, 1 thread. The two sources alternate within each trial (the
+on each backend, CPU, 1 thread. The two tables of a source are timed in one
+block (rounds interleaved); the two sources alternate within each trial (the
 order flips every trial), so both see the same machine load; the figures are
 medians over `--trials`, and the ratio is the median of the per-trial ratios.
 
@@ -15,12 +18,13 @@ It also states how skewed each replayed stream is: distinct ids per 10,000
 lookups, and the share of lookups that go to the 1% most frequent ids.
 
     .venv/bin/python benchmarks/id_replay.py --data criteo=DIR1 --data synth=DIR2 --batch-size 64 \\
-        --dim 16,64 --trials 5 --out id_replay.json
+        --dim 16,64 --trials 9 --out id_replay.json
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import sys
@@ -51,22 +55,26 @@ def skew(ids: np.ndarray) -> dict:
     }
 
 
-def measure(backend: str, call: OpCall, feature: int, source, batch_size: int, trials: int, seed: int) -> list[dict]:
-    spread = op_timer(backend, "cpu", 1)
-    replay = op_timer(backend, "cpu", 1, ids=source, table_features={call.params["num_embeddings"]: feature})
+def measure(backend: str, calls: list[OpCall], feature: int, source, batch_size: int, trials: int, rounds: int,
+            seed: int) -> list[dict]:
+    """Per trial: each call's us per lookup under spread and under data ids (the calls of a source timed in one
+    block, their rounds interleaved), the two sources one after the other, their order flipped every trial."""
+    timers = {
+        "spread": op_timer(backend, "cpu", 1, rounds=rounds),
+        "data": op_timer(backend, "cpu", 1, rounds=rounds, ids=source,
+                         table_features={c.params["num_embeddings"]: feature for c in calls}),
+    }
     rows = []
     for t in range(trials):
-        order = [("spread", spread), ("data", replay)]
-        if t % 2:
-            order.reverse()
-        us = {}
-        for name, timer in order:
-            stats = timer.measure(call, [batch_size], num_sparse=26, seed=seed)[batch_size]
-            us[name] = stats.p50_us / batch_size
-        rows.append({"trial": t, "spread_us_per_lookup": us["spread"], "data_us_per_lookup": us["data"],
-                     "ratio": us["spread"] / us["data"]})
-        print(f"  {backend} {call} trial {t}: spread {us['spread']:.4f} us, data {us['data']:.4f} us, "
-              f"ratio {us['spread'] / us['data']:.2f}", file=sys.stderr)
+        us: dict[str, list[float]] = {}
+        for name in (["spread", "data"] if t % 2 == 0 else ["data", "spread"]):
+            block = timers[name].measure_block([(c, [batch_size]) for c in calls], num_sparse=26, seed=seed)
+            us[name] = [by_batch[batch_size].p50_us / batch_size for by_batch in block]
+        for i, call in enumerate(calls):
+            rows.append({"trial": t, "table_rows": call.params["num_embeddings"], "spread_us_per_lookup": us["spread"][i],
+                         "data_us_per_lookup": us["data"][i], "ratio": us["spread"][i] / us["data"][i]})
+            print(f"  {backend} {call} trial {t}: spread {us['spread'][i]:.4f} us, data {us['data'][i]:.4f} us, "
+                  f"ratio {us['spread'][i] / us['data'][i]:.2f}", file=sys.stderr)
     return rows
 
 
@@ -76,10 +84,14 @@ def measure(backend: str, call: OpCall, feature: int, source, batch_size: int, t
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--dim", "dims", default="16,64", show_default=True, type=INT_LIST, help="Embedding dims.")
 @click.option("--max-rows", default=1_000_000, show_default=True, type=int, help="Cap of the table's rows.")
+@click.option("--hashed", default=0.001, show_default=True, type=float,
+              help="Also time the table hashed to this fraction of its rows (the space's smallest choice).")
 @click.option("--trials", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--rounds", default=15, show_default=True, type=click.IntRange(min=1),
+              help="Rounds per timing, best kept (the profiler uses 7; more resist a loaded machine).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", required=True, type=click.Path())
-def main(folders, backends, batch_size, dims, max_rows, trials, seed, out) -> None:
+def main(folders, backends, batch_size, dims, max_rows, hashed, trials, rounds, seed, out) -> None:
     started = time.time()
     results = []
     for item in folders:
@@ -97,15 +109,18 @@ def main(folders, backends, batch_size, dims, max_rows, trials, seed, out) -> No
                 "replayed_stream": skew(stream),
                 "spread_stream": skew(spread_ids(rows, count, np.random.default_rng(seed + batch_size)))}
         print(f"{label}: C{feature + 1}, {rows:,} rows; replayed stream {info['replayed_stream']}", file=sys.stderr)
+        small = max(1, math.ceil(rows * hashed))
         for dim in dims:
-            call = OpCall.make("embedding", num_embeddings=rows, embedding_dim=dim, pad_to=dim)
+            calls = [OpCall.make("embedding", num_embeddings=n, embedding_dim=dim, pad_to=dim) for n in (rows, small)]
             for backend in backends.split(","):
-                trial_rows = measure(backend, call, feature, source, batch_size, trials, seed)
-                med = {k: statistics.median(r[k] for r in trial_rows)
-                       for k in ("spread_us_per_lookup", "data_us_per_lookup", "ratio")}
-                results.append({**info, "dim": dim, "table_mib": rows * dim * 4 / 2**20, "backend": backend,
-                                "batch_size": batch_size, **{f"median_{k}": v for k, v in med.items()},
-                                "trials": trial_rows})
+                trial_rows = measure(backend, calls, feature, source, batch_size, trials, rounds, seed)
+                for n in (rows, small):
+                    mine = [r for r in trial_rows if r["table_rows"] == n]
+                    med = {k: statistics.median(r[k] for r in mine)
+                           for k in ("spread_us_per_lookup", "data_us_per_lookup", "ratio")}
+                    results.append({**info, "table_rows": n, "dim": dim, "table_mib": n * dim * 4 / 2**20,
+                                    "backend": backend, "batch_size": batch_size,
+                                    **{f"median_{k}": v for k, v in med.items()}, "trials": mine})
     report = {"machine": machine_info(), "load_average": os.getloadavg(), "seconds": round(time.time() - started, 1),
               "results": results}
     write_json_atomic(out, report)

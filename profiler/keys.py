@@ -25,10 +25,15 @@ def table_features(space) -> dict[int, int]:
     A LUT key names a table by its size, not by the feature it serves, so where
     several features offer a table of the same size, the one of the largest
     cardinality (the first of those) stands for all: its ids spread the most.
+    A space without `rows_choices(feature)` offers each table to every feature
+    with at least as many values.
     """
-    by_rows: dict[int, int] = {}
     cards = space.cardinalities
-    for f in sorted(range(len(cards)), key=lambda f: (-cards[f], f)):
-        for rows in space.rows_choices(f):
-            by_rows.setdefault(int(rows), f)
+    order = sorted(range(len(cards)), key=lambda f: (-cards[f], f))
+    sizes = {c.params["num_embeddings"] for c in space.op_calls() if c.op == "embedding"}
+    offers = getattr(space, "rows_choices", None)
+    by_rows: dict[int, int] = {}
+    for rows in sizes:
+        serving = [f for f in order if (rows in offers(f) if offers else cards[f] >= rows)]
+        by_rows[int(rows)] = serving[0] if serving else order[0]
     return by_rows

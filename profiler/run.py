@@ -288,7 +288,7 @@ def _profile(space, out: Path, backend: str, device: str, threads: int, sizes: l
     meta.update(fit)
     factors = fit["in_model_factor"]
     partial.start(meta, list(done.values()))
-    timer = op_timer(backend, device, threads, ids=ids, table_features=table_features(space))
+    timer = op_timer(backend, device, threads, ids=ids, table_features=table_features(space) if ids.kind == DATA else None)
     with progress(missing, "profile", "keys") as bar:
         for block in blocks(todo, seed):
             bar.update(0, status=f"{len(block)} ops from {block[0][0]}"[:60])
