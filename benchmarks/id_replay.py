@@ -16,6 +16,12 @@ medians over `--trials`, and the ratio is the ratio of the medians. The hashed
 table fits in cache under either source: its ratio, near 1 on a quiet machine,
 shows how much of a difference the machine's noise alone makes.
 
+With `--lut-space SPACE --lut-data LABEL`, it also profiles SPACE bound to that
+folder twice on onnxruntime (spread, then data ids) and states what changes in
+the LUT: the DLRM reference's price and its lookups' part, what keeping each of
+the five largest tables whole costs over the smallest table choice (at dim 16),
+and the budget margin each LUT derives (`lut.margin`).
+
 It also states how skewed each replayed stream is: distinct ids per 10,000
 lookups, and the share of lookups that go to the 1% most frequent ids.
 Per lookup means the op's time (less the null call, as in the LUT) / batch size.
@@ -31,7 +37,9 @@ import math
 import os
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import click
 import numpy as np
@@ -81,6 +89,45 @@ def measure(backend: str, calls: list[OpCall], feature: int, source, batch_size:
     return rows
 
 
+def lut_effect(space_name: str, folder: str, batch_size: int, workdir: Path) -> dict:
+    """`space_name` bound to `folder`, profiled on onnxruntime (CPU, 1 thread) with spread and with data ids: the
+    DLRM reference's price and its lookups' share, what keeping each of the largest tables whole costs over the
+    space's smallest table choice (at dim 16, the reference's), and the budget margin each LUT derives."""
+    from dnas_hw.arch import dlrm_kaggle_reference
+    from dnas_hw.data.ids import IdSource
+    from dnas_hw.space import get_space
+    from lut.margin import budget_margin
+    from lut.predict import predict
+    from profiler.run import profile_to_lut
+
+    data = PreparedData.open(folder)
+    space = get_space(space_name, data.cardinalities)
+    reference = dlrm_kaggle_reference(data.cardinalities)
+    largest = sorted(range(data.num_sparse), key=lambda f: -data.cardinalities[f])[:5]
+    out = {"space": space_name, "folder": folder, "batch_size": batch_size}
+    for name, source in (("spread", IdSource()), ("data", data_source(folder))):
+        start = time.time()
+        lut = profile_to_lut(space, workdir / f"{name}.csv", backend="onnxruntime", device="cpu", threads=1,
+                             batch_sizes=[batch_size], ids=source, force=True)
+        prediction = predict(lut, reference, batch_size)
+        emb_us = sum(b["us"] for b in prediction.breakdown if b["slot"].startswith("emb."))
+
+        def price(f: int, rows: int) -> float:
+            return lut.latency_us(space.embedding_op(rows, 16, 16), batch_size)
+
+        out[name] = {
+            "profile_s": round(time.time() - start, 1),
+            "reference_us": prediction.total_us,
+            "reference_lookups_us": emb_us,
+            "full_table_extra_us": {f"C{f + 1} ({data.cardinalities[f]:,} rows)":
+                                    price(f, space.rows_choices(f)[0]) - price(f, space.rows_choices(f)[-1])
+                                    for f in largest},
+            "margin": {q: budget_margin(lut, batch_size, q).margin for q in ("p50", "p90")},
+        }
+        print(f"{name}: {out[name]}", file=sys.stderr)
+    return out
+
+
 @click.command()
 @click.option("--data", "folders", multiple=True, required=True, help="LABEL=DIR, a prepared data folder (repeat).")
 @click.option("--backends", default="onnxruntime,torch", show_default=True)
@@ -93,10 +140,22 @@ def measure(backend: str, calls: list[OpCall], feature: int, source, batch_size:
 @click.option("--rounds", default=15, show_default=True, type=click.IntRange(min=1),
               help="Rounds per timing, best kept (the profiler uses 7; more resist a loaded machine).")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--lut-space", default=None, help="Also profile this space on the --lut-data folder with each source.")
+@click.option("--lut-data", default=None, help="LABEL of the --data folder --lut-space is bound to.")
+@click.option("--workdir", default=None, type=click.Path(), help="Where the --lut-space profiles go [default: a temporary folder].")
+@click.option("--skip-lookups", is_flag=True, help="Only the --lut-space comparison.")
 @click.option("--out", required=True, type=click.Path())
-def main(folders, backends, batch_size, dims, max_rows, hashed, trials, rounds, seed, out) -> None:
+def main(folders, backends, batch_size, dims, max_rows, hashed, trials, rounds, seed, lut_space, lut_data, workdir,
+         skip_lookups, out) -> None:
     started = time.time()
     results = []
+    luts = None
+    if lut_space:
+        folder = dict(item.partition("=")[::2] for item in folders)[lut_data]
+        with tempfile.TemporaryDirectory() as tmp:
+            luts = lut_effect(lut_space, folder, batch_size, Path(workdir or tmp))
+    if skip_lookups:
+        folders = ()
     for item in folders:
         label, _, folder = item.partition("=")
         data = PreparedData.open(folder)
@@ -126,7 +185,7 @@ def main(folders, backends, batch_size, dims, max_rows, hashed, trials, rounds, 
                                     "backend": backend, "batch_size": batch_size,
                                     **{f"median_{k}": v for k, v in med.items()}, "trials": mine})
     report = {"machine": machine_info(), "load_average": os.getloadavg(), "seconds": round(time.time() - started, 1),
-              "results": results}
+              "results": results, "luts": luts}
     write_json_atomic(out, report)
     print("| data | table | backend | spread us/lookup | data us/lookup | spread / data |")
     for r in results:
