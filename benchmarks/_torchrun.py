@@ -96,7 +96,7 @@ def timed_epochs(epochs: int, run_epoch: Callable[[int, float], object]) -> list
 
 def report_header() -> dict:
     """machine, date (UTC), load average and command line of this run, to head its JSON report."""
-    from dnas_hw.bench import machine_info
+    from profiler.environment import machine_info
 
     return {"machine": machine_info(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "load_average": os.getloadavg(), "command": " ".join(sys.argv)}

@@ -26,7 +26,7 @@ import click
 
 from _torchrun import (benchmark_data, check_epochs, data_options, epoch_worker_options, launch_epochs,  # sibling module
                        report_header, timed_epochs)
-from dnas_hw.cli_types import INT_LIST
+from dnas_hw.app.cli_types import INT_LIST
 
 CONFIGS = {"1x1": (1, 1), "1x2": (1, 2), "2x1": (2, 1)}  # name -> (processes, threads per process)
 

@@ -40,9 +40,9 @@ for backend in torch onnxruntime; do
     fi
     for space in dlrm-tiny benchmarks/gpu_space.toml; do
         tag="$backend-$(basename "$space" .toml)"
-        step "profile-$tag" 150 "$PY" -m dnas_hw.cli profile --space "$space" --backend "$backend" --device cuda \
+        step "profile-$tag" 150 "$PY" -m dnas_hw.app.cli profile --space "$space" --backend "$backend" --device cuda \
             --threads 1 --batch-size 1,64,512 --out "$WORK/$tag.csv" || continue
-        step "validate-$tag" 150 "$PY" -m dnas_hw.cli lut validate "$WORK/$tag.csv" --space "$space" \
+        step "validate-$tag" 150 "$PY" -m dnas_hw.app.cli lut validate "$WORK/$tag.csv" --space "$space" \
             --samples 20 --batch-size 1,64,512 --out "$WORK/$tag.json"
     done
 done

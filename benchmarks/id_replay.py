@@ -44,13 +44,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from dnas_hw.bench import machine_info
-from dnas_hw.cli_types import INT_LIST
+from dnas_hw.app.cli_types import INT_LIST
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.data.ids import data_source
 from dnas_hw.files import write_json_atomic
+from dnas_hw.inputs import pool_sets, spread_ids
 from dnas_hw.ops import OpCall
-from dnas_hw.runners import pool_sets, spread_ids
+from profiler.environment import machine_info
 from profiler.timers import op_timer
 
 

@@ -20,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from dnas_hw.bench import machine_info
 from dnas_hw.files import write_json_atomic
 from dnas_hw.space import get_space
-from lut.validate import validate_many
+from profiler.environment import machine_info
 from profiler.run import profile_to_lut
+from profiler.validate import validate_many
 
 TARGETS = {"within_10pct": 0.95, "median_abs_error_pct": 5.0, "spearman": 0.95}
 

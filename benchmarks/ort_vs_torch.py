@@ -2,7 +2,7 @@
 
 Target: onnxruntime latency at most 0.8x torch eager at batch sizes 64 and 512.
 Each model goes the user's way: a checkpoint, `export_checkpoint` (with its
-parity check), then `dnas_hw.bench.measure` on both backends with the same
+parity check), then `dnas_hw.app.bench.measure` on both backends with the same
 input pools, interleaved per model so that both see the same machine load.
 
     .venv/bin/python benchmarks/ort_vs_torch.py --threads 1 --batch-size 1,64,512 --samples 3 --out ort_vs_torch.json
@@ -19,14 +19,15 @@ from pathlib import Path
 
 import click
 
+from dnas_hw.app.bench import measure
+from dnas_hw.app.cli_types import INT_LIST
 from dnas_hw.arch import Arch, dlrm_kaggle_reference
-from dnas_hw.bench import machine_info, measure
 from dnas_hw.checkpoint import save_checkpoint
-from dnas_hw.cli_types import INT_LIST
 from dnas_hw.export import export_checkpoint, read_model_info
 from dnas_hw.files import write_json_atomic
 from dnas_hw.model import build_model
 from dnas_hw.space import get_space
+from profiler.environment import machine_info
 
 TARGET_RATIO = 0.8
 TARGET_BATCHES = (64, 512)

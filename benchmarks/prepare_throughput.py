@@ -39,7 +39,7 @@ MODES = {
     "hash": ["--hash-size", "10000000"],
     "min-count": ["--min-count", "2"],
 }
-CLI = [sys.executable, "-m", "dnas_hw.cli", "data"]
+CLI = [sys.executable, "-m", "dnas_hw.app.cli", "data"]
 
 
 def cpu_model() -> str:
@@ -115,7 +115,7 @@ def main() -> None:
               f"| {args.rows / med['inner']:,.0f} | {args.rows / med['cpu']:,.0f} "
               f"| {max(r['rss'] for r in runs):,.0f} | {loads} |")
     print(f"(medians of {args.runs} runs; raw file {raw.stat().st_size / 2**20:,.0f} MiB; "
-          f"command: python -m dnas_hw.cli data prepare RAW --out DIR --force <mode>)")
+          f"command: python -m dnas_hw.app.cli data prepare RAW --out DIR --force <mode>)")
 
     if "hash" in args.modes:  # memory must not grow with the input in hash mode
         print("\npeak RSS of --hash-size vs input size:")

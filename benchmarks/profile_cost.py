@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from dnas_hw.bench import machine_info
 from dnas_hw.files import write_json_atomic
 from dnas_hw.space import get_space
+from profiler.environment import machine_info
 from profiler.keys import all_keys
 from profiler.run import partial_path, profile_to_lut
 

@@ -43,14 +43,14 @@ def make_search(data_dir: str, batch_size: int, seed: int):
     from dnas_hw.space import get_space
     from search.config import SearchConfig
     from search.cost import CostTables, cost_table
-    from search.run import Searcher
+    from search.run import Searcher, id_counts
 
     torch.set_num_threads(1)
     data = PreparedData.open(data_dir)
     space = get_space("dlrm-kaggle", cardinalities=data.cardinalities)
     tables = CostTables(cost_table(space, lambda c: float(c.flops(1)) + 1.0))
     config = SearchConfig(seed=seed, train_batch_size=batch_size, warmup_epochs=0)
-    return Searcher(space, tables, budget_us=1e9, config=config), data
+    return Searcher(space, tables, budget_us=1e9, config=config, id_counts=id_counts(data, config.split_fraction)), data
 
 
 @click.group()

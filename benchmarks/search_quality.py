@@ -44,7 +44,7 @@ from dnas_hw.checkpoint import load_checkpoint
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.space import get_space
 from dnas_hw.train import TrainConfig, evaluate, fit
-from dnas_hw.train_cli import train_arch
+from dnas_hw.train import train_arch
 from lut.predict import predict
 from lut.table import Lut
 from search.config import SearchConfig

@@ -64,7 +64,9 @@ def main() -> None:
     tables = CostTables(cost_table(space, lambda c: float(c.flops(1)) + 1.0))
     candidates = {"largest standalone": standalone_step(build_model(space.largest(), seed=0), dense, sparse, y)}
     for mode, hard in (("per-batch", True), ("per-batch", False), ("per-sample", False)):
-        s = Searcher(space, tables, budget_us=1e9, config=SearchConfig(sampling=mode, hard=hard))
+        # Uniform id counts: the step's cost does not depend on the hashed images' weights.
+        s = Searcher(space, tables, budget_us=1e9, config=SearchConfig(sampling=mode, hard=hard),
+                     id_counts=[torch.ones(c) for c in space.cardinalities])
         name = f"{mode}, {'hard' if hard else 'soft'}"
         # At uniform logits, hard weight steps sample archs uniformly: the mean over draws is the figure.
         candidates[f"supernet weight step ({name})"] = lambda s=s: s.weight_step(dense, sparse, y, 1.0)

@@ -11,6 +11,10 @@
    `search.rank`) and retrained from scratch with `dnas-hw train`'s defaults (test logloss).
 4. Kendall tau (and Spearman) between the supernet's and the retrained losses.
 
+--archs-from REPORT.json scores the archs of an earlier run's report instead of drawing new
+ones, and takes their retrained losses from it (retraining does not depend on the supernet, so
+a changed supernet is re-ranked without retraining; the report must come from the same data).
+
 Every finished stage is recorded in OUT (supernet.pt, one done.json per arch), so a
 killed run restarted with the same arguments goes on from there. One torch thread.
 """
@@ -26,18 +30,18 @@ from pathlib import Path
 
 import torch
 
-from dnas_hw.arch import dlrm_kaggle_reference
+from dnas_hw.arch import Arch, dlrm_kaggle_reference
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.metrics import kendall_tau, spearman
 from dnas_hw.space import get_space
 from dnas_hw.train import TrainConfig
-from dnas_hw.train_cli import train_arch
+from dnas_hw.train import train_arch
 from lut.predict import predict
 from lut.table import Lut
 from search.config import SearchConfig
 from search.cost import one_hot_cost
 from search.rank import supernet_metrics
-from search.run import Searcher, cost_tables, run_epoch
+from search.run import Searcher, cost_tables, id_counts, run_epoch
 
 
 def draw_across(space, table, layout, low_us: float, high_us: float, n: int, rng: random.Random, tries: int = 200_000):
@@ -65,6 +69,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64, help="serving batch size of the LUT")
     ap.add_argument("--archs", type=int, default=12)
     ap.add_argument("--epochs", type=int, default=2, help="supernet training epochs (warm-up style)")
+    ap.add_argument("--archs-from", help="an earlier report.json: score its archs, reuse their retrained losses")
     ap.add_argument("--low", type=float, default=0.25, help="lowest latency, as a multiple of the reference's")
     ap.add_argument("--high", type=float, default=4.0, help="highest latency, as a multiple of the reference's")
     ap.add_argument("--seed", type=int, default=0)
@@ -78,7 +83,7 @@ def main() -> None:
     B = args.batch_size
     reference_us = predict(lut, dlrm_kaggle_reference(data.cardinalities), B).total_us
     config = SearchConfig(epochs=args.epochs + 1, warmup_epochs=args.epochs, seed=args.seed)
-    searcher = Searcher(space, cost_tables(space, lut, B, config), reference_us, config)
+    searcher = Searcher(space, cost_tables(space, lut, B, config), reference_us, config, id_counts(data, config.split_fraction))
     checkpoint = out / "supernet.pt"
     if checkpoint.exists():
         searcher.net.load_state_dict(torch.load(checkpoint, weights_only=True))
@@ -92,8 +97,17 @@ def main() -> None:
         torch.save(searcher.net.state_dict(), checkpoint)
         (out / "supernet.json").write_text(json.dumps({"cpu_s": supernet_s, "epochs": args.epochs}))
     layout, table = searcher.net.layout, searcher.tables.latency
-    drawn = draw_across(space, table, layout, args.low * reference_us, args.high * reference_us, args.archs,
-                        random.Random(args.seed))
+    earlier = {}
+    if args.archs_from:
+        before = json.loads(Path(args.archs_from).read_text())
+        if Path(before["data"]).resolve() != Path(args.data).resolve():
+            raise SystemExit(f"{args.archs_from} was measured on {before['data']}, not {args.data}")
+        earlier = {k: row for k, row in enumerate(before["archs"])}
+        drawn = [(space.choices_of(Arch.from_dict(row["arch"])), None) for row in before["archs"]]
+        drawn = [(choices, one_hot_cost(table, layout.one_hot(choices))) for choices, _ in drawn]
+    else:
+        drawn = draw_across(space, table, layout, args.low * reference_us, args.high * reference_us, args.archs,
+                            random.Random(args.seed))
     val, train_config = data.split("val"), TrainConfig(seed=args.seed)
     rows = []
     for k, (choices, us) in enumerate(drawn):
@@ -103,6 +117,12 @@ def main() -> None:
             continue
         arch = space.arch(choices)
         scored = supernet_metrics(searcher.net, choices, val)
+        if k in earlier:
+            row = {**earlier[k], "predicted_ms": us / 1000, "supernet_val_logloss": scored["logloss"], "retrained_in": args.archs_from}
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(row))
+            rows.append(row)
+            continue
         start = time.process_time()
         retrained = train_arch(args.data, arch, out / f"arch{k}", train_config, force=True)
         row = {"predicted_ms": us / 1000, "supernet_val_logloss": scored["logloss"], "retrained_val_logloss": retrained["val"]["logloss"],

@@ -1,6 +1,6 @@
 """How repeatable is a whole-model latency on this machine? The noise floor of `lut validate`'s ground truth.
 
-Two parts, both with the timer rules of `dnas_hw.runners` (thread clock on one
+Two parts, both with the timer rules of `profiler.runners` (thread clock on one
 CPU thread, realistic input pools):
 
 1. **Probe.** A fixed op (a 1024x1024 linear layer at batch 64: 4 MiB of
@@ -8,7 +8,7 @@ CPU thread, realistic input pools):
    `--probe-seconds`: how far the machine's speed moves by itself (median,
    p5/p95 of the window medians, share of windows over 1.1x the median).
 2. **Two passes** over the first `--archs` archs `lut validate` samples
-   (seed 1), timed as it times them (groups of `lut.validate.GROUP`, rounds
+   (seed 1), timed as it times them (groups of `profiler.validate.GROUP`, rounds
    interleaved), keeping every round: for k = 1..`--rounds`, the best of the
    first k rounds of pass A against pass B (median |B/A - 1|, share within
    10% and 5%). A predictor cannot agree with the ground truth better than the
@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dnas_hw.bench import machine_info
 from dnas_hw.files import write_json_atomic
 from dnas_hw.progress import progress
-from dnas_hw.runners import time_archs_by_round
 from dnas_hw.space import get_space
 from dnas_hw.timing import time_callable
-from lut.validate import GROUP, sample_archs
+from profiler.environment import machine_info
+from profiler.runners import time_archs_by_round
+from profiler.validate import GROUP, sample_archs
 
 
 def probe(seconds: float, window_s: float) -> dict:

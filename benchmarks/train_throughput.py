@@ -64,11 +64,11 @@ import torch
 from torch import nn
 
 from dnas_hw.arch import dlrm_kaggle_reference
-from dnas_hw.bench import machine_info
 from dnas_hw.files import write_json_atomic
 from dnas_hw.model import build_model
 from dnas_hw.progress import progress
 from dnas_hw.train import make_optimizers, split_parameters, updated_in_backward, train_step
+from profiler.environment import machine_info
 
 # facebookresearch/dlrm on the development machine, 7.0 ms/iter at batch 128: the recorded constant used
 # when the reference is not run beside (see above).

@@ -1,6 +1,6 @@
 """Several training processes as one: torch.distributed set up from torchrun's environment.
 
-    torchrun --nproc_per_node 2 -m dnas_hw.cli train --data D --arch A --out O
+    torchrun --nproc_per_node 2 -m dnas_hw.app.cli train --data D --arch A --out O
 
 torchrun sets `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`;
 `session()` joins the process group they describe (gloo for CPU tensors, and
@@ -96,6 +96,22 @@ def all_reduce_sum(values: Sequence[float]) -> list[float]:
     return t.tolist()
 
 
+def _is_sparse(module: nn.Module) -> bool:
+    return isinstance(module, nn.Embedding) and module.sparse
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(dense parameters, sparse-gradient embedding weights).
+
+    The split the optimizers need (`dnas_hw.train.make_optimizers`) and
+    `data_parallel` too: DistributedDataParallel takes the dense ones, the
+    sparse ones go to a `SparseGradGather`.
+    """
+    sparse_ids = {id(m.weight) for m in model.modules() if _is_sparse(m)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [p for p in params if id(p) not in sparse_ids], [p for p in params if id(p) in sparse_ids]
+
+
 def data_parallel(model: nn.Module) -> nn.Module:
     """`model` wrapped in DistributedDataParallel when several processes train, else `model` itself.
 
@@ -105,8 +121,6 @@ def data_parallel(model: nn.Module) -> nn.Module:
     """
     if not is_active():
         return model
-    from dnas_hw.train import split_parameters  # here: dnas_hw.train imports this module
-
     sparse = {id(p) for p in split_parameters(model)[1]}
     tables = [(name, p) for name, p in model.named_parameters() if id(p) in sparse]
     if tables and not hasattr(model, "_dnas_hw_sparse_gather"):  # once per model: its hooks stay registered

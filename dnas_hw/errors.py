@@ -1,7 +1,7 @@
 """The one error type a user can cause.
 
 Anything raised as `UserError` reaches the terminal as a single line on stderr
-with exit code 2 (see `dnas_hw.cli`); everything else is a bug and keeps its
+with exit code 2 (see `dnas_hw.app.cli`); everything else is a bug and keeps its
 traceback.
 """
 

@@ -31,10 +31,11 @@ import torch
 
 from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import load_checkpoint
-from dnas_hw.errors import UserError
 from dnas_hw.data.folder import MAX_CARDINALITY
-from dnas_hw.files import check_writable, first_line, write_error
+from dnas_hw.errors import UserError
 from dnas_hw.family import arch_from_dict
+from dnas_hw.files import check_writable, first_line, write_error
+from dnas_hw.inputs import dlrm_input_pool
 from dnas_hw.model import Probability
 from dnas_hw.onnx_io import DEFAULT_OPSET, export_module, ort_session
 
@@ -85,8 +86,6 @@ def sparse_id_ranges(arch: Arch, data_meta: dict[str, Any] | None) -> list[int]:
 
 def model_inputs(arch: Arch, data_meta: dict[str, Any] | None, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One input set (dense [B, num_dense] float32, sparse [B, num_sparse] int64) drawn like real data."""
-    from dnas_hw.runners import dlrm_input_pool
-
     return dlrm_input_pool(arch.num_dense, sparse_id_ranges(arch, data_meta), batch_size, n=1, seed=seed)[0]
 
 

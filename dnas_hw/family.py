@@ -1,7 +1,7 @@
 """Model families: which arch type, model builder and search space belong together.
 
 A *family* is a kind of CTR model the toolkit can search over: DLRM (built in,
-registered here as `dlrm`) or one a user adds (`examples/dcn` is the worked
+registered as `dlrm` by `dnas_hw.dlrm`) or one a user adds (`examples/dcn` is the worked
 example). It bundles:
 
 - `arch_type`: a frozen dataclass, the derived architecture as plain data, with
@@ -27,7 +27,8 @@ Which family a file belongs to: an arch's JSON form names it under `"family"`
 ONNX metadata store that JSON form, they record it too. A space TOML names it
 under the top-level key `family` (absent: `dlrm`).
 
-Families beyond DLRM register themselves when their module is imported. The
+Every family registers itself when its module is imported. This module imports
+the built-in ones (`BUILTIN_FAMILIES`) the first time it looks a family up; the
 modules named in the environment variable `DNAS_HW_PLUGINS` (comma-separated,
 e.g. `examples.dcn`) and the entry points of group `dnas_hw.families` of
 installed packages are imported the first time a family or space name is not
@@ -40,23 +41,34 @@ import importlib
 import importlib.metadata
 import json
 import os
+import tomllib
 from dataclasses import dataclass, fields
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from torch import nn
 
 from dnas_hw.errors import UserError
+from dnas_hw.files import read_json, write_json_atomic
+from dnas_hw.memory import model_bytes, require_memory
 
 DEFAULT_FAMILY = "dlrm"
 # The key naming the family in an arch's JSON form and in a space TOML.
 FAMILY_KEY = "family"
 PLUGINS_ENV = "DNAS_HW_PLUGINS"
 ENTRY_POINT_GROUP = "dnas_hw.families"
+# The built-in families' modules: each registers its family, so each imports this module,
+# and this module imports them (`load_builtins`) the first time it looks a family up.
+BUILTIN_FAMILIES = ("dnas_hw.dlrm",)
 
 
 class FamilyError(UserError):
     """An unknown family or space name, or a plugin that cannot be imported."""
+
+
+class SpaceError(UserError):
+    """An invalid search space; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,7 @@ def registered_families() -> list[str]:
 
 
 def get_family(name: str) -> ModelFamily:
+    load_builtins()
     if name not in _FAMILIES:
         load_plugins()
     try:
@@ -115,6 +128,7 @@ def get_family(name: str) -> ModelFamily:
 
 def family_of(obj: Any) -> ModelFamily:
     """The family of an arch, a space or a model (through its `.arch`)."""
+    load_builtins()
     for family in _FAMILIES.values():
         if isinstance(obj, (family.arch_type, family.space_type)):
             return family
@@ -127,10 +141,22 @@ def family_of(obj: Any) -> ModelFamily:
 # --------------------------------------------------------------------------- plugins
 
 _loaded_plugins: set[str] = set()
+_builtins_loaded = False
+
+
+def load_builtins() -> None:
+    """Import the built-in families' modules (`BUILTIN_FAMILIES`), once."""
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True  # first: a module imported here may look a family up while it loads
+        for module in BUILTIN_FAMILIES:
+            importlib.import_module(module)
 
 
 def load_plugins() -> None:
-    """Import the modules in `DNAS_HW_PLUGINS` and the `dnas_hw.families` entry points, once each."""
+    """Import the built-in families, then the modules in `DNAS_HW_PLUGINS` and the `dnas_hw.families`
+    entry points, once each."""
+    load_builtins()
     names = [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
     for module in names:
         if module not in _loaded_plugins:
@@ -158,8 +184,6 @@ def arch_from_dict(d: Any) -> Any:
 
 def load_arch(path: str | os.PathLike) -> Any:
     """An arch JSON file of any family."""
-    from dnas_hw.files import read_json
-
     d = read_json(path, "arch file")  # its errors name the file already
     try:
         return arch_from_dict(d)
@@ -174,8 +198,6 @@ def build_model(arch: Any, seed: int | None = None) -> nn.Module:
 
     A model larger than the memory available is refused before anything is allocated.
     """
-    from dnas_hw.memory import model_bytes, require_memory
-
     require_memory(model_bytes(arch), f"a model of {arch.num_params():,} parameters")
     return family_of(arch).build_model(arch, seed=seed)
 
@@ -193,8 +215,6 @@ class ArchMethods:
         return json.dumps(self.to_dict())
 
     def save(self, path: str | os.PathLike) -> None:
-        from dnas_hw.files import write_json_atomic
-
         write_json_atomic(path, self.to_dict())
 
     def check_data(self, num_dense: int, num_sparse: int, where: str = "data") -> None:
@@ -227,12 +247,24 @@ def fields_from_dict(cls: type, d: Any, where: str, error: type[UserError], igno
 # --------------------------------------------------------------------------- spaces
 
 
+def read_space_toml(path: str | Path) -> dict[str, Any]:
+    """A space file's TOML table; a missing or malformed file is a `SpaceError`."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpaceError(f"{path}: space file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SpaceError(f"{path}: not valid TOML ({e})") from None
+
+
 def builtin_space_names() -> list[str]:
     load_plugins()
     return sorted(s for f in _FAMILIES.values() for s in f.spaces)
 
 
 def _builtin_space(name: str) -> Any | None:
+    load_builtins()
     for family in _FAMILIES.values():
         if name in family.spaces:
             return family.spaces[name]
@@ -241,8 +273,6 @@ def _builtin_space(name: str) -> Any | None:
 
 def load_space(name_or_path: str) -> Any:
     """A built-in space of any family by name, or a TOML file whose `family` key picks the family."""
-    from dnas_hw.space import SpaceError, read_space_toml
-
     if not name_or_path.endswith(".toml"):
         if _builtin_space(name_or_path) is None:
             load_plugins()
@@ -259,22 +289,3 @@ def load_space(name_or_path: str) -> Any:
     except FamilyError as e:
         raise SpaceError(f"{name_or_path}: {e}") from None
     return family.space_from_dict(d, str(name_or_path))
-
-
-def _register_dlrm() -> None:
-    from dnas_hw.arch import Arch
-    from dnas_hw.model import build_model as build_dlrm
-    from dnas_hw.space import BUILTIN_SPACES, SearchSpace
-
-    register_family(
-        DEFAULT_FAMILY,
-        arch_type=Arch,
-        build_model=build_dlrm,
-        space_type=SearchSpace,
-        space_from_dict=lambda d, name: SearchSpace.from_dict(d, name=name),
-        spaces=BUILTIN_SPACES,
-        search="search.dlrm:SEARCH",
-    )
-
-
-_register_dlrm()

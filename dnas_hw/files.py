@@ -275,7 +275,7 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
 
 def save_torch_atomic(path: str | os.PathLike, fmt: str, payload: dict[str, Any]) -> None:
     """`torch.save({"format": fmt, **payload})` to `path`, atomically."""
-    import torch
+    import torch  # here, as in load_torch: the commands that never load torch (`data prepare`, `lut show`) use this module
 
     with atomic_path(path) as tmp:
         try:

@@ -15,6 +15,8 @@ from typing import Sequence
 import onnx
 import torch
 
+from dnas_hw.errors import UserError
+
 DEFAULT_OPSET = 17
 
 
@@ -66,8 +68,6 @@ def ort_providers(device: str) -> list[str]:
         return ["CPUExecutionProvider"]
     if device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            from dnas_hw.errors import UserError
-
             raise UserError("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     raise ValueError(f"unknown device {device!r}")

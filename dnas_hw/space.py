@@ -38,7 +38,6 @@ import hashlib
 import json
 import math
 import random
-import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -46,7 +45,7 @@ from typing import Any, Union
 
 from dnas_hw.arch import Arch, mlp_ops
 from dnas_hw.data.folder import MAX_CARDINALITY
-from dnas_hw.errors import UserError
+from dnas_hw.family import SpaceError, load_space, read_space_toml
 from dnas_hw.ops import INTERACTION_PREFIX, OpCall, interaction_kinds
 
 SKIP = "skip"
@@ -61,10 +60,6 @@ KAGGLE_CARDINALITIES = (
 # --max-ind-range practice), so the largest candidate table (1M x 64 fp32, 256 MB) can be
 # profiled and exported without ONNX external data. Bind to real data with --data.
 KAGGLE_HASH_CAP = 1_000_000
-
-
-class SpaceError(UserError):
-    """An invalid search space; the message names the key."""
 
 
 # What a space may ask for. Beyond these the profile would not finish (keys grow with layers x widths
@@ -347,17 +342,6 @@ class SearchSpace:
         return cls.from_dict(read_space_toml(path), name=str(path))
 
 
-def read_space_toml(path: str | Path) -> dict[str, Any]:
-    """A space file's TOML table; a missing or malformed file is a `SpaceError`."""
-    path = Path(path)
-    try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpaceError(f"{path}: space file not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SpaceError(f"{path}: not valid TOML ({e})") from None
-
-
 _BUILTIN: dict[str, SearchSpace] = {
     "dlrm-kaggle": SearchSpace(
         name="dlrm-kaggle",
@@ -392,7 +376,5 @@ def get_space(name_or_path: str, cardinalities: tuple[int, ...] | list[int] | No
     a TOML's `family` key picks it, default `dlrm`), so the result is a DLRM
     `SearchSpace` unless a file or name of another family is given.
     """
-    from dnas_hw.family import load_space  # here: dnas_hw.family imports this module
-
     space = load_space(name_or_path)
     return space.bind(cardinalities) if cardinalities is not None else space

@@ -1,4 +1,4 @@
-"""Training and evaluation of a DLRM on a prepared data folder.
+"""Training and evaluation of a model on a prepared data folder; `train_arch` trains an arch into a run folder.
 
 Embedding tables use sparse gradients (only the rows a batch touches are
 updated), as the DLRM reference does; dense and sparse parameters get their own
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,9 +20,23 @@ import torch
 from torch import nn
 
 from dnas_hw import distributed
+from dnas_hw.checkpoint import save_checkpoint
 from dnas_hw.data.folder import PreparedData, Split, iterate_batches, num_batches
+from dnas_hw.distributed import split_parameters
 from dnas_hw.errors import UserError
+from dnas_hw.family import build_model
+from dnas_hw.files import (
+    check_writable,
+    load_torch,
+    output_lock,
+    removed_if_left_empty,
+    save_torch_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
+from dnas_hw.memory import require_memory, training_bytes
 from dnas_hw.metrics import ctr_metrics
+from dnas_hw.model import SparseArch
 from dnas_hw.progress import progress
 
 OPTIMIZERS = ("sgd", "adagrad", "adam")
@@ -50,17 +65,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _is_sparse(module: nn.Module) -> bool:
-    return isinstance(module, nn.Embedding) and module.sparse
-
-
-def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(dense parameters, sparse-gradient embedding weights)."""
-    sparse_ids = {id(m.weight) for m in model.modules() if _is_sparse(m)}
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [p for p in params if id(p) not in sparse_ids], [p for p in params if id(p) in sparse_ids]
 
 
 def make_optimizers(params: list[nn.Parameter], sparse: list[nn.Parameter], name: str, lr: float) -> list[torch.optim.Optimizer]:
@@ -178,8 +182,6 @@ def updated_in_backward(
     That holds while the model stays in training mode on its packed route, as
     `train_epoch` keeps it.
     """
-    from dnas_hw.model import SparseArch
-
     if distributed.is_active():
         yield optimizers
         return
@@ -336,8 +338,6 @@ TRAIN_STATE_FORMAT = "dnas-hw-train-state/1"
 
 
 def _save_state(path: Path, model: nn.Module, optimizers, config: TrainConfig, history) -> None:
-    from dnas_hw.files import save_torch_atomic
-
     save_torch_atomic(path, TRAIN_STATE_FORMAT, {
         "config": asdict(config),
         "model": model.state_dict(),
@@ -347,8 +347,6 @@ def _save_state(path: Path, model: nn.Module, optimizers, config: TrainConfig, h
 
 
 def _load_state(path: Path, model: nn.Module, optimizers, config: TrainConfig) -> list[dict[str, Any]]:
-    from dnas_hw.files import load_torch
-
     state = load_torch(path, TRAIN_STATE_FORMAT, "training state (delete it to start over)")
     if state.get("config") != asdict(config):
         raise UserError(f"{path}: saved with other training options; use a new --out or the same options")
@@ -359,3 +357,63 @@ def _load_state(path: Path, model: nn.Module, optimizers, config: TrainConfig) -
         return list(state["history"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise UserError(f"{path}: training state does not fit this run ({type(e).__name__}); delete it to start over") from None
+
+
+# --------------------------------------------------------------------------- a run folder
+
+
+def train_arch(
+    data_dir: str | Path,
+    arch,
+    out: str | Path,
+    config,
+    resume: bool = False,
+    force: bool = False,
+) -> dict:
+    """Train `arch` on `data_dir`; writes `out/model.pt`, `out/metrics.json`, `out/train_log.csv`.
+
+    Returns the metrics. Shared by the CLI, the search's retraining and the pipeline.
+    `arch` may be of any model family (`dnas_hw.family`). Under torchrun every rank
+    trains its shard (`dnas_hw.distributed`) and only rank 0 writes (and locks `out`).
+    The output is checked for writability and the training for memory before any
+    work, and a run that fails before writing anything leaves no folder behind.
+    """
+    out = Path(out)
+    data = PreparedData.open(data_dir)
+    arch.check_data(data.num_dense, data.num_sparse, where=str(data_dir))
+    state = out / "train_state.pt"
+    if (out / "model.pt").exists() and not force:
+        raise UserError(f"{out}/model.pt already exists (use --force to retrain)")
+    if state.exists() and not (resume or force):
+        raise UserError(f"{out} holds an unfinished run: use --resume to continue it or --force to restart")
+    check_writable(out, "folder")
+    require_memory(training_bytes(arch, config.batch_size, config.optimizer),
+                   f"training a model of {arch.num_params():,} parameters at batch size {config.batch_size}")
+    with (output_lock(out) if distributed.is_main() else contextlib.nullcontext()), removed_if_left_empty(out):
+        return _train(data, arch, out, state, config, resume, force)
+
+
+def _train(data, arch, out: Path, state: Path, config, resume: bool, force: bool) -> dict:
+    import pandas as pd  # here: only a finished run writes its log, and pandas takes a while to import
+
+    if force and state.exists() and not resume and distributed.is_main():
+        state.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()  # every rank sees the state file as rank 0 left it
+
+    model = build_model(arch, seed=config.seed)
+    start = time.perf_counter()
+    history = fit(model, data, config, state_path=state)
+    elapsed = time.perf_counter() - start
+    metrics = {
+        "val": evaluate(model, data.split("val")),
+        "test": evaluate(model, data.split("test")),
+        "train": {"loss": history[-1]["train_loss"], "epochs": config.epochs, "elapsed_s": round(elapsed, 3)},
+    }
+    if distributed.is_main():
+        save_checkpoint(out / "model.pt", model, extra={"data_meta": {k: data.meta[k] for k in ("num_dense", "num_sparse", "cardinalities")}})
+        write_text_atomic(out / "train_log.csv", pd.DataFrame(history).to_csv(index=False))
+        write_json_atomic(out / "metrics.json", metrics)
+        state.unlink(missing_ok=True)
+    distributed.barrier()
+    return metrics

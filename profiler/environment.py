@@ -1,27 +1,28 @@
-"""What a LUT's metadata says about where and how it was measured."""
+"""Where and how a LUT was measured: the machine's facts and the LUT's metadata."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import platform
+from pathlib import Path
+from typing import Any
 
-from dnas_hw.allocator import serving_allocator
-from dnas_hw.runners import ROUNDS, default_clock
+import onnxruntime
+import torch
+
+from profiler.allocator import serving_allocator
+from profiler.runners import ROUNDS, default_clock
 
 
 def device_name(device: str) -> str:
-    from dnas_hw.bench import machine_info
-
     if device == "cuda":
-        import torch
-
         return torch.cuda.get_device_name()
     return machine_info()["cpu"]
 
 
 def lut_meta(space, *, backend: str, device: str, threads: int, batch_sizes, seed: int) -> dict:
     """The sidecar `LUT.meta.json` of a profile: target, machine, versions, space, method."""
-    from dnas_hw.bench import machine_info
-
     machine = machine_info()
     backend_version = machine["onnxruntime"] if backend == "onnxruntime" else machine["torch"]
     return {
@@ -45,3 +46,24 @@ def lut_meta(space, *, backend: str, device: str, threads: int, batch_sizes, see
         "allocator": serving_allocator(),
         "statistic": "best of rounds; per op, less a null call on the same inputs (docs/profiling.md)",
     }
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, logical cores and runtime versions of this machine."""
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -57,9 +57,9 @@ import numpy as np
 from dnas_hw.arch import Arch
 from dnas_hw.data.ids import IdSource
 from dnas_hw.ops import OpCall
-from dnas_hw.runners import time_archs
 from dnas_hw.timing import TimingStats
-from lut.validate import GROUP
+from profiler.runners import time_archs
+from profiler.validate import GROUP
 
 REFERENCE_SAMPLES = 16
 PERCENTILES = ("p10_us", "p50_us", "p90_us")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 import click
+import torch
 
 from dnas_hw.data.ids import DATA, IdSource, mismatch
 from dnas_hw.errors import UserError
@@ -39,12 +40,12 @@ from dnas_hw.files import atomic_path, check_writable, output_lock, read_json, w
 from dnas_hw.memory import require_memory
 from dnas_hw.ops import OpCall
 from dnas_hw.progress import progress
-from dnas_hw.runners import BACKENDS, DEVICES
 from dnas_hw.timing import TimingStats
 from lut.table import COLUMNS, OVERHEAD_OP, TARGET_FIELDS, Lut, LutError, meta_path, overhead_call
 from profiler.environment import lut_meta
 from profiler.keys import all_keys, space_calls, table_features
 from profiler.overhead import measure_in_model
+from profiler.runners import BACKENDS, DEVICES
 from profiler.timers import op_timer
 
 Key = tuple[str, str, int]
@@ -147,8 +148,6 @@ def _check_args(backend: str, device: str, threads: int, batch_sizes: Sequence[i
     if device not in DEVICES:
         raise UserError(f"device {device!r}: use one of {list(DEVICES)}")
     if device == "cuda" and backend == "torch":
-        import torch
-
         if not torch.cuda.is_available():
             raise UserError("--device cuda: torch sees no CUDA device here")
     if not isinstance(threads, int) or threads < 1:

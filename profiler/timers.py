@@ -14,7 +14,7 @@ measured and taken out (docs/profiling.md has the experiments behind each rule):
   op's.
 - **Inputs as the model hands them.** Activations are few and hot (just written
   by the previous op): `HOT_SETS` sets are cycled. Ids are spread over the
-  table without repeats (`dnas_hw.runners.spread_ids`), or, with a data source
+  table without repeats (`dnas_hw.inputs.spread_ids`), or, with a data source
   (`dnas_hw.data.ids`), replayed from the data's rows: the column of the
   feature the table serves (`table_features`). A new set each call, and
   torch gets them as the model does: a strided column of a `[B, num_sparse]`
@@ -24,7 +24,7 @@ measured and taken out (docs/profiling.md has the experiments behind each rule):
   costs come once: both are measured on whole models and folded in by
   `profiler.overhead`, not here.
 - **Contention.** Each op and each null are timed in `ROUNDS` rounds and the
-  round with the lowest median counts (`dnas_hw.runners.best_of`), as for whole
+  round with the lowest median counts (`profiler.runners.best_of`), as for whole
   models. The rounds are spread in time (`OpTimer.measure_block`): on a shared
   host a slow spell lasts seconds or longer and slows a fixed op by 10-30%
   (docs/profiling.md), so rounds back to back would all fall in the same spell.
@@ -37,22 +37,15 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from onnx import TensorProto, helper
 
-from dnas_hw.allocator import serving_allocator
 from dnas_hw.data.ids import DATA, IdSource
+from dnas_hw.inputs import pool_sets, spread_ids
+from dnas_hw.onnx_io import DEFAULT_OPSET, export_module
 from dnas_hw.ops import OpCall
-from dnas_hw.runners import (
-    ROUNDS,
-    InputSet,
-    OnnxRunner,
-    best_of,
-    cycling,
-    default_clock,
-    pool_sets,
-    spread_ids,
-    to_device,
-)
 from dnas_hw.timing import TimingStats, time_callable
+from profiler.allocator import serving_allocator
+from profiler.runners import ROUNDS, InputSet, OnnxRunner, best_of, cycling, default_clock, to_device
 
 # Activation input sets cycled (hot in cache, as the previous op just wrote them).
 HOT_SETS = 2
@@ -122,7 +115,7 @@ class OpTimer:
 
     def __init__(self, device: str, threads: int, rounds: int = ROUNDS, ids: IdSource | None = None,
                  table_features: Mapping[int, int] | None = None):
-        serving_allocator()  # as the whole models are timed (dnas_hw.allocator)
+        serving_allocator()  # as the whole models are timed (profiler.allocator)
         self.device = device
         self.threads = threads
         self.rounds = rounds
@@ -202,8 +195,6 @@ class OnnxOpTimer(OpTimer):
         self._null_sessions: dict[tuple, Callable] = {}
 
     def _prepare(self, call, batch_sizes, num_sparse, seed):
-        from dnas_hw.onnx_io import export_module
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = call.build().eval()
@@ -233,10 +224,6 @@ class OnnxOpTimer(OpTimer):
 
 def null_graph(feed: dict[str, np.ndarray]):
     """An ONNX graph taking `feed`'s inputs (batch axis dynamic) whose one output is the first input's shape."""
-    from onnx import TensorProto, helper
-
-    from dnas_hw.onnx_io import DEFAULT_OPSET
-
     dtypes = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64}
     inputs = [
         helper.make_tensor_value_info(name, dtypes[a.dtype], ["batch", *a.shape[1:]]) for name, a in feed.items()

@@ -14,7 +14,7 @@ SAMPLING_MODES = ("per-batch", "per-sample")
 
 def knob(default: Any, help: str, **cli: Any) -> Any:
     """A `SearchConfig` field with its command-line help; `cli` may name `choices` or a `flags` pair
-    (`dnas_hw.cli_types.config_options` makes the options, so a new field is added here only)."""
+    (`dnas_hw.app.cli_types.config_options` makes the options, so a new field is added here only)."""
     return field(default=default, metadata={"help": help, **cli})
 
 
@@ -47,13 +47,18 @@ class SearchConfig:
     # candidate, a large table otherwise gets a fraction of the updates and looks worse in the
     # supernet than after retraining). Choices without a size order (the interaction kind) are
     # sampled in those steps too.
-    # At the end of the warm-up the supernet may re-initialise what its largest candidates
-    # imply for the smaller ones (`SupernetBase.end_warmup`; DLRM: each smaller table candidate
-    # becomes the id-frequency-weighted hashed image of the trained full table). On 1M planted
-    # rows at the DLRM reference's latency it kept every important feature's full table, where
-    # candidates trained on their own rows had two of four hashed away, and the searched arch
-    # retrained 0.031 logloss better.
-    inherit_tables: bool = knob(True, "When the warm-up ends, smaller table candidates start from the hashed image of the largest.")
+    # Table sizes are decided on the trained full tables: the weight steps hold every table at its
+    # largest candidate, and a smaller candidate is the id-frequency-weighted hashed image of the
+    # full one (`SupernetBase.inherit`), re-derived as the full table trains; an arch step then
+    # prices what hashing the trained table loses. With own rows per candidate sampled in weight
+    # steps, a full table got a fraction of the updates and the shared MLP learned on hashed
+    # inputs: on 1M planted rows, 800 steps with only the table sizes sampled left the supernet at
+    # the DLRM reference's choices at 0.603 validation logloss, 0.495 with the full tables held.
+    inherit_tables: bool = knob(True, "Smaller table candidates are the hashed image of the trained full table (the weights train the full one), not rows of their own.")
+    # In the sandwich's largest steps, the supernet's `alignment_loss` (DLRM: each shallower
+    # bottom depth's closing layer learns to give the deepest one's output, which every
+    # embedding is dotted with), so that the depths' outputs share one space.
+    align_heads: bool = knob(True, "In largest steps, the shallower depths' closing layers learn the deepest's output (needs --sandwich).", flags="--align-heads/--no-align-heads")
     sandwich: bool = knob(True, "Weight steps cycle through the largest arch, a sampled one, the smallest, a sampled one.")
     # Clip the dense weights' gradient norm in weight steps (None: no clipping). With the
     # supernet's He-normal start (search/mixed.py) and a new random arch every batch, SGD at

@@ -44,6 +44,7 @@ from dnas_hw.arch import mlp_ops
 from dnas_hw.ops import OpCall
 from dnas_hw.space import elastic_input_widths, mlp_input_widths
 from lut.table import Lut, overhead_call
+from search.family_search import family_search
 
 Price = Callable[[OpCall], float]
 DTYPE = torch.float64
@@ -163,8 +164,6 @@ def mlp_prices(
 
 def cost_table(space: Any, price: Price, overhead: float = 0.0) -> CostTable:
     """Price every op of `space` with `price(OpCall) -> float` (its family's `FamilySearch.cost_table`)."""
-    from search.family_search import family_search  # here: family modules import this one
-
     return family_search(space).cost_table(space, price, overhead)
 
 

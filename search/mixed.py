@@ -269,6 +269,26 @@ class ElasticMLP(nn.Module):
         """The closing linear used at `depth` kept layers."""
         return self.heads[self.depths.index(depth)]
 
+    def head_alignment(self, x: torch.Tensor, inv_sqrt_width: InvSqrtWidth) -> torch.Tensor:
+        """How far the shallower depths' outputs are from the deepest's, at the full widths: a scalar.
+
+        mean over depths k < max of ||head_k(h_k) - head_max(h_max)||^2 / ||head_max(h_max)||^2 on
+        x [B, in_width], the layers' outputs h and the deepest output detached, so only the
+        shallower heads learn from it. Where the output feeds shared weights that read it as one
+        vector (DLRM's bottom output, dotted with every embedding), a head of its own per depth
+        otherwise puts each depth's output in a space of its own, and the shared readers are
+        pulled between them.
+        """
+        with torch.no_grad():
+            hidden, inv = [x], [inv_sqrt_width]
+            for layer in self.layers[: max(self.depths)]:
+                hidden.append(sliced_linear(layer, hidden[-1], inv[-1]))
+                inv.append(layer[0].out_features**-0.5)
+            target = sliced_linear(self.heads[-1], hidden[-1], inv[-1])
+        gaps = [(sliced_linear(self.heads[k], hidden[d], inv[d]) - target).pow(2).sum(-1).mean()
+                for k, d in enumerate(self.depths) if d != max(self.depths)]
+        return torch.stack(gaps).mean() / target.pow(2).sum(-1).mean().clamp_min(1e-12)
+
     def forward(self, x: torch.Tensor, width_probs: torch.Tensor, depth_probs: torch.Tensor, inv_sqrt_width: InvSqrtWidth,
                 out_features: int | None = None, columns: torch.Tensor | None = None) -> torch.Tensor:
         """`inv_sqrt_width`: E[1/sqrt(u)] of x (see `mixed_inv_sqrt_width`)."""

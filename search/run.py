@@ -48,10 +48,15 @@ from search.family_search import family_search
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project
-from search.sandwich import extreme_probs, sandwich_probs
+from search.sandwich import extreme_probs, role, sandwich_probs
 from search.shards import lockstep_batches
 from search.state import check_identity, load_state, save_state
 from search.supernet import SupernetBase
+
+# Weight steps between two re-derivations of the inherited candidates (`SupernetBase.inherit`):
+# one costs ~0.25 s on dlrm-kaggle's tables, so every 200 steps (51k rows at batch 256) it adds
+# well under 1% to an epoch, and an arch step reads images at most that many steps old.
+INHERIT_EVERY = 200
 
 STATE, LOG, SUMMARY, INIT = "search_state.pt", "search_log.csv", "summary.json", "derived_init.pt"
 PROBS_LOG = "arch_probs_epochs.json"
@@ -97,11 +102,18 @@ class Searcher:
     Benchmarks and tests drive a `Searcher` directly.
     """
 
-    def __init__(self, space: SearchSpace, tables: CostTables, budget_us: float, config: SearchConfig):
+    def __init__(self, space: SearchSpace, tables: CostTables, budget_us: float, config: SearchConfig,
+                 id_counts: list[torch.Tensor] | None = None):
+        """`id_counts` ([cardinality_f] per feature, see `id_counts`): needed when the supernet
+        inherits candidates (`SearchConfig.inherit_tables`); they weigh the hashed images."""
         self.space, self.tables, self.budget_us, self.config = space, tables, budget_us, config
         seed_everything(config.seed)
         self.family = family_search(space)
         self.net = self.family.supernet(space)
+        self.inherits = config.inherit_tables and bool(self.net.inherited_groups)
+        if self.inherits and id_counts is None:
+            raise ValueError("Searcher: inherit_tables needs the data's id_counts (search.run.id_counts)")
+        self.id_counts, self.steps_since_inherit = id_counts, 0
         dense, sparse = split_parameters(WeightsView(self.net))
         self.weight_opts = make_optimizers(dense, sparse, config.weight_optimizer, config.weight_lr)
         # Several processes: each step averages its gradients over the ranks explicitly (the dense
@@ -169,14 +181,22 @@ class Searcher:
     def weight_step(self, dense, sparse, y, tau: float, global_rows: int | None = None, step: int = 1) -> float:
         """One step of the weights on this rank's rows of a global batch; returns their mean loss.
 
-        `step` (the step's index in its epoch) picks its role in the sandwich rule (`search.sandwich`)."""
+        `step` (the step's index in its epoch) picks its role in the sandwich rule (`search.sandwich`);
+        the supernet's `inherited_groups` take their largest choice when it inherits."""
         global_rows = len(y) if global_rows is None else global_rows
         for opt in self.weight_opts:
             opt.zero_grad(set_to_none=True)
         probs = self.sample(global_rows, tau, detach=True)  # drawn in every step: the generator's path stays one
         if self.config.sandwich:
             probs = sandwich_probs(step, probs, self.extremes)
+        if self.inherits:
+            probs = {g: self.extremes["largest"][g] if g in self.net.inherited_groups else p for g, p in probs.items()}
+            self.steps_since_inherit += 1
         loss, weighted = self.task_loss(dense, sparse, y, probs, global_rows)
+        if self.config.align_heads and self.config.sandwich and role(step) == "largest" and len(y):
+            alignment = self.net.alignment_loss(dense, sparse)
+            if alignment is not None:
+                weighted = weighted + alignment * distributed.loss_weight(len(y), global_rows)
         weighted.backward()
         distributed.average_grads(self.dense_weights)
         if self.config.weight_grad_clip is not None:
@@ -188,6 +208,7 @@ class Searcher:
     def arch_step(self, dense, sparse, y, tau: float, global_rows: int | None = None) -> tuple[float, dict]:
         """One step of the logits (weights frozen) on this rank's rows; returns (their mean loss, cost details)."""
         global_rows = len(y) if global_rows is None else global_rows
+        self.inherit(every=INHERIT_EVERY)
         self.arch_opt.zero_grad(set_to_none=True)
         weights = self.net.weight_parameters()
         for p in weights:
@@ -204,6 +225,12 @@ class Searcher:
         self.arch_opt.step()
         self.controller.update(self.derived_latency_us())
         return task.item(), details
+
+    def inherit(self, every: int = 1) -> None:
+        """Re-derive the inherited candidates if `every` weight steps or more ran since the last time."""
+        if self.inherits and self.steps_since_inherit >= every:
+            self.net.inherit(self.id_counts)
+            self.steps_since_inherit = 0
 
     def cost(self, probs, derived_us: float | None = None) -> tuple[torch.Tensor, dict]:
         c = self.config
@@ -275,6 +302,7 @@ def run_epoch(search: Searcher, data: PreparedData, epoch: int, started: float, 
                     arch_n += len(rows[2])
                     bar.update(1)
             bar.status = f"loss {task_sum / max(task_n, 1):.4f} E[lat] {details['expected_latency_us'] / 1000:.3f}/{budget_ms:.3f}ms mult {search.controller.multiplier:.3g}"
+    search.inherit()  # the candidates as the epoch's weights imply: for the checkpoint and the derivation
     task_sum, task_n, arch_sum, arch_n = distributed.all_reduce_sum([task_sum, task_n, arch_sum, arch_n])
     if not distributed.same_on_all_ranks([*search.net.arch_parameters(), torch.tensor([search.controller.multiplier])]):
         raise RuntimeError(f"search epoch {epoch + 1}: the architecture logits or the budget multiplier differ between ranks")
@@ -353,7 +381,7 @@ def _search(data, space, lut, tables, identity, budget_us, batch_size, out: Path
     if status != "ok" and distributed.is_main():
         click.echo(f"search: budget {budget_us / 1000:.3f}ms is {status} "
                    f"(fastest arch {fastest_us / 1000:.3f}ms, slowest {slowest_us / 1000:.3f}ms)", err=True)
-    search = Searcher(space, tables, budget_us, config)
+    search = Searcher(space, tables, budget_us, config, id_counts(data, config.split_fraction))
     log: list[dict] = []
     probs_log: list[dict] = []
     elapsed_before = 0.0
@@ -368,8 +396,6 @@ def _search(data, space, lut, tables, identity, budget_us, batch_size, out: Path
     # With several processes every rank runs the same search (identical logits, averaged
     # gradients) and rank 0 alone writes; the others wait for its files at a barrier.
     for epoch in range(len(log), last):
-        if epoch == config.warmup_epochs > 0 and config.inherit_tables:
-            search.net.end_warmup(id_counts(data, config.split_fraction))
         log.append(run_epoch(search, data, epoch, started, elapsed_before))
         with torch.no_grad():
             probs_log.append({"epoch": epoch + 1, "probs": search.net.layout.probs_dict(search.net.probabilities())})

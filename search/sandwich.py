@@ -42,10 +42,14 @@ def extreme_probs(layout: Layout, unordered: tuple[str, ...]) -> dict[str, dict[
     return out
 
 
+def role(step: int) -> str:
+    """Weight step `step`'s role: "largest", "sampled" or "smallest"."""
+    return SCHEDULE[step % len(SCHEDULE)]
+
+
 def sandwich_probs(step: int, sampled: dict[str, torch.Tensor], extremes: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The probabilities of weight step `step`: `sampled`, or in a largest / smallest step the
     extremes' one-hots in place of the ordered groups' samples."""
-    role = SCHEDULE[step % len(SCHEDULE)]
-    if role == "sampled":
+    if role(step) == "sampled":
         return sampled
-    return {g: extremes[role].get(g, p) for g, p in sampled.items()}
+    return {g: extremes[role(step)].get(g, p) for g, p in sampled.items()}

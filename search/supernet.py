@@ -43,6 +43,9 @@ class SupernetBase(nn.Module):
     """
 
     enumerated_groups: tuple[str, ...] = ()
+    # Groups whose smaller candidates are derived from the largest (`inherit`) rather than trained:
+    # with `SearchConfig.inherit_tables` the weight steps hold them at their largest choice.
+    inherited_groups: tuple[str, ...] = ()
 
     def __init__(self, space):
         super().__init__()
@@ -51,9 +54,15 @@ class SupernetBase(nn.Module):
     def init_arch_logits(self) -> None:
         self.arch_logits = nn.ParameterDict({g: nn.Parameter(t) for g, t in self.layout.init_logits().items()})
 
-    def end_warmup(self, id_counts: list[torch.Tensor]) -> None:
-        """Called once when the warm-up ends, before the first arch step; `id_counts[f]`
-        [cardinality_f]: the weight part's id frequencies of feature f. Nothing by default."""
+    def inherit(self, id_counts: list[torch.Tensor]) -> None:
+        """Re-derive the smaller candidates of `inherited_groups` from the trained largest ones;
+        `id_counts[f]` [cardinality_f]: the weight part's id frequencies of feature f. The search
+        calls it before arch steps read them and before the supernet is evaluated or extracted."""
+
+    def alignment_loss(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor | None:
+        """An extra weight-step loss that keeps the outputs of candidates read by shared weights in
+        one space (`SearchConfig.align_heads`), or None. None by default."""
+        return None
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return list(self.arch_logits.values())
@@ -79,6 +88,7 @@ class Supernet(SupernetBase):
     """
 
     enumerated_groups = ("interaction",)
+    inherited_groups = ("emb_rows",)
 
     def __init__(self, space: SearchSpace):
         super().__init__(space)
@@ -93,9 +103,14 @@ class Supernet(SupernetBase):
         self.register_buffer("dim_masks", prefix_masks(self.dims, d_max), persistent=False)
         self.init_arch_logits()
 
-    def end_warmup(self, id_counts: list[torch.Tensor]) -> None:
-        """Smaller table candidates start from the hashed image of the trained largest ones."""
+    def inherit(self, id_counts: list[torch.Tensor]) -> None:
+        """Every smaller table candidate becomes the hashed image of the trained full table."""
         self.embeddings.inherit_from_largest(id_counts)
+
+    def alignment_loss(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """Every bottom depth's output is dotted with the same embeddings: the shallower closing
+        layers learn to give the deepest one's output (`ElasticMLP.head_alignment`)."""
+        return self.bottom.head_alignment(dense, self.space.num_dense**-0.5)
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
         x, embedded = self.features(dense, sparse, probs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from dnas_hw.cli import main
+from dnas_hw.app.cli import main
 
 
 def run(*args) -> tuple[int, str]:

@@ -249,14 +249,14 @@ COMMANDS = ["data prepare", "data synth", "data synth --raw-tsv", "profile", "se
 @pytest.mark.parametrize("command", COMMANDS)
 def test_an_output_that_cannot_be_written_is_one_error_before_any_work(command, data, lut_path, model_files, arch_file,
                                                                        tmp_path, monkeypatch):
-    import dnas_hw.bench
-    import lut.validate
+    import dnas_hw.app.bench
+    import profiler.validate
 
     def no_work(*args, **kwargs):
         raise AssertionError("the work started before the output was checked")
 
-    monkeypatch.setattr(dnas_hw.bench, "bench", no_work)
-    monkeypatch.setattr(lut.validate, "validate_many", no_work)
+    monkeypatch.setattr(dnas_hw.app.bench, "bench", no_work)
+    monkeypatch.setattr(profiler.validate, "validate_many", no_work)
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder\n")
     args = _commands(tmp_path, data, lut_path, model_files, arch_file, blocked)[command]

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from dnas_hw.app.cli import main
 from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import save_checkpoint
-from dnas_hw.cli import main
 from dnas_hw.export import export_checkpoint
 from dnas_hw.model import build_model
 from lut.table import COLUMNS, Lut, overhead_call
@@ -119,13 +119,13 @@ def test_lut_of_another_target_or_missing_keys_is_refused(exported, tmp_path):
 
 @pytest.mark.slow
 def test_with_data_the_calls_replay_its_rows_and_a_lut_of_other_ids_is_refused(exported, synth_dir, tmp_path, monkeypatch):
-    import dnas_hw.runners
+    import dnas_hw.inputs
     from dnas_hw.data.ids import data_source
 
     source = data_source(synth_dir)
     pools = []
-    real = dnas_hw.runners.dlrm_input_pool
-    monkeypatch.setattr(dnas_hw.runners, "dlrm_input_pool", lambda *a, **k: pools.append(k.get("ids")) or real(*a, **k))
+    real = dnas_hw.inputs.dlrm_input_pool
+    monkeypatch.setattr(dnas_hw.inputs, "dlrm_input_pool", lambda *a, **k: pools.append(k.get("ids")) or real(*a, **k))
     code, out = _run(exported / "m.onnx", "--batch-size", "8", "--data", synth_dir, "--json", tmp_path / "b.json")
     assert code == 0, out
     assert pools == [source] and f"ids {source.describe()}" in out

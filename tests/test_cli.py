@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from dnas_hw import __version__
-from dnas_hw.cli import main
+from dnas_hw.app.cli import main
 
 
 def command_paths(group: click.Group = main, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dnas_hw.cli import main
+from dnas_hw.app.cli import main
 from dnas_hw.data import criteo
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.data.splits import DaysSplit, RandomSplit, day_bounds

@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from dnas_hw.cli import main
+from dnas_hw.app.cli import main
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.data.synth import (
     IMPORTANT, KAGGLE_CARDINALITIES, SynthOptions, Teacher, roles, standardise, synth, synth_cardinalities,

@@ -16,7 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from dnas_hw.cli import main
+from dnas_hw.app.cli import main
 from dnas_hw.errors import UserError
 from dnas_hw.family import PLUGINS_ENV, arch_from_dict, family_of, load_arch
 from dnas_hw.ops import OpCall

@@ -21,7 +21,7 @@ import torch
 from click.testing import CliRunner
 
 from dnas_hw import distributed
-from dnas_hw.cli import main
+from dnas_hw.app.cli import main
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.errors import UserError
 
@@ -50,9 +50,9 @@ def train_args(data: Path, arch: Path, out: Path, *extra: str) -> list[str]:
 
 
 def torchrun(args: list[str]) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node 2 -m dnas_hw.cli ARGS` (gloo, one thread per rank)."""
+    """`torchrun --standalone --nproc_per_node 2 -m dnas_hw.app.cli ARGS` (gloo, one thread per rank)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "dnas_hw.cli", *args]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "dnas_hw.app.cli", *args]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 
 

@@ -11,9 +11,9 @@ import torch
 from click.testing import CliRunner
 
 from dnas_hw import export as export_mod
+from dnas_hw.app.cli import main
 from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import save_checkpoint
-from dnas_hw.cli import main
 from dnas_hw.errors import UserError
 from dnas_hw.export import (
     PARITY_BATCH_SIZES,

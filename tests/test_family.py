@@ -10,8 +10,8 @@ import torch
 from click.testing import CliRunner
 
 from dnas_hw import family
+from dnas_hw.app.cli import main
 from dnas_hw.arch import Arch
-from dnas_hw.cli import main
 from dnas_hw.errors import UserError
 from dnas_hw.family import FamilyError, arch_from_dict, family_of, get_family, load_arch, register_family
 from dnas_hw.model import DLRM

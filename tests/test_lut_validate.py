@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lut.validate import fidelity
+from profiler.validate import fidelity
 
 
 def test_fidelity_statistics_by_hand():

@@ -8,9 +8,9 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from dnas_hw.cli import main
+from dnas_hw.app.cli import main
+from dnas_hw.app.report import PLOTS, against_reference, mean_probs_by_kind, pareto_front
 from dnas_hw.data.ids import IdSource, data_source
-from dnas_hw.report import PLOTS, against_reference, mean_probs_by_kind, pareto_front
 
 TINY = ["--space", "dlrm-tiny", "--rows", "3000", "--batch-size", "16", "--search-epochs", "2", "--train-epochs", "1"]
 
@@ -69,10 +69,10 @@ def test_pipeline_writes_report_plots_and_every_stage(first_run):
 @pytest.mark.slow
 def test_second_run_redoes_no_stage(first_run, monkeypatch):
     run, args, _ = first_run
-    import dnas_hw.bench
+    import dnas_hw.app.bench
     import dnas_hw.data.synth
     import dnas_hw.export
-    import dnas_hw.train_cli
+    import dnas_hw.train
     import profiler.run
     import search.margin
     import search.run
@@ -82,7 +82,7 @@ def test_second_run_redoes_no_stage(first_run, monkeypatch):
 
     for module, name in [(dnas_hw.data.synth, "synth"), (profiler.run, "profile_to_lut"), (search.run, "run_search"),
                          (search.margin, "run_search_within"),
-                         (dnas_hw.train_cli, "train_arch"), (dnas_hw.export, "export_checkpoint"), (dnas_hw.bench, "bench")]:
+                         (dnas_hw.train, "train_arch"), (dnas_hw.export, "export_checkpoint"), (dnas_hw.app.bench, "bench")]:
         monkeypatch.setattr(module, name, refuse)
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.suffix in (".pt", ".onnx", ".csv") or p.name == "summary.json"}
     result = CliRunner().invoke(main, args)
@@ -96,7 +96,7 @@ def test_a_new_run_reuses_the_cached_lut(first_run, tmp_path, monkeypatch):
     run, args, _ = first_run
     import profiler.run
     from dnas_hw.data.folder import PreparedData
-    from dnas_hw.pipeline import PipelineOptions, stage_lut
+    from dnas_hw.app.pipeline import PipelineOptions, stage_lut
     from dnas_hw.space import get_space
 
     monkeypatch.setattr(profiler.run, "profile_to_lut", lambda *a, **k: pytest.fail("profiled although a cached LUT fits"))
@@ -125,7 +125,7 @@ def test_rerun_with_other_options_is_refused(first_run):
 
 def test_default_budgets_are_the_reference_latency_and_half_of_it():
     from dnas_hw.arch import dlrm_kaggle_reference
-    from dnas_hw.pipeline import default_budgets_us, round_up
+    from dnas_hw.app.pipeline import default_budgets_us, round_up
     from dnas_hw.space import get_space
     from lut.predict import predict
     from search_fixtures import toy_lut
@@ -167,7 +167,7 @@ def test_mean_probs_by_kind_averages_slots_and_ranks_table_sizes():
 
 
 def test_given_data_folder_is_used_in_place_and_rows_do_not_matter(tmp_path):
-    from dnas_hw.pipeline import PipelineOptions, stage_data
+    from dnas_hw.app.pipeline import PipelineOptions, stage_data
 
     data = tmp_path / "prepared"
     a = PipelineOptions(out=tmp_path / "a", data_dir=data, rows=1000)

@@ -19,11 +19,11 @@ from dnas_hw.family import builtin_space_names, load_space
 from dnas_hw.ops import registered_ops
 from dnas_hw.space import get_space
 from lut.table import Lut, meta_path, overhead_call
-from lut.validate import validate_lut
 from profiler.keys import all_keys, space_calls
 from profiler.overhead import MIN_FACTOR, REFERENCE_SAMPLES
 from profiler.run import BLOCK_OPS, PartialFile, partial_path, profile_to_lut
 from profiler.timers import op_input_pool, op_timer
+from profiler.validate import validate_lut
 
 B = 4
 REPO = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def test_dlrm_tiny_profiles_in_seconds_into_a_complete_lut(tiny_lut):
                   "in_model_factor", "allocator"):
         assert field in meta, field
     assert (meta["backend"], meta["device"], meta["threads"], meta["space_hash"]) == ("torch", "cpu", 1, space.fingerprint())
-    if sys.platform.startswith("linux"):  # glibc: measured with the serving allocator (dnas_hw.allocator)
+    if sys.platform.startswith("linux"):  # glibc: measured with the serving allocator (profiler.allocator)
         assert meta["allocator"].startswith("glibc: trim off")
     assert not partial_path(path).exists() and not meta_path(partial_path(path)).exists()
     assert (loaded.rows["repeats"] > 0).all()
@@ -145,7 +145,7 @@ def test_validate_refuses_a_lut_missing_rows_before_timing(tiny_lut):
 
 
 def _subprocess_profile(space_file: Path, out: Path, *extra) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "dnas_hw.cli", "profile", "--space", str(space_file), "--backend", "torch",
+    cmd = [sys.executable, "-m", "dnas_hw.app.cli", "profile", "--space", str(space_file), "--backend", "torch",
            "--batch-size", "2", "--out", str(out), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

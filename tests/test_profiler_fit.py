@@ -7,7 +7,6 @@ import pytest
 
 from dnas_hw.space import get_space
 from dnas_hw.timing import TimingStats
-from lut.validate import sample_archs
 from profiler.overhead import (
     MIN_FACTOR,
     REFERENCE_SAMPLES,
@@ -20,6 +19,7 @@ from profiler.overhead import (
     theil_sen_slope,
 )
 from profiler.run import op_factor, scaled
+from profiler.validate import sample_archs
 
 PERCENTILES = ("p10_us", "p50_us", "p90_us")
 KINDS = ("linear", "embedding", "interaction_dot")

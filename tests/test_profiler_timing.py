@@ -8,16 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from dnas_hw.runners import (
-    best_of,
-    default_clock,
-    dlrm_input_pool,
-    pool_sets,
-    spread_ids,
-    time_onnx,
-    time_torch,
-)
+from dnas_hw.inputs import dlrm_input_pool, pool_sets, spread_ids
 from dnas_hw.timing import TimingStats, time_callable
+from profiler.runners import best_of, default_clock, time_onnx, time_torch
 from profiler.timers import null_graph
 
 

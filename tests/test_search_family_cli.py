@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from dnas_hw.cli import main
+from dnas_hw.app.cli import main
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.family import PLUGINS_ENV, load_arch
 from dnas_hw.space import get_space

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from dnas_hw.app.cli import main
 from dnas_hw.arch import Arch
-from dnas_hw.cli import main
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.space import get_space
 from lut.predict import predict
@@ -46,15 +46,16 @@ def assert_the_search_itself_landed_in_the_band(summary: dict, budget_us: float)
     assert summary["budget_status"] == "ok" and summary["within_budget"]
 
 
-# With table inheritance (the default) the smaller tables look as good as the full ones right
-# after the warm-up, the argmax drops under the floor, and the controller's pull does not bring
-# it back in this run's few arch steps: a known defect of the controller, kept visible here.
-INHERITANCE_LEAVES_THE_BAND = pytest.mark.xfail(
-    strict=True, reason="budget controller: with table inheritance the argmax ends outside the band on tiny data")
+# At 0.6 of the range with inherited tables, the argmax ends just under the floor (0.78-0.79 of
+# the budget) and the controller's negative multiplier does not pull it up within this run's 20
+# arch steps; a larger dual-ascent step overshot instead (the argmax moves in jumps of up to a
+# third of the band). A known defect of the controller on tiny data, kept visible.
+UNDER_THE_FLOOR = pytest.mark.xfail(strict=True, reason="budget controller: argmax under the floor at 0.6 with inherited tables")
 
 
-@pytest.mark.parametrize("inherit", [False, pytest.param(True, marks=INHERITANCE_LEAVES_THE_BAND)], ids=["own-rows", "inherited"])
-@pytest.mark.parametrize("share", [0.3, 0.6])
+@pytest.mark.parametrize("share, inherit", [(0.3, False), (0.6, False), (0.3, True),
+                                            pytest.param(0.6, True, marks=UNDER_THE_FLOOR)],
+                         ids=["0.3-own-rows", "0.6-own-rows", "0.3-inherited", "0.6-inherited"])
 def test_search_writes_a_run_folder_within_budget(data, space, tmp_path, share, inherit):
     lut = toy_lut(space, B)
     budget = _budget(lut, space, share)
@@ -237,7 +238,7 @@ def test_other_penalty_forms_and_sampling_modes_run_and_respect_the_budget(data,
 def test_every_search_config_field_is_a_search_option():
     from dataclasses import fields
 
-    from search.cli import search
+    from dnas_hw.app.search_cli import search
 
     names = {p.name for p in search.params}
     assert {f.name for f in fields(SearchConfig)} <= names

@@ -149,7 +149,8 @@ def test_an_arch_step_takes_the_interaction_gradient_by_enumeration(tmp_path):
 
     space = SMALL_KAGGLE
     config = SearchConfig(enumerate_groups=True)
-    search = Searcher(space, cost_tables(space, toy_lut(space, 64), 64, config), 1e9, config)
+    search = Searcher(space, cost_tables(space, toy_lut(space, 64), 64, config), 1e9, config,
+                      [torch.ones(c) for c in space.cardinalities])
     trained_like(search.net, 4)
     with torch.no_grad():
         search.net.arch_logits["interaction"].copy_(torch.tensor([[0.3, -0.2]]))

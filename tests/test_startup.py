@@ -11,13 +11,13 @@ from pathlib import Path
 import click
 import pytest
 
-from dnas_hw.cli import COMMANDS, main
+from dnas_hw.app.cli import COMMANDS, main
 from test_lut_table import save_toy
 
 # Runs the CLI in a fresh interpreter and prints which heavy modules it imported.
 PROBE = """
 import json, sys
-from dnas_hw.cli import main
+from dnas_hw.app.cli import main
 try:
     main(sys.argv[1:], prog_name="dnas-hw")
 except SystemExit as e:
@@ -46,7 +46,7 @@ def raw_criteo(path: Path, rows: int = 40) -> Path:
 
 
 def test_importing_the_cli_imports_no_command():
-    code = "import sys, dnas_hw.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pandas', 'numpy', 'lut', 'search', 'profiler')))"
+    code = "import sys, dnas_hw.app.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pandas', 'numpy', 'lut', 'search', 'profiler')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -1,6 +1,6 @@
 """Which ids the timed embedding lookups see: spread over each table, or replayed from a data folder's rows.
 
-- `spread`: ids over the whole table without repeats (`dnas_hw.runners.spread_ids`).
+- `spread`: ids over the whole table without repeats (`dnas_hw.inputs.spread_ids`).
   Every lookup touches a row the calls just before it did not: the worst case
   for the caches, and the only choice without data.
 - `data`: the ids (and dense features) of consecutive rows of one split of a

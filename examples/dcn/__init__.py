@@ -7,7 +7,7 @@ built-in spaces `dcn-tiny` and `dcn-kaggle`, and its search hook
 points: `dnas_hw.ops.register_op`, `dnas_hw.family.register_family` and the
 core's building blocks. From the repository root:
 
-    DNAS_HW_PLUGINS=examples.dcn python -m dnas_hw.cli profile --space examples/dcn/space.toml ...
+    DNAS_HW_PLUGINS=examples.dcn python -m dnas_hw.app.cli profile --space examples/dcn/space.toml ...
 """
 
 from dnas_hw.family import register_family

@@ -16,7 +16,7 @@ arena.
 `serving_allocator()` sets the same for this process: trimming off, and
 `mmap` only for blocks of `MMAP_THRESHOLD` or more (tables and weights,
 allocated once when a model is built, not per call). Everything that times
-(`dnas_hw.runners`, `profiler.timers`) calls it first, so profiles, `lut
+(`profiler.runners`, `profiler.timers`) calls it first, so profiles, `lut
 validate` and `dnas-hw bench` measure in the same regime. Elsewhere than
 glibc it does nothing and says so.
 """

@@ -142,7 +142,7 @@ def stage_data(run: Path, opts: PipelineOptions) -> Path:
 def lut_cache_path(cache: Path, space: SearchSpace, opts: PipelineOptions, ids: IdSource) -> Path:
     """The cache entry for this machine's CPU, the target, the space (by fingerprint) and the ids (the data's
     fingerprint: the same synthetic rows made again share an entry)."""
-    from dnas_hw.bench import machine_info
+    from profiler.environment import machine_info
 
     cpu = hashlib.sha256(str(machine_info()["cpu"]).encode()).hexdigest()[:8]
     source = f"data{ids.fingerprint}" if ids.kind == DATA else ids.kind
@@ -223,8 +223,7 @@ def references(space: SearchSpace, cardinalities) -> list[Candidate]:
 
 
 def stage_train(run: Path, data_dir: Path, cand: Candidate, opts: PipelineOptions) -> Path:
-    from dnas_hw.train import TrainConfig
-    from dnas_hw.train_cli import train_arch
+    from dnas_hw.train import TrainConfig, train_arch
 
     folder = run / "train" / cand.name
     if (folder / "metrics.json").is_file() and (folder / "model.pt").is_file():
@@ -252,7 +251,7 @@ def stage_export(run: Path, cand: Candidate, checkpoint: Path) -> Path:
 
 def stage_bench(run: Path, cand: Candidate, onnx_path: Path, checkpoint: Path, opts: PipelineOptions,
                 ids: IdSource) -> dict:
-    from dnas_hw.bench import bench
+    from dnas_hw.app.bench import bench
 
     path = run / "bench" / f"{cand.name}.json"
     if path.is_file():
@@ -345,7 +344,7 @@ def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
 
 def _run_stages(opts: PipelineOptions) -> dict[str, Any]:
     from dnas_hw.data.folder import PreparedData
-    from dnas_hw.report import write_report
+    from dnas_hw.app.report import write_report
     from lut.table import Lut
 
     started = _STARTED[0] = time.perf_counter()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from dnas_hw.cli_types import INT_LIST
-from lut.cli import DATA_HELP, IDS_HELP, SPACE_HELP, resolve_space
+from dnas_hw.app.cli_types import INT_LIST
+from dnas_hw.app.lut_cli import DATA_HELP, IDS_HELP, SPACE_HELP, resolve_space
 
 
 @click.command()

@@ -1,6 +1,6 @@
 """Timing an exported model as it is served, and comparing it with the LUT's prediction.
 
-The measurement goes through `dnas_hw.runners` (realistic input pools, the same
+The measurement goes through `profiler.runners` (realistic input pools, the same
 timer and session settings the profiler used to fill the LUT), so a LUT's
 prediction and a bench figure are measured the same way and their difference is
 the LUT's error, not a difference of method.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from dnas_hw.errors import UserError
 from dnas_hw.export import OnnxModelInfo, read_model_info, sparse_id_ranges
 from dnas_hw.progress import progress
 from lut.predict import predict
+from profiler.environment import machine_info
 
 BACKENDS = ("onnxruntime", "torch")
 DEVICES = ("cpu", "cuda")
@@ -55,7 +55,8 @@ def measure(
 ) -> list[BenchRow]:
     """Per-batch-size latency of the model on `backend` (torch: the checkpoint's model in eager mode);
     `ids`: the model's inputs (`dnas_hw.data.ids`: a data folder's rows, or None: spread ids)."""
-    from dnas_hw.runners import OnnxRunner, dlrm_input_pool, time_torch
+    from dnas_hw.inputs import dlrm_input_pool
+    from profiler.runners import OnnxRunner, time_torch
 
     if backend not in BACKENDS:
         raise UserError(f"backend {backend!r}: use one of {list(BACKENDS)}")
@@ -166,30 +167,6 @@ def _data_features(ids: IdSource) -> tuple[int, int]:
 
     data = PreparedData.open(ids.path)
     return data.num_dense, data.num_sparse
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, logical cores and runtime versions of this machine."""
-    import onnxruntime
-    import torch
-
-    return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -1,11 +1,11 @@
 """The `dnas-hw` command line: one click group, one sub-command per stage.
 
-Each stage's command lives beside its code; this module only names them (a
-command's module is imported when that command runs, so `dnas-hw --help` and
-the commands that need no torch start at once) and is the one place where an
-error a user can cause (a `UserError`, a bad option or argument, a file the
-system refuses to read or write) becomes one line on stderr, `error: ...`, with
-exit code 2 and no traceback.
+Each command has its module in this package (`<command>_cli.py`); this module
+only names them (a command's module is imported when that command runs, so
+`dnas-hw --help` and the commands that need no torch start at once) and is the
+one place where an error a user can cause (a `UserError`, a bad option or
+argument, a file the system refuses to read or write) becomes one line on
+stderr, `error: ...`, with exit code 2 and no traceback.
 """
 
 from __future__ import annotations
@@ -17,35 +17,35 @@ import warnings
 import click
 
 from dnas_hw import __version__
-from dnas_hw.cli_lazy import LazyGroup
+from dnas_hw.app.cli_lazy import LazyGroup
 from dnas_hw.errors import UserError
 
 # name -> (where the command is defined, its one-line summary for `dnas-hw --help`).
 COMMANDS = {
-    "data": ("dnas_hw.data.cli:data", "Prepare Criteo data, make synthetic data, show a prepared folder."),
+    "data": ("dnas_hw.app.data_cli:data", "Prepare Criteo data, make synthetic data, show a prepared folder."),
     "profile": (
-        "profiler.cli:profile",
+        "dnas_hw.app.profile_cli:profile",
         "Time every (op, shape) key of SPACE at each batch size on BACKEND/DEVICE into a LUT.",
     ),
-    "lut": ("lut.cli:lut", "Inspect, use and validate latency lookup tables (LUT.csv + LUT.meta.json)."),
+    "lut": ("dnas_hw.app.lut_cli:lut", "Inspect, use and validate latency lookup tables (LUT.csv + LUT.meta.json)."),
     "search": (
-        "search.cli:search",
+        "dnas_hw.app.search_cli:search",
         "Search SPACE on DATA for the best arch whose LUT latency at --batch-size fits --latency-budget.",
     ),
     "train": (
-        "dnas_hw.train_cli:train",
+        "dnas_hw.app.train_cli:train",
         "Train ARCH on DATA and write OUT/model.pt and OUT/metrics.json (val and test metrics).",
     ),
     "export": (
-        "dnas_hw.export_cli:export",
+        "dnas_hw.app.export_cli:export",
         "Export CHECKPOINT to OUT: inputs dense [B,13] float32 and sparse [B,26] int64, output prob [B].",
     ),
     "bench": (
-        "dnas_hw.bench_cli:bench",
+        "dnas_hw.app.bench_cli:bench",
         "Time MODEL (written by `dnas-hw export`) per batch size: p50/p90 latency and throughput.",
     ),
     "pipeline": (
-        "dnas_hw.pipeline_cli:pipeline",
+        "dnas_hw.app.pipeline_cli:pipeline",
         "Data, profile, search per budget, retrain, export, bench, and OUT/report.md with plots.",
     ),
 }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dnas_hw.cli_types import DURATION_US, config_options
+from dnas_hw.app.cli_types import DURATION_US, config_options
 from lut.margin import DEFAULT_QUANTILE, QUANTILES
 from search.config import SearchConfig
 
@@ -34,7 +34,7 @@ def search(data_dir, space_name, lut_path, budget_us, batch_size, out, resume, b
     The search aims at the budget less the margin by which the LUT under-predicted
     whole models it was not fitted to (lut.margin), so that the derived model's
     measured p50 (or p90) stays within the budget.
-    Under `torchrun --nproc_per_node N -m dnas_hw.cli search ...` the N processes
+    Under `torchrun --nproc_per_node N -m dnas_hw.app.cli search ...` the N processes
     search data-parallel (--train-batch-size is the global batch) and rank 0 writes.
     Every `search.config.SearchConfig` field is an option (--epochs, --weight-lr, ...).
     """

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dnas_hw.cli_types import INT_LIST
+from dnas_hw.app.cli_types import INT_LIST
 
 
 def resolve_space(space_name: str, data_dir: str | None):
@@ -122,7 +122,7 @@ def validate(lut_path, space_name, data_dir, samples, batch_size, seed, out, ids
     from dnas_hw.data.ids import id_source
     from dnas_hw.files import check_writable, write_json_atomic
     from lut.table import Lut
-    from lut.validate import validate_many
+    from profiler.validate import validate_many
 
     sizes = sorted(set(batch_size))
     paths = {b: Path(out) if len(sizes) == 1 else Path(out).with_suffix(f".b{b}.json") for b in sizes}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dnas_hw import pipeline as p
+from dnas_hw.app import pipeline as p
 
 
 class BudgetList(click.ParamType):
@@ -15,7 +15,7 @@ class BudgetList(click.ParamType):
     name = "LATENCY[,LATENCY...]"
 
     def convert(self, value, param, ctx):
-        from dnas_hw.cli_types import parse_duration_us
+        from dnas_hw.app.cli_types import parse_duration_us
 
         if isinstance(value, tuple):
             return value

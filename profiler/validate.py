@@ -1,7 +1,7 @@
 """Does the LUT predict real latency? Sample archs, time each whole model, compare with the prediction.
 
 `validate_lut` samples `samples` archs from the space (seeded), builds each as
-served (`dnas_hw.runners`: the torch module, or the exported model in one
+served (`profiler.runners`: the torch module, or the exported model in one
 onnxruntime session, on the LUT's backend, device and threads), times it with
 the same timer rules the profiler used, and reports how far the predictions
 are off: `median_abs_error_pct`, `within_10pct` (fraction), `spearman` (rank
@@ -19,9 +19,9 @@ import numpy as np
 from dnas_hw.data.ids import IdSource
 from dnas_hw.metrics import spearman
 from dnas_hw.progress import progress
-from dnas_hw.runners import time_archs
 from lut.predict import predict
 from lut.table import Lut, overhead_call
+from profiler.runners import time_archs
 
 # Archs timed together: their rounds interleave (so a burst of load spoils one
 # round of each, not all rounds of one), and their models are in memory at once.

@@ -3,17 +3,10 @@
 Shared by the profiler (one-op graphs), `lut validate` (whole models) and
 `dnas-hw bench`, so all three measure the same way.
 
-- An *input pool* is a list of input sets (tuples of tensors); every timed call
-  consumes the next set, cycling. The pool is large enough (`pool_sets`) that
-  the embedding rows one call touches were not touched by the calls just
-  before it, as in real serving, where each request brings new ids.
-- Dense features look like Criteo's (log1p of heavy-tailed counts), never zeros;
-  ids are spread over the whole id range without repeats (within a pool, as far
-  as the range allows): the worst case for the caches. Given a data source
-  (`dnas_hw.data.ids`), a pool replays consecutive rows of the data instead:
-  its ids with their real frequency skew, and its dense features.
+- Inputs: every timed call consumes the next set of an input pool
+  (`dnas_hw.inputs`: drawn like real traffic, new ids each call), cycling.
 - Allocator: every runner first sets the process's allocator as a serving
-  process does (`dnas_hw.allocator`: no trimming, no per-call mmap), or a torch
+  process does (`profiler.allocator`: no trimming, no per-call mmap), or a torch
   model pays page faults for its activations on every call, sometimes.
 - Clock: on CPU with one thread, the calling thread's CPU clock (`default_clock`):
   all the work runs on that thread, and time slices the OS gives to other
@@ -43,81 +36,32 @@ API::
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from dnas_hw.allocator import serving_allocator
-from dnas_hw.data.ids import DATA, IdSource
+from dnas_hw.data.ids import IdSource
+from dnas_hw.family import build_model
+from dnas_hw.inputs import dlrm_input_pool
+from dnas_hw.model import Probability
+from dnas_hw.onnx_io import export_module, ort_session
 from dnas_hw.timing import TimingStats, time_callable
+from profiler.allocator import serving_allocator
 
 InputSet = tuple[torch.Tensor, ...]
 
 BACKENDS = ("torch", "onnxruntime")
 DEVICES = ("cpu", "cuda")
 
-# A pool holds about this many samples (batch_size x sets), so consecutive calls
-# touch different embedding rows; at least MIN_SETS and at most MAX_SETS sets.
-POOL_SAMPLES = 1 << 15
-MIN_SETS = 16
-MAX_SETS = 4096
 # Rounds per latency; the best round's statistics are kept.
 ROUNDS = 7
 # One round of a whole-model timing: short, so that the rounds can be many and spread.
 MODEL_TIMER = dict(warmup=10, min_repeats=20, max_repeats=5000, min_time_s=0.05, max_time_s=0.5, rel_tol=0.02)
 
 
-# --------------------------------------------------------------------------- inputs
-
-
-def pool_sets(batch_size: int, samples: int = POOL_SAMPLES) -> int:
-    """How many input sets a pool at `batch_size` holds (about `samples` samples in all)."""
-    return int(min(MAX_SETS, max(MIN_SETS, math.ceil(samples / batch_size))))
-
-
-def spread_ids(num_ids: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` int64 ids in [0, num_ids): no id repeats until all `num_ids` have been used."""
-    if num_ids >= count:
-        return rng.choice(num_ids, size=count, replace=False).astype(np.int64)
-    reps = math.ceil(count / num_ids)
-    return np.concatenate([rng.permutation(num_ids) for _ in range(reps)])[:count].astype(np.int64)
-
-
-def dense_features(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Criteo-like dense features of `shape`: log1p of heavy-tailed counts, float32."""
-    counts = np.floor(rng.lognormal(mean=1.5, sigma=2.0, size=shape))
-    return np.log1p(counts).astype(np.float32)
-
-
-def dlrm_input_pool(
-    num_dense: int,
-    cardinalities_or_rows: Sequence[int],
-    batch_size: int,
-    n: int | None = None,
-    seed: int = 0,
-    ids: IdSource | None = None,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`n` input sets `(dense [B, num_dense] float32, sparse [B, F] int64)` for a DLRM.
-
-    Spread ids (`ids` None or spread): feature f's ids lie in [0, cardinalities_or_rows[f])
-    and do not repeat across the pool while the range allows. Data ids: the pool is
-    `n * B` consecutive rows of the data (`IdSource.window`, seeded by `seed`), dense
-    features and ids as stored. `n` defaults to `pool_sets(batch_size)`.
-    """
-    n = pool_sets(batch_size) if n is None else int(n)
-    if ids is not None and ids.kind == DATA:
-        dense, sparse = ids.window(n * batch_size, seed, num_dense, len(cardinalities_or_rows))
-        dense = dense.reshape(n, batch_size, num_dense)
-        sparse = sparse.reshape(n, batch_size, len(cardinalities_or_rows))
-        return [(torch.from_numpy(dense[i]), torch.from_numpy(sparse[i])) for i in range(n)]
-    rng = np.random.default_rng(seed)
-    dense = dense_features((n, batch_size, num_dense), rng)
-    sparse = np.stack([spread_ids(int(c), n * batch_size, rng) for c in cardinalities_or_rows], axis=1)
-    sparse = sparse.reshape(n, batch_size, len(cardinalities_or_rows))
-    return [(torch.from_numpy(dense[i]), torch.from_numpy(np.ascontiguousarray(sparse[i]))) for i in range(n)]
+# --------------------------------------------------------------------------- input pools
 
 
 def cycling(pool: Sequence) -> Callable[[], object]:
@@ -187,8 +131,6 @@ class OnnxRunner:
     """
 
     def __init__(self, model, threads: int, device: str = "cpu"):
-        from dnas_hw.onnx_io import ort_session
-
         serving_allocator()
         self.session = ort_session(str(model) if isinstance(model, Path) else model, threads, device)
         self.threads = threads
@@ -238,16 +180,11 @@ def deployed_model(arch, seed: int = 0) -> torch.nn.Module:
 
     The model comes from the arch's family (`dnas_hw.family.build_model`; DLRM by default).
     """
-    from dnas_hw.family import build_model
-    from dnas_hw.model import Probability
-
     return Probability(build_model(arch, seed=seed)).eval()
 
 
 def export_deployed(model: torch.nn.Module, num_dense: int, num_sparse: int):
     """The served model as ONNX (inputs `dense`, `sparse`; output `prob`; dynamic batch)."""
-    from dnas_hw.onnx_io import export_module
-
     example = (torch.ones(2, num_dense), torch.zeros(2, num_sparse, dtype=torch.int64))
     return export_module(model, example, ["dense", "sparse"], ["prob"])
 

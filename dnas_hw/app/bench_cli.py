@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from dnas_hw.cli_types import INT_LIST
-from lut.cli import IDS_HELP
+from dnas_hw.app.cli_types import INT_LIST
+from dnas_hw.app.lut_cli import IDS_HELP
 
 
 @click.command()
@@ -33,7 +33,7 @@ def bench(model, batch_sizes, threads, backend, device, checkpoint, lut_path, fo
     LUT's prediction for the model's arch (stored in the ONNX file) and its error
     in percent; a LUT profiled with other ids than these is refused (--force: compared anyway).
     """
-    from dnas_hw.bench import bench as run_bench, format_table
+    from dnas_hw.app.bench import bench as run_bench, format_table
     from dnas_hw.data.ids import id_source
     from dnas_hw.files import check_writable, write_json_atomic
 
