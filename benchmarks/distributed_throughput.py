@@ -76,10 +76,10 @@ def run(data_dir, rows, batch_sizes, epochs, runs, seed, json_path) -> None:
 def worker(data_dir, batch_size, epochs, seed, out) -> None:
     """One rank: train the reference DLRM for EPOCHS epochs, timing each between barriers."""
     from dnas_hw import distributed
-    from dnas_hw.arch import dlrm_kaggle_reference
     from dnas_hw.data.folder import PreparedData
+    from dnas_hw.dlrm.arch import dlrm_kaggle_reference
+    from dnas_hw.dlrm.model import build_model
     from dnas_hw.files import write_json_atomic
-    from dnas_hw.model import build_model
     from dnas_hw.train import TrainConfig, make_optimizers, split_parameters, train_epoch
 
     with distributed.session():

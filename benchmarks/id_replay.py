@@ -93,8 +93,8 @@ def lut_effect(space_name: str, folder: str, batch_size: int, workdir: Path) -> 
     """`space_name` bound to `folder`, profiled on onnxruntime (CPU, 1 thread) with spread and with data ids: the
     DLRM reference's price and its lookups' share, what keeping each of the largest tables whole costs over the
     space's smallest table choice (at dim 16, the reference's), and the budget margin each LUT derives."""
-    from dnas_hw.arch import dlrm_kaggle_reference
     from dnas_hw.data.ids import IdSource
+    from dnas_hw.dlrm.arch import dlrm_kaggle_reference
     from dnas_hw.space import get_space
     from lut.margin import budget_margin
     from lut.predict import predict

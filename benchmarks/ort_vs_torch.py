@@ -21,11 +21,11 @@ import click
 
 from dnas_hw.app.bench import measure
 from dnas_hw.app.cli_types import INT_LIST
-from dnas_hw.arch import Arch, dlrm_kaggle_reference
 from dnas_hw.checkpoint import save_checkpoint
+from dnas_hw.dlrm.arch import Arch, dlrm_kaggle_reference
+from dnas_hw.dlrm.model import build_model
 from dnas_hw.export import export_checkpoint, read_model_info
 from dnas_hw.files import write_json_atomic
-from dnas_hw.model import build_model
 from dnas_hw.space import get_space
 from profiler.environment import machine_info
 

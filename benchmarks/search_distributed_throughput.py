@@ -42,7 +42,8 @@ def make_search(data_dir: str, batch_size: int, seed: int):
     from dnas_hw.data.folder import PreparedData
     from dnas_hw.space import get_space
     from search.config import SearchConfig
-    from search.cost import CostTables, cost_table
+    from search.cost import CostTables
+    from search.family_search import cost_table
     from search.run import Searcher, id_counts
 
     torch.set_num_threads(1)

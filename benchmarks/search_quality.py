@@ -39,17 +39,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dnas_hw.arch import Arch, dlrm_kaggle_reference
 from dnas_hw.checkpoint import load_checkpoint
 from dnas_hw.data.folder import PreparedData
+from dnas_hw.dlrm.arch import Arch, dlrm_kaggle_reference
 from dnas_hw.space import get_space
-from dnas_hw.train import TrainConfig, evaluate, fit
-from dnas_hw.train import train_arch
+from dnas_hw.train import TrainConfig, evaluate, fit, train_arch
 from lut.predict import predict
 from lut.table import Lut
 from search.config import SearchConfig
-from search.cost import latency_table, one_hot_cost
+from search.cost import one_hot_cost
 from search.extremes import extreme_arch
+from search.family_search import latency_table
 from search.layout import Layout
 from search.run import run_search
 

@@ -20,12 +20,13 @@ import torch
 from torch import nn
 
 from dnas_hw.data.synth import synth_cardinalities
-from dnas_hw.model import build_model
+from dnas_hw.dlrm.model import build_model
 from dnas_hw.space import elastic_input_widths, get_space
 from dnas_hw.timing import time_callable
 from dnas_hw.train import make_optimizers, split_parameters
 from search.config import SearchConfig
-from search.cost import CostTables, cost_table
+from search.cost import CostTables
+from search.family_search import cost_table
 from search.run import Searcher
 
 

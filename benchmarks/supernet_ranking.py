@@ -30,12 +30,11 @@ from pathlib import Path
 
 import torch
 
-from dnas_hw.arch import Arch, dlrm_kaggle_reference
 from dnas_hw.data.folder import PreparedData
+from dnas_hw.dlrm.arch import Arch, dlrm_kaggle_reference
 from dnas_hw.metrics import kendall_tau, spearman
 from dnas_hw.space import get_space
-from dnas_hw.train import TrainConfig
-from dnas_hw.train import train_arch
+from dnas_hw.train import TrainConfig, train_arch
 from lut.predict import predict
 from lut.table import Lut
 from search.config import SearchConfig

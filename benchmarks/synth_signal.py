@@ -1,7 +1,7 @@
 """Does the planted teacher of `data synth` do its job?
 
 Makes a synthetic folder (default 1M rows), trains the project's DLRM
-(`dnas_hw.model.build_model`) in a few variants and reports test AUC:
+(`dnas_hw.dlrm.model.build_model`) in a few variants and reports test AUC:
 
 - all16:        every table dimension 16;
 - important2:   the teacher's important tables at dimension 2, the rest 16;
@@ -31,11 +31,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dnas_hw.arch import Arch
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.data.synth import IMPORTANT, SynthOptions, Teacher, roles, standardise, synth
+from dnas_hw.dlrm.arch import Arch
+from dnas_hw.dlrm.model import build_model
 from dnas_hw.metrics import auc
-from dnas_hw.model import build_model
 from dnas_hw.train import make_optimizers, split_parameters
 
 

@@ -63,9 +63,9 @@ import click
 import torch
 from torch import nn
 
-from dnas_hw.arch import dlrm_kaggle_reference
+from dnas_hw.dlrm.arch import dlrm_kaggle_reference
+from dnas_hw.dlrm.model import build_model
 from dnas_hw.files import write_json_atomic
-from dnas_hw.model import build_model
 from dnas_hw.progress import progress
 from dnas_hw.train import make_optimizers, split_parameters, updated_in_backward, train_step
 from profiler.environment import machine_info

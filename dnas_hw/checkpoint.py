@@ -5,21 +5,21 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from torch import nn
 
 from dnas_hw.errors import UserError
 from dnas_hw.family import arch_from_dict, build_model
 from dnas_hw.files import first_line, load_torch, save_torch_atomic
-from dnas_hw.model import DLRM
 
 FORMAT = "dnas-hw-model/1"
 
 
-def save_checkpoint(path: str | os.PathLike, model: DLRM, extra: dict[str, Any] | None = None) -> None:
-    """Write `{"format", "arch", "state_dict", "extra"}` atomically."""
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, extra: dict[str, Any] | None = None) -> None:
+    """Write `{"format", "arch", "state_dict", "extra"}` atomically (a model of any family: it has `.arch`)."""
     save_torch_atomic(path, FORMAT, {"arch": model.arch.to_dict(), "state_dict": model.state_dict(), "extra": extra or {}})
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[DLRM, dict[str, Any]]:
+def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """The model (in eval mode) and the checkpoint's `extra`; a bad file is a `UserError`."""
     payload = load_torch(path, FORMAT, "dnas-hw checkpoint")
     arch = arch_from_dict(payload.get("arch"))  # of any model family (its JSON form names it)

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 import torch
 
-from dnas_hw.arch import Arch
+from dnas_hw.arch import ArchMethods
 from dnas_hw.checkpoint import load_checkpoint
 from dnas_hw.data.folder import MAX_CARDINALITY
 from dnas_hw.errors import UserError
@@ -59,14 +59,14 @@ class ExportError(UserError):
 class OnnxModelInfo:
     """What `dnas-hw export` stored in an ONNX file's metadata."""
 
-    arch: Arch
+    arch: ArchMethods
     data_meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ExportResult:
     path: Path
-    arch: Arch
+    arch: ArchMethods
     opset: int
     external_data: bool
     max_abs_diff: dict[int, float]  # batch size -> max |onnxruntime - torch|
@@ -76,7 +76,7 @@ class ExportResult:
 # --------------------------------------------------------------------------- inputs
 
 
-def sparse_id_ranges(arch: Arch, data_meta: dict[str, Any] | None) -> list[int]:
+def sparse_id_ranges(arch: ArchMethods, data_meta: dict[str, Any] | None) -> list[int]:
     """Per-feature id range of the model's input: the data's cardinalities, or the tables' rows."""
     cards = (data_meta or {}).get("cardinalities")
     if cards and len(cards) == arch.num_sparse:
@@ -84,7 +84,7 @@ def sparse_id_ranges(arch: Arch, data_meta: dict[str, Any] | None) -> list[int]:
     return list(arch.emb_rows)
 
 
-def model_inputs(arch: Arch, data_meta: dict[str, Any] | None, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def model_inputs(arch: ArchMethods, data_meta: dict[str, Any] | None, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One input set (dense [B, num_dense] float32, sparse [B, num_sparse] int64) drawn like real data."""
     return dlrm_input_pool(arch.num_dense, sparse_id_ranges(arch, data_meta), batch_size, n=1, seed=seed)[0]
 
@@ -195,7 +195,7 @@ def _refuse_loops(graph: onnx.GraphProto) -> None:
         raise ExportError(f"the exported graph holds {len(loops)} Loop node(s) ({loops[0]}): lookups must be Gathers")
 
 
-def _set_metadata(proto: onnx.ModelProto, arch: Arch, data_meta: dict[str, Any]) -> None:
+def _set_metadata(proto: onnx.ModelProto, arch: ArchMethods, data_meta: dict[str, Any]) -> None:
     values = {META_FORMAT: FORMAT, META_ARCH: arch.to_json(), META_DATA: json.dumps(data_meta, sort_keys=True)}
     kept = [p for p in proto.metadata_props if p.key not in values]
     del proto.metadata_props[:]

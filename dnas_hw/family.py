@@ -1,26 +1,24 @@
 """Model families: which arch type, model builder and search space belong together.
 
-A *family* is a kind of CTR model the toolkit can search over: DLRM (built in,
-registered as `dlrm` by `dnas_hw.dlrm`) or one a user adds (`examples/dcn` is the worked
-example). It bundles:
+A *family* is a kind of CTR model the toolkit can search over: DLRM (built in, the
+package `dnas_hw.dlrm`, registered as `dlrm`) or one a user adds (`examples/dcn` is
+the worked example). It bundles:
 
-- `arch_type`: a frozen dataclass, the derived architecture as plain data, with
-  `to_dict()` / `from_dict(d)` (its JSON form), `ops()` (an object whose
-  `named()` lists `(slot, OpCall)` in execution order: every op the model is
-  built from, so `lut.predict` prices it), `num_dense`, `num_sparse`,
-  `emb_rows`, `num_params()`, `flops(batch_size)`, `check_data(...)`, `save`.
-  `ArchMethods` below supplies the members that follow from `ops()`/`to_dict()`;
+- `arch_type`: a frozen dataclass, the derived architecture as plain data, on the
+  arch protocol of `dnas_hw.arch` (`ArchMethods`: its JSON form, counts, `ops()`,
+  which `lut.predict` prices);
 - `build_model(arch, seed=None) -> nn.Module` with an `.arch` attribute and
   `forward(dense [B, num_dense] float32, sparse [B, num_sparse] int64) -> logits [B]`,
   DLRM's signature, so training, checkpoints, export and bench work unchanged;
-- `space_type`: a frozen dataclass with the protocol of `dnas_hw.space.SearchSpace`
-  (`name`, `num_dense`, `num_sparse`, `cardinalities`, `slots()`, `arch(choices)`,
-  `op_calls()`, `fingerprint()`, `bind()`, `sample()`, `largest()`, `smallest()`),
-  its built-in spaces by name and `space_from_dict(d, name)` for TOML files;
-- optionally `search`: `"module:attribute"` naming the family's
-  `search.family_search.FamilySearch` (its supernet, cost table and weight
-  extraction), imported when a search starts; without it the family profiles,
-  trains, exports and benches but `dnas-hw search` refuses it.
+- `space_type`: a frozen dataclass on the space protocol of `dnas_hw.space`
+  (`SpaceMethods`: `name`, `num_dense`, `num_sparse`, `cardinalities`, `slots()`,
+  `arch(choices)`, `op_calls()`, `fingerprint()`, `bind()`, `sample()`, `largest()`,
+  `smallest()`), its built-in spaces by name and `space_from_dict(d, name)` for TOML files.
+
+A family that can be searched also registers a search hook (its supernet, cost
+table and weight extraction) with the search layer, where the hook is defined:
+`search.hooks.register_search` (DLRM's in `search/dlrm/`). Without one the family
+profiles, trains, exports and benches, but `dnas-hw search` refuses it.
 
 Which family a file belongs to: an arch's JSON form names it under `"family"`
 (absent means `dlrm`, so every DLRM file stays valid), and since checkpoints and
@@ -34,28 +32,25 @@ e.g. `examples.dcn`) and the entry points of group `dnas_hw.families` of
 installed packages are imported the first time a family or space name is not
 found, so `dnas-hw` commands find them with no code change.
 """
-
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import json
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from torch import nn
 
+# ArchMethods and fields_from_dict: imported from here by plugins written before they moved to dnas_hw.arch.
+from dnas_hw.arch import DEFAULT_FAMILY, FAMILY_KEY, ArchMethods, fields_from_dict  # noqa: F401
 from dnas_hw.errors import UserError
-from dnas_hw.files import read_json, write_json_atomic
+from dnas_hw.files import read_json
 from dnas_hw.memory import model_bytes, require_memory
 
-DEFAULT_FAMILY = "dlrm"
-# The key naming the family in an arch's JSON form and in a space TOML.
-FAMILY_KEY = "family"
 PLUGINS_ENV = "DNAS_HW_PLUGINS"
 ENTRY_POINT_GROUP = "dnas_hw.families"
 # The built-in families' modules: each registers its family, so each imports this module,
@@ -79,7 +74,6 @@ class ModelFamily:
     space_type: type
     space_from_dict: Callable[[dict[str, Any], str], Any]  # (TOML mapping without `family`, name) -> space
     spaces: Mapping[str, Any]  # built-in spaces by name
-    search: str | None = None  # "module:attribute" of its search.family_search.FamilySearch
 
 
 _FAMILIES: dict[str, ModelFamily] = {}
@@ -93,7 +87,6 @@ def register_family(
     space_type: type,
     space_from_dict: Callable[[dict[str, Any], str], Any],
     spaces: Mapping[str, Any] = MappingProxyType({}),
-    search: str | None = None,
 ) -> ModelFamily:
     """Register a model family. A second family of the same name, or a built-in
     space name another family already has, raises: names are what files store."""
@@ -102,7 +95,7 @@ def register_family(
     taken = sorted(set(spaces) & {s for f in _FAMILIES.values() for s in f.spaces})
     if taken:
         raise ValueError(f"model family {name!r}: space name(s) {taken} belong to another family")
-    family = ModelFamily(name, arch_type, build_model, space_type, space_from_dict, MappingProxyType(dict(spaces)), search)
+    family = ModelFamily(name, arch_type, build_model, space_type, space_from_dict, MappingProxyType(dict(spaces)))
     _FAMILIES[name] = family
     return family
 
@@ -200,48 +193,6 @@ def build_model(arch: Any, seed: int | None = None) -> nn.Module:
     """
     require_memory(model_bytes(arch), f"a model of {arch.num_params():,} parameters")
     return family_of(arch).build_model(arch, seed=seed)
-
-
-class ArchMethods:
-    """Members of the arch protocol that follow from `ops()` and `to_dict()` (a mixin for family authors)."""
-
-    def num_params(self) -> int:
-        return sum(c.num_params() for _, c in self.ops().named())
-
-    def flops(self, batch_size: int) -> int:
-        return sum(c.flops(batch_size) for _, c in self.ops().named())
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-    def save(self, path: str | os.PathLike) -> None:
-        write_json_atomic(path, self.to_dict())
-
-    def check_data(self, num_dense: int, num_sparse: int, where: str = "data") -> None:
-        """Refuse an arch whose feature counts differ from the data's."""
-        if (self.num_dense, self.num_sparse) != (num_dense, num_sparse):
-            raise UserError(
-                f"arch has {self.num_dense} dense and {self.num_sparse} categorical features, "
-                f"but {where} has {num_dense} and {num_sparse}"
-            )
-
-
-def fields_from_dict(cls: type, d: Any, where: str, error: type[UserError], ignore: tuple[str, ...] = ()) -> dict[str, Any]:
-    """`d`'s values for the dataclass `cls`'s fields; an unknown or missing key is an `error` naming it.
-
-    Lists stay lists (the dataclass normalises them); keys in `ignore` are
-    dropped (e.g. `family`, checked by the caller).
-    """
-    if not isinstance(d, dict):
-        raise error(f"{where}: expected a JSON object, got {type(d).__name__}")
-    names = [f.name for f in fields(cls)]
-    unknown = sorted(set(d) - set(names) - set(ignore))
-    if unknown:
-        raise error(f"{where}: unknown key(s) {unknown}; known: {names}")
-    missing = [n for n in names if n not in d]
-    if missing:
-        raise error(f"{where}: missing key(s) {missing}")
-    return {n: d[n] for n in names}
 
 
 # --------------------------------------------------------------------------- spaces

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dnas_hw.arch import Arch
+from dnas_hw.arch import ArchMethods
 from lut.table import Lut, overhead_call
 
 
@@ -22,7 +22,7 @@ class Prediction:
         return {"predicted_ms": self.total_ms, "batch_size": self.batch_size, "breakdown": self.breakdown}
 
 
-def predict(lut: Lut, arch: Arch, batch_size: int, stat: str = "p50_us") -> Prediction:
+def predict(lut: Lut, arch: ArchMethods, batch_size: int, stat: str = "p50_us") -> Prediction:
     """Predicted latency of `arch` at `batch_size`; a missing row raises `LutMissError` naming all of them."""
     named = arch.ops().named() + [("overhead", overhead_call(arch.num_dense, arch.num_sparse))]
     lut.require([c for _, c in named], batch_size)

@@ -54,7 +54,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from dnas_hw.arch import Arch
+from dnas_hw.arch import ArchMethods
 from dnas_hw.data.ids import IdSource
 from dnas_hw.ops import OpCall
 from dnas_hw.timing import TimingStats
@@ -75,7 +75,7 @@ MIN_REFERENCES_TO_CHOOSE = 4
 METHODS = ("common", "per-kind")
 
 
-def reference_archs(space, seed: int = 0, samples: int = REFERENCE_SAMPLES) -> list[Arch]:
+def reference_archs(space, seed: int = 0, samples: int = REFERENCE_SAMPLES) -> list[ArchMethods]:
     """The space's smallest arch (first) and `samples` random ones, from a stream of their own."""
     rng = random.Random(f"model-overhead:{seed}")
     return [space.smallest()] + [space.sample(rng) for _ in range(samples)]
@@ -199,7 +199,7 @@ def fit_in_model(
     )
 
 
-def op_sums(arch: Arch, op_stats: Callable[[OpCall, int], TimingStats], b: int) -> dict[str, dict[str, float]]:
+def op_sums(arch: ArchMethods, op_stats: Callable[[OpCall, int], TimingStats], b: int) -> dict[str, dict[str, float]]:
     """`{percentile: {op kind: sum of the arch's op latencies of that kind}}` at batch size `b`."""
     sums: dict[str, dict[str, float]] = {p: {} for p in PERCENTILES}
     for _, call in arch.ops().named():

@@ -3,9 +3,10 @@
 A `CostTable` prices every op a space can produce (LUT latency in us, FLOPs,
 parameter bytes) in tensors laid out like the logits (see `search.layout`). It
 is family-generic: a model family builds it (its `FamilySearch.cost_table`,
-`search.family_search`) from two kinds of terms, and `expected_cost(table, probs)`
-is the expectation of an arch's total price when each slot is drawn
-independently from `probs`:
+`search.hooks`; `search.family_search.latency_table` prices a space from the
+LUT) from two kinds of terms, and `expected_cost(table, probs)` is the
+expectation of an arch's total price when each slot is drawn independently
+from `probs`:
 
 - a `Factor`: ops whose shape is decided by one to three slots, row by row:
                    sum_r sum_{a,b,c} P_A[rows_A[r], a] P_B[rows_B[r], b] P_C[rows_C[r], c] price[r, a, b, c]
@@ -36,15 +37,13 @@ import hashlib
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
 from dnas_hw.arch import mlp_ops
 from dnas_hw.ops import OpCall
 from dnas_hw.space import elastic_input_widths, mlp_input_widths
-from lut.table import Lut, overhead_call
-from search.family_search import family_search
 
 Price = Callable[[OpCall], float]
 DTYPE = torch.float64
@@ -160,26 +159,6 @@ def mlp_prices(
         for o, w in enumerate(out_widths):
             out[pos[u], o] = price(mlp_ops(u, [w], activation=out_act)[0])
     return MlpPrices(start, table, place, out, skip, group, tuple(start_slots), out_slot, depth_slot, tuple(depths))
-
-
-def cost_table(space: Any, price: Price, overhead: float = 0.0) -> CostTable:
-    """Price every op of `space` with `price(OpCall) -> float` (its family's `FamilySearch.cost_table`)."""
-    return family_search(space).cost_table(space, price, overhead)
-
-
-def latency_table(space: Any, lut: Lut, batch_size: int, stat: str = "p50_us") -> CostTable:
-    """LUT latency (us) at `batch_size`, with the model-overhead row. A miss raises `LutMissError`."""
-    overhead = lut.latency_us(overhead_call(space.num_dense, space.num_sparse), batch_size, stat)
-    return cost_table(space, lambda c: lut.latency_us(c, batch_size, stat), overhead)
-
-
-def flops_table(space: Any, batch_size: int) -> CostTable:
-    return cost_table(space, lambda c: float(c.flops(batch_size)))
-
-
-def param_bytes_table(space: Any, bytes_per_value: int = 4) -> CostTable:
-    """Parameter memory (fp32 by default); dominated by the embedding tables."""
-    return cost_table(space, lambda c: float(c.num_params() * bytes_per_value))
 
 
 _AXES = "abc"

@@ -1,56 +1,54 @@
-"""What the search engine needs from a model family, and how it finds it.
+"""A space's search hook (`family_search`) and its prices (`latency_table`): where the engine meets a family.
 
-A family makes itself searchable by naming, in `register_family(..., search=
-"module:attribute")`, a `FamilySearch`: the module is imported only when a
-search starts, so registering a family stays light. The engine
-(`search.run`) then works on any family through these three entries and the
-family-generic pieces around them:
+`family_search(space)` is the `FamilySearch` (`search.hooks`: supernet, cost table,
+weight extraction) that the space's model family registered with
+`search.hooks.register_search`. The built-in DLRM registers its own in
+`search/dlrm/__init__.py`, imported below; a plugin family registers its own
+when its module is imported (`DNAS_HW_PLUGINS`, `dnas_hw.family`), e.g.
+`examples/dcn/__init__.py`.
 
-- `supernet(space) -> SupernetBase` (`search.supernet`): every arch of the
-  space in one module, `forward(dense [B, Fd], sparse [B, F], probs) -> logits [B]`,
-  with its logits laid out by `search.layout.Layout(space)` (one tensor per
-  slot-name prefix);
-- `cost_table(space, price, overhead) -> CostTable` (`search.cost`): the
-  space's ops priced as `Factor`s and `MlpPrices`; `expected_cost`,
-  `search.extremes` (the exact fastest / slowest arch) and `search.project`
-  (the budget projection) work on any such table;
-- `extract(supernet, choices) -> nn.Module`: the family's standalone model of
-  `space.arch(choices)`, holding the supernet's weights, and computing exactly
-  what the supernet computes at those one-hot probabilities.
-
-DLRM's is `search.dlrm.SEARCH`; the worked example is `examples.dcn.supernet.SEARCH`.
+`latency_table(space, lut, b)` prices every op of the space at the LUT's latency
+(`lut.Lut.latency_us`: a missing row raises) through the family's cost table;
+`flops_table` and `param_bytes_table` price the same ops by FLOPs and parameter memory.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from torch import nn
-
+import search.dlrm  # noqa: F401  (registers DLRM's search hook)
 from dnas_hw.errors import UserError
 from dnas_hw.family import ModelFamily, family_of
-
-
-@dataclass(frozen=True)
-class FamilySearch:
-    supernet: Callable[[Any], nn.Module]  # (space) -> SupernetBase
-    cost_table: Callable[..., Any]  # (space, price: OpCall -> float, overhead: float) -> CostTable
-    extract: Callable[[nn.Module, dict], nn.Module]  # (supernet, {slot: choice}) -> standalone model
+from lut.table import Lut, overhead_call
+from search.cost import CostTable, Price
+from search.hooks import SEARCHES, FamilySearch
 
 
 def family_search(space_or_family: Any) -> FamilySearch:
     """The `FamilySearch` of a space's (or a named `ModelFamily`'s) family; UserError if it has none."""
     family = space_or_family if isinstance(space_or_family, ModelFamily) else family_of(space_or_family)
-    if family.search is None:
-        raise UserError(f"model family {family.name!r} is not searchable: it registers no search hook "
-                        f"(register_family(..., search='module:attribute'), docs/extending.md)")
-    module, _, attribute = family.search.partition(":")
     try:
-        hook = getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError) as e:
-        raise UserError(f"model family {family.name!r}: cannot load its search hook {family.search!r} ({e})") from None
-    if not isinstance(hook, FamilySearch):
-        raise UserError(f"model family {family.name!r}: {family.search!r} is a {type(hook).__name__}, not a FamilySearch")
-    return hook
+        return SEARCHES[family.name]
+    except KeyError:
+        raise UserError(f"model family {family.name!r} is not searchable: it registers no search hook "
+                        f"(search.hooks.register_search, docs/extending.md)") from None
+
+
+def cost_table(space: Any, price: Price, overhead: float = 0.0) -> CostTable:
+    """Price every op of `space` with `price(OpCall) -> float` (its family's `FamilySearch.cost_table`)."""
+    return family_search(space).cost_table(space, price, overhead)
+
+
+def latency_table(space: Any, lut: Lut, batch_size: int, stat: str = "p50_us") -> CostTable:
+    """LUT latency (us) at `batch_size`, with the model-overhead row. A miss raises `LutMissError`."""
+    overhead = lut.latency_us(overhead_call(space.num_dense, space.num_sparse), batch_size, stat)
+    return cost_table(space, lambda c: lut.latency_us(c, batch_size, stat), overhead)
+
+
+def flops_table(space: Any, batch_size: int) -> CostTable:
+    return cost_table(space, lambda c: float(c.flops(batch_size)))
+
+
+def param_bytes_table(space: Any, bytes_per_value: int = 4) -> CostTable:
+    """Parameter memory (fp32 by default); dominated by the embedding tables."""
+    return cost_table(space, lambda c: float(c.num_params() * bytes_per_value))

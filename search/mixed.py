@@ -252,8 +252,8 @@ class ElasticMLP(nn.Module):
 
     So every layer reads one producer in every arch, and a closing layer's weights are never
     shared between producers of different meaning. `columns` ([u] ints): x is a compact input
-    whose columns are those inputs of the first reader (layer 0, or head 0) (see
-    `MixedInteraction`); otherwise x's u columns are the leading inputs.
+    whose columns are those inputs of the first reader (layer 0, or head 0) (see DLRM's
+    `search.dlrm.supernet.MixedInteraction`); otherwise x's u columns are the leading inputs.
     """
 
     def __init__(self, in_width: int, widths: tuple[int, ...], layers: int, depths: tuple[int, ...],
@@ -312,65 +312,3 @@ class ElasticMLP(nn.Module):
                 x = sliced_linear(self.layers[i], x, inv_sqrt_width) * (p @ self.masks)
                 inv_sqrt_width = mixed_inv_sqrt_width(p, self.widths)
         return out
-
-
-def interaction_columns(kind: str, num_sparse: int, dim: int, max_dim: int) -> list[int]:
-    """Where the `kind` interaction's output at width `dim` lies in its output at `max_dim`.
-
-    dot: the dense vector's first `dim` coordinates, then every pair's product;
-    cat: the first `dim` coordinates of each of the F + 1 vectors.
-    """
-    if kind == "dot":
-        pairs = (num_sparse + 1) * num_sparse // 2
-        return list(range(dim)) + [max_dim + p for p in range(pairs)]
-    if kind == "cat":
-        return [v * max_dim + c for v in range(num_sparse + 1) for c in range(dim)]
-    raise ValueError(f"interaction {kind!r}: the supernet knows no column layout for it (search/mixed.py)")
-
-
-class MixedInteraction(nn.Module):
-    """dense [B, d], embedded [B, F, d], kind probs [..., K], width probs [..., n_D] -> (z, columns).
-
-    Mixed: z [B, C] in the canonical layout, one block per kind, each the kind's output at the
-    widest D (masked coordinates are zero), and columns None. So a column means one thing in
-    every candidate: one coordinate of one input vector, or the product of one pair, and a kind
-    never reads columns trained on another's. At a fixed (kind, D): z is the kind's own output
-    at D [B, width], and columns its place in the canonical layout (`interaction_columns`).
-    """
-
-    def __init__(self, space):
-        super().__init__()
-        self.kinds, self.dims, self.max_dim = space.interactions, space.interaction_dims, max(space.interaction_dims)
-        self.ops = nn.ModuleList(space.interaction_op(k, self.max_dim).build() for k in self.kinds)
-        block = [space.interaction_op(k, self.max_dim).output_width() for k in self.kinds]
-        self.offsets = [sum(block[:i]) for i in range(len(block))]
-        self.out_width = sum(block)
-        self.widths = torch.tensor([[space.interaction_op(k, d).output_width() for d in self.dims] for k in self.kinds],
-                                   dtype=torch.float64)  # [K, n_D]
-        for i, kind in enumerate(self.kinds):
-            for d in self.dims:
-                cols = [self.offsets[i] + c for c in interaction_columns(kind, space.num_sparse, d, self.max_dim)]
-                self.register_buffer(f"columns_{i}_{d}", torch.tensor(cols), persistent=False)
-
-    def columns(self, kind: str, dim: int) -> torch.Tensor:
-        """[width] ints: the (kind, dim) output's columns in the canonical layout."""
-        return getattr(self, f"columns_{self.kinds.index(kind)}_{dim}")
-
-    def inv_sqrt_width(self, kind_probs: torch.Tensor, dim_probs: torch.Tensor) -> InvSqrtWidth:
-        """E[1/sqrt(output width)] under independent kind and width probs (the top MLP's fan-in scaling)."""
-        k, j = fixed_choice(kind_probs), fixed_choice(dim_probs)
-        if k is not None and j is not None:
-            return float(self.widths[k, j]) ** -0.5
-        inv = torch.einsum("...k,kd,...d->...", kind_probs.detach().double(), self.widths**-0.5, dim_probs.detach().double())
-        return inv.to(kind_probs.dtype)[..., None]
-
-    def forward(self, dense: torch.Tensor, embedded: torch.Tensor, kind_probs: torch.Tensor,
-                dim_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        k, j = fixed_choice(kind_probs), fixed_choice(dim_probs)
-        if k is not None and j is not None:
-            d = self.dims[j]
-            return self.ops[k](dense[:, :d], *embedded[..., :d].unbind(1)), self.columns(self.kinds[k], d)
-        dense, embedded = pad_to(dense, self.max_dim), pad_to(embedded, self.max_dim)
-        sparse = embedded.unbind(1)
-        blocks = [kind_probs[..., i : i + 1] * op(dense, *sparse) for i, op in enumerate(self.ops)]
-        return torch.cat(blocks, dim=1), None

@@ -31,20 +31,20 @@ from torch import nn
 from dnas_hw import distributed
 from dnas_hw.data.folder import PreparedData, num_batches, shard_rows
 from dnas_hw.checkpoint import save_checkpoint
+from dnas_hw.dlrm.space import SearchSpace
 from dnas_hw.errors import UserError
 from dnas_hw.files import check_writable, output_lock, read_json, removed_if_left_empty, write_json_atomic, write_text_atomic
 from dnas_hw.memory import require_memory, training_bytes
 from dnas_hw.progress import progress
-from dnas_hw.space import SearchSpace
 from dnas_hw.train import make_optimizers, seed_everything, split_parameters
 from lut.predict import predict
 from lut.table import Lut, overhead_call
 from search.budget import BudgetController
 from search.config import SearchConfig
-from search.cost import CostTables, cost_loss, flops_table, latency_table, one_hot_cost, param_bytes_table
+from search.cost import CostTables, cost_loss, one_hot_cost
 from search.derive import derive
 from search.extremes import extreme_arch
-from search.family_search import family_search
+from search.family_search import family_search, flops_table, latency_table, param_bytes_table
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project

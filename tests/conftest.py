@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnas_hw.arch import Arch
+from dnas_hw.dlrm.arch import Arch
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 import torch
 
-from dnas_hw.space import SearchSpace, get_space
+from dnas_hw.dlrm.space import SearchSpace
+from dnas_hw.space import get_space
 from lut.predict import predict
 from lut.table import COLUMNS, Lut, overhead_call
-from search.cost import expected_cost, latency_table
+from search.cost import expected_cost
+from search.family_search import latency_table
 from search.layout import Layout
 
 

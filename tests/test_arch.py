@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dnas_hw.arch import Arch, ArchError, dlrm_kaggle_reference
+from dnas_hw.dlrm.arch import Arch, ArchError, dlrm_kaggle_reference
 from dnas_hw.errors import UserError
 
 

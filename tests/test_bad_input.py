@@ -23,9 +23,9 @@ import pytest
 import torch
 
 from cli_checks import one_error_line, run
-from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import save_checkpoint
 from dnas_hw.data.folder import MAX_CARDINALITY, PreparedData
+from dnas_hw.dlrm.arch import Arch
 from dnas_hw.export import export_checkpoint
 from dnas_hw.family import build_model
 from dnas_hw.files import lock_path, output_lock, write_json_atomic

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from dnas_hw.app.cli import main
-from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import save_checkpoint
+from dnas_hw.dlrm.arch import Arch
+from dnas_hw.dlrm.model import build_model
 from dnas_hw.export import export_checkpoint
-from dnas_hw.model import build_model
 from lut.table import COLUMNS, Lut, overhead_call
 
 CARDS = [10 + 7 * f for f in range(26)]

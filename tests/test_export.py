@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from dnas_hw import export as export_mod
 from dnas_hw.app.cli import main
-from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import save_checkpoint
+from dnas_hw.dlrm.arch import Arch
 from dnas_hw.errors import UserError
 from dnas_hw.export import (
     PARITY_BATCH_SIZES,
@@ -23,7 +23,8 @@ from dnas_hw.export import (
     model_inputs,
     read_model_info,
 )
-from dnas_hw.model import Probability, build_model
+from dnas_hw.dlrm.model import build_model
+from dnas_hw.model import Probability
 from dnas_hw.onnx_io import ort_session
 
 CARDS = [10 + 7 * f for f in range(26)]

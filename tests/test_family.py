@@ -11,12 +11,12 @@ from click.testing import CliRunner
 
 from dnas_hw import family
 from dnas_hw.app.cli import main
-from dnas_hw.arch import Arch
+from dnas_hw.dlrm.arch import Arch
+from dnas_hw.dlrm.model import DLRM, build_model as build_dlrm
+from dnas_hw.dlrm.space import SearchSpace
 from dnas_hw.errors import UserError
 from dnas_hw.family import FamilyError, arch_from_dict, family_of, get_family, load_arch, register_family
-from dnas_hw.model import DLRM
-from dnas_hw.model import build_model as build_dlrm
-from dnas_hw.space import SearchSpace, SpaceError, get_space
+from dnas_hw.space import SpaceError, get_space
 
 
 def test_dlrm_is_the_default_family(tiny_arch):
@@ -118,7 +118,7 @@ def test_plugins_named_in_the_environment_are_imported_on_first_miss(tmp_path, m
     assert get_space(f"{name}-builtin").width == 1
     arch = arch_from_dict({"family": name, "num_dense": 2, "num_sparse": 3})
     assert family_of(arch).name == name
-    with pytest.raises(UserError, match="2 dense and 3 categorical.*13 and 26"):
+    with pytest.raises(UserError, match="num_dense = 2 and 3 embedding tables.*13 dense and 26 categorical"):
         arch.check_data(13, 26)
 
 
@@ -126,3 +126,19 @@ def test_a_plugin_that_cannot_be_imported_is_a_user_error(monkeypatch):
     monkeypatch.setenv(family.PLUGINS_ENV, "no_such_module_for_dnas_hw")
     with pytest.raises(FamilyError, match="cannot import 'no_such_module_for_dnas_hw'"):
         get_family("still-unknown")
+
+
+# The names a family's arch or space may define although `ArchMethods` / `SpaceMethods` define them too.
+PROTOCOL_SETTINGS = {"family", "error", "sequence_fields", "retired_keys", "_validate"}
+
+
+def test_both_families_use_the_one_arch_and_space_protocol(dcn):
+    """No family re-implements a member of the protocol (`dnas_hw.arch`, `dnas_hw.space`): written once."""
+    from dnas_hw.arch import ArchMethods
+    from dnas_hw.space import SpaceMethods
+
+    for cls, protocol in ((Arch, ArchMethods), (dcn.DCNArch, ArchMethods),
+                          (SearchSpace, SpaceMethods), (dcn.DCNSpace, SpaceMethods)):
+        assert issubclass(cls, protocol)
+        again = {n for n in set(vars(cls)) & set(vars(protocol)) if not n.startswith("__")} - PROTOCOL_SETTINGS
+        assert not again, f"{cls.__name__} re-implements {sorted(again)}"

@@ -13,9 +13,10 @@ from cli_checks import last_error_line, one_error_line, run
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.data.ids import IdSource, data_source, id_source
 from dnas_hw.data.synth import SynthOptions, synth
+from dnas_hw.dlrm.space import SearchSpace
 from dnas_hw.errors import UserError
 from dnas_hw.inputs import dlrm_input_pool, pool_sets
-from dnas_hw.space import SearchSpace, get_space
+from dnas_hw.space import get_space
 from lut.table import Lut, LutError, merge
 from profiler.keys import space_calls, table_features
 from profiler.timers import op_input_pool

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from cli_checks import one_error_line, run
-from dnas_hw.arch import Arch
+from dnas_hw.dlrm.arch import Arch
 from lut.predict import predict
 from lut.table import COLUMNS, Lut, LutError, LutMissError, merge, meta_path, overhead_call
 

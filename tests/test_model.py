@@ -13,10 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import load_checkpoint, save_checkpoint
+from dnas_hw.dlrm.arch import Arch
+from dnas_hw.dlrm.model import build_model
 from dnas_hw.errors import UserError
-from dnas_hw.model import Probability, build_model
+from dnas_hw.model import Probability
 from dnas_hw.op_modules import HashedEmbedding, LinearAct
 from dnas_hw.train import SparseSGD, make_optimizers, split_parameters, train_step, updated_in_backward
 

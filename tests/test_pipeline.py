@@ -95,8 +95,8 @@ def test_second_run_redoes_no_stage(first_run, monkeypatch):
 def test_a_new_run_reuses_the_cached_lut(first_run, tmp_path, monkeypatch):
     run, args, _ = first_run
     import profiler.run
-    from dnas_hw.data.folder import PreparedData
     from dnas_hw.app.pipeline import PipelineOptions, stage_lut
+    from dnas_hw.data.folder import PreparedData
     from dnas_hw.space import get_space
 
     monkeypatch.setattr(profiler.run, "profile_to_lut", lambda *a, **k: pytest.fail("profiled although a cached LUT fits"))
@@ -124,8 +124,8 @@ def test_rerun_with_other_options_is_refused(first_run):
 
 
 def test_default_budgets_are_the_reference_latency_and_half_of_it():
-    from dnas_hw.arch import dlrm_kaggle_reference
     from dnas_hw.app.pipeline import default_budgets_us, round_up
+    from dnas_hw.dlrm.arch import dlrm_kaggle_reference
     from dnas_hw.space import get_space
     from lut.predict import predict
     from search_fixtures import toy_lut

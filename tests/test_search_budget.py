@@ -7,7 +7,8 @@ import torch
 
 from lut.predict import predict
 from search.budget import BudgetController
-from search.cost import CostTables, cost_loss, expected_cost, latency_table, one_hot_cost, param_bytes_table
+from search.cost import CostTables, cost_loss, expected_cost, one_hot_cost
+from search.family_search import latency_table, param_bytes_table
 from search.layout import Layout
 from search.project import project
 from search_fixtures import one_thread, tiny_space, toy_lut  # noqa: F401 (autouse fixture)
@@ -146,7 +147,7 @@ def _choices_of(space, arch):
 def test_extreme_archs_match_exhaustive_enumeration():
     import itertools
 
-    from dnas_hw.space import SearchSpace
+    from dnas_hw.dlrm.space import SearchSpace
     from search.extremes import extreme_arch
 
     space = SearchSpace(

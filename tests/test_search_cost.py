@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from dnas_hw.arch import mlp_ops
+from dnas_hw.dlrm.space import SearchSpace
 from dnas_hw.ops import OpCall
-from dnas_hw.space import SearchSpace, get_space
+from dnas_hw.space import get_space
 from lut.predict import predict
 from lut.table import overhead_call
-from search.cost import CostTables, budget_penalty, cost_loss, expected_cost, latency_table
+from search.cost import CostTables, budget_penalty, cost_loss, expected_cost
+from search.family_search import latency_table
 from search.layout import Layout
 from search_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
     assert_one_hot_expected_latency_equals_predict,
@@ -123,7 +125,7 @@ def test_penalty_forms():
 
 
 def test_flops_and_param_bytes_terms_match_the_arch():
-    from search.cost import flops_table, param_bytes_table
+    from search.family_search import flops_table, param_bytes_table
 
     space = tiny_space()
     layout = Layout(space)

@@ -17,8 +17,8 @@ from lut.margin import budget_margin
 from lut.predict import predict
 from lut.table import Lut
 from search.config import SearchConfig
-from search.cost import latency_table
 from search.extremes import extreme_arch
+from search.family_search import latency_table
 from search.layout import Layout
 from search.margin import run_search_within
 from search_fixtures import one_thread  # noqa: F401 (autouse fixture)

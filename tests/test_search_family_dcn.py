@@ -14,9 +14,10 @@ from dnas_hw.errors import UserError
 from dnas_hw.family import ModelFamily, get_family
 from dnas_hw.space import get_space
 from lut.predict import predict
-from search.cost import expected_cost, latency_table
+from search.cost import expected_cost
 from search.extremes import extreme_arch
-from search.family_search import family_search
+from search.family_search import family_search, latency_table
+from search.hooks import register_search
 from search.layout import Layout
 from search_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
     assert_one_hot_expected_latency_equals_predict,
@@ -34,6 +35,18 @@ B = 16
 def test_the_dcn_family_is_searchable_through_its_registration(dcn, dcn_tiny):
     hook = family_search(dcn_tiny)
     assert hook is family_search(get_family("dcn")) and hook.supernet.__module__ == "examples.dcn.supernet"
+
+
+def test_each_family_registers_its_hook_where_it_is_defined(dcn):
+    import search.dlrm
+    from dnas_hw.dlrm import SearchSpace
+    from search.dlrm.supernet import Supernet
+
+    assert family_search(get_space("dlrm-tiny")) is search.dlrm.SEARCH and search.dlrm.SEARCH.supernet is Supernet
+    assert family_search(get_family("dcn")) is dcn.SEARCH
+    with pytest.raises(ValueError, match="'dlrm' already has a search hook"):
+        register_search("dlrm", supernet=Supernet, cost_table=None, extract=None)
+    assert family_search(SearchSpace("s", (5, 5))) is search.dlrm.SEARCH
 
 
 def test_a_family_without_a_search_hook_is_refused_in_one_line(dcn):

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from dnas_hw.app.cli import main
-from dnas_hw.arch import Arch
 from dnas_hw.data.folder import PreparedData
+from dnas_hw.dlrm.arch import Arch
 from dnas_hw.space import get_space
 from lut.predict import predict
 from lut.table import LutMissError

@@ -6,9 +6,10 @@ import random
 
 import pytest
 
+from dnas_hw.dlrm.arch import dlrm_kaggle_reference
+from dnas_hw.dlrm.space import SearchSpace, builtin_spaces
 from dnas_hw.errors import UserError
-from dnas_hw.arch import dlrm_kaggle_reference
-from dnas_hw.space import SearchSpace, SpaceError, builtin_spaces, get_space
+from dnas_hw.space import SpaceError, get_space
 
 CARDS = tuple(50 + 13 * f for f in range(26))
 

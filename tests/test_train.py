@@ -11,10 +11,10 @@ from click.testing import CliRunner
 
 import dnas_hw.train
 from dnas_hw.app.cli import main
-from dnas_hw.arch import Arch
 from dnas_hw.checkpoint import load_checkpoint
 from dnas_hw.data.folder import PreparedData
-from dnas_hw.model import build_model
+from dnas_hw.dlrm.arch import Arch
+from dnas_hw.dlrm.model import build_model
 from dnas_hw.train import TrainConfig, evaluate, predict
 
 METRICS = ("logloss", "auc", "accuracy", "calibration", "rows")

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from dnas_hw.arch import Arch
+from dnas_hw.arch import ArchMethods
 from dnas_hw.data.ids import DATA, IdSource
 from dnas_hw.errors import UserError
 from dnas_hw.export import OnnxModelInfo, read_model_info, sparse_id_ranges
@@ -76,7 +76,7 @@ def measure(
     return rows
 
 
-def _torch_module(arch: Arch, checkpoint: str | os.PathLike | None):
+def _torch_module(arch: ArchMethods, checkpoint: str | os.PathLike | None):
     """The deployed form (with the sigmoid, as in the ONNX model) of the checkpoint; its arch must match."""
     from dnas_hw.checkpoint import load_checkpoint
     from dnas_hw.model import Probability
@@ -98,7 +98,7 @@ def load_lut_for(lut_path: str | os.PathLike, backend: str, device: str, threads
     return lut
 
 
-def add_predictions(rows: list[BenchRow], arch: Arch, lut) -> list[BenchRow]:
+def add_predictions(rows: list[BenchRow], arch: ArchMethods, lut) -> list[BenchRow]:
     """Rows with the LUT's predicted latency and its error; a LUT miss is a `UserError` naming the keys."""
     out = []
     for row in rows:

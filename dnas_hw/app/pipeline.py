@@ -31,11 +31,12 @@ from typing import Any
 
 import click
 
-from dnas_hw.arch import Arch, dlrm_kaggle_reference
 from dnas_hw.data.ids import DATA, KINDS, IdSource, id_source
+from dnas_hw.dlrm.arch import Arch, dlrm_kaggle_reference
+from dnas_hw.dlrm.space import SearchSpace
 from dnas_hw.errors import UserError
 from dnas_hw.files import check_writable, read_json, removed_if_left_empty, write_json_atomic
-from dnas_hw.space import SearchSpace, get_space
+from dnas_hw.space import get_space
 from lut.margin import DEFAULT_QUANTILE, QUANTILES
 
 # Defaults sized so that `make demo` finishes in under 10 minutes on a 2-core CPU
@@ -343,8 +344,8 @@ def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
 
 
 def _run_stages(opts: PipelineOptions) -> dict[str, Any]:
-    from dnas_hw.data.folder import PreparedData
     from dnas_hw.app.report import write_report
+    from dnas_hw.data.folder import PreparedData
     from lut.table import Lut
 
     started = _STARTED[0] = time.perf_counter()

@@ -17,13 +17,11 @@ Model rules (builder, space and LUT all follow them):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple
 
-from dnas_hw.arch import mlp_ops
+from dnas_hw.arch import ArchMethods, mlp_ops
 from dnas_hw.errors import UserError
-from dnas_hw.family import FAMILY_KEY, ArchMethods, fields_from_dict
-from dnas_hw.files import read_json
 from dnas_hw.ops import OpCall
 
 FAMILY = "dcn"
@@ -58,32 +56,26 @@ def cross_width(num_dense: int, num_sparse: int, emb_dim: int) -> int:
 
 @dataclass(frozen=True)
 class DCNArch(ArchMethods):
+    """JSON form, counts, `load` / `save`, `check_data`: `dnas_hw.arch.ArchMethods`."""
+
+    family = FAMILY
+    error = DCNArchError
+    sequence_fields = ("emb_rows", "cross_ranks", "deep_mlp")
+
     num_dense: int
     emb_dim: int
     emb_rows: tuple[int, ...]
     cross_ranks: tuple[int, ...]
     deep_mlp: tuple[int, ...]
 
-    def __post_init__(self) -> None:
-        for name in ("emb_rows", "cross_ranks", "deep_mlp"):
-            value = getattr(self, name)
-            if not isinstance(value, (list, tuple)):
-                raise DCNArchError(f"arch field {name}: expected a list, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
-        self._validate()
-
     def _validate(self) -> None:
-        def positive_int(name: str, v: Any) -> None:
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise DCNArchError(f"arch field {name}: expected a positive integer, got {v!r}")
-
-        positive_int("num_dense", self.num_dense)
-        positive_int("emb_dim", self.emb_dim)
+        self._positive_int("num_dense", self.num_dense)
+        self._positive_int("emb_dim", self.emb_dim)
         if not self.emb_rows:
             raise DCNArchError("arch field emb_rows: needs one entry per categorical feature")
-        for name in ("emb_rows", "cross_ranks", "deep_mlp"):
+        for name in self.sequence_fields:
             for i, v in enumerate(getattr(self, name)):
-                positive_int(f"{name}[{i}]", v)
+                self._positive_int(f"{name}[{i}]", v)
         for i, r in enumerate(self.cross_ranks):
             if r > self.width:
                 raise DCNArchError(f"arch field cross_ranks[{i}]: rank {r} exceeds the cross width {self.width}")
@@ -105,25 +97,3 @@ class DCNArch(ArchMethods):
         deep = mlp_ops(self.width, self.deep_mlp)
         deep += mlp_ops(self.deep_mlp[-1] if self.deep_mlp else self.width, [1], activation="none")
         return DCNOps(embeddings, stack, cross, deep)
-
-    def embedding_bytes(self, bytes_per_value: int = 4) -> int:
-        return sum(self.emb_rows) * self.emb_dim * bytes_per_value
-
-    # ------------------------------------------------------------------ JSON
-
-    def to_dict(self) -> dict[str, Any]:
-        return {FAMILY_KEY: FAMILY, **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}}
-
-    @classmethod
-    def from_dict(cls, d: Any) -> "DCNArch":
-        values = fields_from_dict(cls, d, "arch", DCNArchError, ignore=(FAMILY_KEY,))
-        if d.get(FAMILY_KEY, FAMILY) != FAMILY:
-            raise DCNArchError(f"arch field {FAMILY_KEY}: {d[FAMILY_KEY]!r} is not {FAMILY!r}")
-        return cls(**values)
-
-    @classmethod
-    def load(cls, path) -> "DCNArch":
-        try:
-            return cls.from_dict(read_json(path, "arch file"))
-        except DCNArchError as e:
-            raise DCNArchError(f"{path}: {e}") from None

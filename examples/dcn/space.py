@@ -16,21 +16,21 @@ TOML files with `family = "dcn"` and these field names (`cardinalities` optional
 
 from __future__ import annotations
 
-import hashlib
-import json
-import random
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass
 
 from dnas_hw.arch import mlp_ops
 from dnas_hw.ops import OpCall
-from dnas_hw.space import KAGGLE_CARDINALITIES, KAGGLE_HASH_CAP, SKIP, Choice, Slot, SpaceError, hashed_rows, mlp_input_widths
+from dnas_hw.space import KAGGLE_HASHED, SKIP, Choice, Slot, SpaceError, SpaceMethods, mlp_input_widths
 
 from examples.dcn.arch import FAMILY, DCNArch, cross_width
 
 
 @dataclass(frozen=True)
-class DCNSpace:
+class DCNSpace(SpaceMethods):
+    """DCN's slots, archs and ops; the rest of the protocol is `dnas_hw.space.SpaceMethods`."""
+
+    family = FAMILY
+
     name: str
     cardinalities: tuple[int, ...]  # one per categorical feature
     num_dense: int = 13
@@ -44,32 +44,14 @@ class DCNSpace:
     # Whether cross and deep layers may be skipped (searching depth as well).
     skip: bool = True
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            if isinstance(getattr(self, f.name), list):
-                object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
-        self._validate()
-
     def _validate(self) -> None:
-        def positive_ints(key: str) -> None:
-            values = getattr(self, key)
-            if not isinstance(values, tuple) or not values:
-                raise SpaceError(f"space {self.name}: {key} must be a non-empty list")
-            if any(not isinstance(v, int) or isinstance(v, bool) or v <= 0 for v in values):
-                raise SpaceError(f"space {self.name}: {key} must hold positive integers, got {list(values)}")
-
         for key in ("cardinalities", "emb_dims", "cross_ranks", "deep_widths"):
-            positive_ints(key)
-        for key in ("num_dense", "cross_layers", "deep_layers"):
-            v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if key == "num_dense" else 0):
-                raise SpaceError(f"space {self.name}: {key} must be a non-negative integer, got {v!r}")
-        if not self.emb_row_fractions or any(
-            not isinstance(q, (int, float)) or isinstance(q, bool) or not 0 < q <= 1 for q in self.emb_row_fractions
-        ):
-            raise SpaceError(f"space {self.name}: emb_row_fractions must lie in (0, 1], got {list(self.emb_row_fractions)}")
-        if not isinstance(self.skip, bool):
-            raise SpaceError(f"space {self.name}: skip must be true or false")
+            self._check_ints(key)
+        self._check_count("num_dense", 1)
+        self._check_count("cross_layers", 0)
+        self._check_count("deep_layers", 0)
+        self._check_fractions()
+        self._check_flag("skip")
         narrowest = min(self.widths())
         if max(self.cross_ranks) > narrowest:
             raise SpaceError(
@@ -78,20 +60,9 @@ class DCNSpace:
 
     # ------------------------------------------------------------------ basics
 
-    @property
-    def num_sparse(self) -> int:
-        return len(self.cardinalities)
-
     def widths(self) -> tuple[int, ...]:
         """The cross widths W, one per embedding dim."""
         return tuple(cross_width(self.num_dense, self.num_sparse, e) for e in self.emb_dims)
-
-    def bind(self, cardinalities: tuple[int, ...] | list[int]) -> "DCNSpace":
-        """The same space over a data set with these per-feature cardinalities."""
-        return replace(self, cardinalities=tuple(int(c) for c in cardinalities))
-
-    def rows_choices(self, feature: int) -> tuple[int, ...]:
-        return hashed_rows(self.cardinalities[feature], self.emb_row_fractions)
 
     def slots(self) -> list[Slot]:
         extra = (SKIP,) if self.skip else ()
@@ -101,20 +72,11 @@ class DCNSpace:
         slots += [Slot(f"deep.{i}", self.deep_widths + extra) for i in range(self.deep_layers)]
         return slots
 
-    def fingerprint(self) -> str:
-        """A short hash of the family and everything that decides the space's op keys."""
-        blob = json.dumps({"family": FAMILY, **asdict(self)}, sort_keys=True, default=list)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
     # ------------------------------------------------------------------ archs
 
     def arch(self, choices: dict[str, Choice]) -> DCNArch:
         """The architecture for one choice per slot (`{slot: choice}`)."""
-        names = [s.name for s in self.slots()]
-        missing = [n for n in names if n not in choices]
-        unknown = [n for n in choices if n not in names]
-        if missing or unknown:
-            raise SpaceError(f"space {self.name}: choices missing {missing[:5]} / unknown {unknown[:5]}")
+        self.check_choices(choices)
 
         def kept(prefix: str, layers: int) -> tuple[int, ...]:
             return tuple(choices[f"{prefix}.{i}"] for i in range(layers) if choices[f"{prefix}.{i}"] != SKIP)
@@ -127,19 +89,13 @@ class DCNSpace:
             deep_mlp=kept("deep", self.deep_layers),
         )
 
-    def sample_choices(self, rng: random.Random) -> dict[str, Choice]:
-        return {s.name: rng.choice(s.choices) for s in self.slots()}
+    def largest_choices(self) -> dict[str, Choice]:
+        """The most expensive arch's choices: every slot at its largest choice (cost grows with each), no skips."""
+        return {s.name: max(c for c in s.choices if c != SKIP) for s in self.slots()}
 
-    def sample(self, rng: random.Random) -> DCNArch:
-        return self.arch(self.sample_choices(rng))
-
-    def largest(self) -> DCNArch:
-        """The most expensive arch: every slot at its largest choice (cost grows with each), no skips."""
-        return self.arch({s.name: max(c for c in s.choices if c != SKIP) for s in self.slots()})
-
-    def smallest(self) -> DCNArch:
-        """The cheapest arch: skipped (or smallest) layers, smallest dim and tables."""
-        return self.arch({s.name: SKIP if SKIP in s.choices else min(s.choices) for s in self.slots()})
+    def smallest_choices(self) -> dict[str, Choice]:
+        """The cheapest arch's choices: skipped (or smallest) layers, smallest dim and tables."""
+        return {s.name: SKIP if SKIP in s.choices else min(s.choices) for s in self.slots()}
 
     # ------------------------------------------------------------------ ops
 
@@ -157,20 +113,10 @@ class DCNSpace:
         ops |= {mlp_ops(w_in, [1], activation="none")[0] for w_in in deep_in[-1]}
         return ops
 
-    # ------------------------------------------------------------------ files
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], name: str) -> "DCNSpace":
-        known = {f.name for f in fields(cls)} - {"name"}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise SpaceError(f"space {name}: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(name=name, **{"cardinalities": BUILTIN["dcn-kaggle"].cardinalities, **d})
-
 
 BUILTIN: dict[str, DCNSpace] = {
     # Kaggle's features hashed to at most 1M rows per table, as dlrm-kaggle.
-    "dcn-kaggle": DCNSpace(name="dcn-kaggle", cardinalities=tuple(min(c, KAGGLE_HASH_CAP) for c in KAGGLE_CARDINALITIES)),
+    "dcn-kaggle": DCNSpace(name="dcn-kaggle", cardinalities=KAGGLE_HASHED),
     # Small enough that profiling and training it take seconds (tests, smoke runs).
     "dcn-tiny": DCNSpace(
         name="dcn-tiny",

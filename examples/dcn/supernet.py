@@ -1,7 +1,7 @@
-"""DCN-v2's search hook: its supernet, cost table and weight extraction (`SEARCH`).
+"""DCN-v2's search hook: its supernet, cost table and weight extraction.
 
-Registered through the public extension point only (`register_family(...,
-search="examples.dcn.supernet:SEARCH")`); the engine (`search.run`) does the rest.
+Registered through the public extension point only (`search.hooks.register_search`,
+in `examples/dcn/__init__.py`); the engine (`search.run`) does the rest.
 
 Supernet (weights shared by masking, as DLRM's):
 
@@ -31,7 +31,6 @@ from dnas_hw.ops import OpCall
 from dnas_hw.space import SKIP, Choice
 from search.cost import DTYPE, CostTable, Factor, Price, mlp_prices
 from search.extract import copy_embeddings, copy_linear
-from search.family_search import FamilySearch
 from search.mixed import (
     InvSqrtWidth,
     MixedEmbeddings,
@@ -157,5 +156,3 @@ def dcn_cost_table(space: DCNSpace, price: Price, overhead: float = 0.0) -> Cost
                       group="deep", start_slots=(("emb_dim", 0),))
     return CostTable(factors=tuple(factors), mlps=(deep,), overhead=float(overhead))
 
-
-SEARCH = FamilySearch(supernet=DCNSupernet, cost_table=dcn_cost_table, extract=extract_dcn)

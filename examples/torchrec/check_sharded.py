@@ -6,7 +6,7 @@
 (a venv with torchrec: see requirements.txt here). For each CPU sharding type:
 
 1. forward: each rank's contiguous part of a global batch through the sharded model
-   equals the unsharded `dnas_hw.model.DLRM` on those rows;
+   equals the unsharded `dnas_hw.dlrm.model.DLRM` on those rows;
 2. one training step on the global batch (sharded: exact SGD fused into the tables'
    backward, DDP and SGD for the rest) gives the model one step of
    `dnas_hw.train.train_step` gives (SGD, sparse gradients), at the same learning
@@ -31,8 +31,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dnas_hw.arch import Arch
-from dnas_hw.model import build_model
+from dnas_hw.dlrm.arch import Arch
+from dnas_hw.dlrm.model import build_model
 from dnas_hw.train import make_optimizers, split_parameters, train_step
 from examples.torchrec.sparse import SHARDING_TYPES, load_tables, shard, with_torchrec_tables
 

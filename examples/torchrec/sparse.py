@@ -52,7 +52,7 @@ class EBCSparseArch(nn.Module):
 
 
 def with_torchrec_tables(model: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """`model` (a `dnas_hw.model.DLRM`) with its sparse part replaced by an `EBCSparseArch`.
+    """`model` (a `dnas_hw.dlrm.model.DLRM`) with its sparse part replaced by an `EBCSparseArch`.
 
     Returns the model and its tables' weights by table name (`t{f}`), to load
     after sharding (`load_tables`): sharding builds fresh tables.

@@ -1,7 +1,6 @@
-"""DLRM's search hook (`FamilySearch`): its supernet, its cost table, its weight extraction.
+"""DLRM's cost table: every op of a `SearchSpace`, priced by `price(OpCall)`, in the terms of `search.cost`.
 
-Registered for the family `dlrm` as `search="search.dlrm:SEARCH"` (dnas_hw/family.py).
-The cost table's terms (see `search.cost`), D the interaction width:
+D the interaction width:
 
     bottom MLP   MlpPrices from num_dense (fixed), elastic depth, closing linear to D (relu)
     embeddings   Factor (emb_rows.f, emb_dim.f, interaction_dim), one row per feature f: [F, R_max, E, nD]
@@ -14,11 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from dnas_hw.space import SearchSpace
+from dnas_hw.dlrm.space import SearchSpace
 from search.cost import DTYPE, CostTable, Factor, Price, mlp_prices
-from search.extract import extract_model
-from search.family_search import FamilySearch
-from search.supernet import Supernet
 
 
 def dlrm_cost_table(space: SearchSpace, price: Price, overhead: float = 0.0) -> CostTable:
@@ -48,5 +44,3 @@ def dlrm_cost_table(space: SearchSpace, price: Price, overhead: float = 0.0) -> 
         overhead=float(overhead),
     )
 
-
-SEARCH = FamilySearch(supernet=Supernet, cost_table=dlrm_cost_table, extract=extract_model)
