@@ -19,7 +19,8 @@ Also: where the search put embedding capacity, per planted role of the teacher
 
     .venv/bin/python benchmarks/search_quality.py --data DIR --out DIR [--lut LUT.csv] [--budgets-x 0.5,1,2]
 
-Without --lut the LUT is profiled first (`profiler.run.profile_to_lut`, onnxruntime, cpu, 1 thread).
+Without --lut the LUT is profiled first (`profiler.run.profile_to_lut`, onnxruntime, cpu, 1 thread), its
+embedding lookups replaying the data's own ids (`dnas-hw profile --data`'s default).
 Everything runs on one torch thread (the machine is shared). Every finished stage
 (reference, search, retraining, each random trial) is recorded with its CPU time
 in a `done.json` beside its outputs, so a killed run restarted with the same
@@ -139,11 +140,13 @@ def main() -> None:
     if args.lut:
         lut = Lut.load(args.lut)
     else:
+        from dnas_hw.data.ids import data_source
         from profiler.run import profile_to_lut
 
         lut_path = out / "lut.csv"
         if not lut_path.exists():
-            _, secs = timed(lambda: profile_to_lut(space, lut_path, backend="onnxruntime", device="cpu", threads=1, batch_sizes=[B]))
+            _, secs = timed(lambda: profile_to_lut(space, lut_path, backend="onnxruntime", device="cpu", threads=1,
+                                                   batch_sizes=[B], ids=data_source(args.data)))
             print(f"profiled {lut_path} in {secs:.0f}s", flush=True)
         lut = Lut.load(lut_path)
     table, layout = latency_table(space, lut, B), Layout(space)

@@ -6,7 +6,9 @@
   before it, as in real serving, where each request brings new ids.
 - Dense features look like Criteo's (log1p of heavy-tailed counts), never zeros;
   ids are spread over the whole id range without repeats (within a pool, as far
-  as the range allows).
+  as the range allows): the worst case for the caches. Given a data source
+  (`dnas_hw.data.ids`), a pool replays consecutive rows of the data instead:
+  its ids with their real frequency skew, and its dense features.
 
 The profiler's runners (`profiler.runners`) time models on these pools;
 `dnas_hw.export` checks an exported model against torch on one set.
@@ -19,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+from dnas_hw.data.ids import DATA, IdSource
 
 # A pool holds about this many samples (batch_size x sets), so consecutive calls
 # touch different embedding rows; at least MIN_SETS and at most MAX_SETS sets.
@@ -52,13 +56,21 @@ def dlrm_input_pool(
     batch_size: int,
     n: int | None = None,
     seed: int = 0,
+    ids: IdSource | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`n` input sets `(dense [B, num_dense] float32, sparse [B, F] int64)` for a DLRM.
 
-    Feature f's ids lie in [0, cardinalities_or_rows[f]) and do not repeat across
-    the pool while the range allows. `n` defaults to `pool_sets(batch_size)`.
+    Spread ids (`ids` None or spread): feature f's ids lie in [0, cardinalities_or_rows[f])
+    and do not repeat across the pool while the range allows. Data ids: the pool is
+    `n * B` consecutive rows of the data (`IdSource.window`, seeded by `seed`), dense
+    features and ids as stored. `n` defaults to `pool_sets(batch_size)`.
     """
     n = pool_sets(batch_size) if n is None else int(n)
+    if ids is not None and ids.kind == DATA:
+        dense, sparse = ids.window(n * batch_size, seed, num_dense, len(cardinalities_or_rows))
+        dense = dense.reshape(n, batch_size, num_dense)
+        sparse = sparse.reshape(n, batch_size, len(cardinalities_or_rows))
+        return [(torch.from_numpy(dense[i]), torch.from_numpy(sparse[i])) for i in range(n)]
     rng = np.random.default_rng(seed)
     dense = dense_features((n, batch_size, num_dense), rng)
     sparse = np.stack([spread_ids(int(c), n * batch_size, rng) for c in cardinalities_or_rows], axis=1)

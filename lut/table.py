@@ -3,8 +3,9 @@
 `LUT.csv` columns: `op`, `params` (canonical JSON, see `dnas_hw.ops.canonical_json`),
 `batch_size`, `p10_us`, `p50_us`, `p90_us`, `repeats`. `LUT.meta.json` says where
 and how it was measured (backend and version, device, CPU model, threads, dtype,
-torch version, date, space name and hash). A lookup that misses raises: a LUT
-never invents a value.
+torch version, date, space name and hash, and `ids`: the ids the embedding
+lookups were timed with, `dnas_hw.data.ids`; absent: spread). A lookup that
+misses raises: a LUT never invents a value.
 
 Besides registered ops, a LUT holds one `model_overhead` row per batch size:
 what a whole-model call costs beyond the sum of its ops (call overhead, input
@@ -30,6 +31,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from dnas_hw.data.ids import SPREAD, IdSource, mismatch
 from dnas_hw.errors import UserError
 from dnas_hw.files import atomic_path, first_line, read_json, write_json_atomic
 from dnas_hw.ops import OpCall
@@ -107,6 +109,10 @@ def check_meta(meta: object, path: str) -> dict:
         raise LutError(f"{path}: in_model_fit must map batch sizes to {{method, loo_error}}")
     if not isinstance(meta.get("model_overhead", {}), dict):
         raise LutError(f"{path}: model_overhead must map batch sizes to reference points")
+    try:
+        IdSource.from_meta(meta.get("ids"), path)
+    except UserError as e:
+        raise LutError(str(e)) from None
     return meta
 
 
@@ -198,6 +204,20 @@ class Lut:
 
     # ------------------------------------------------------------------ target
 
+    @property
+    def id_source(self) -> IdSource:
+        """The ids its embedding rows were timed with (spread for a LUT made before the field)."""
+        return IdSource.from_meta(self.meta.get("ids"), self.path)
+
+    def check_ids(self, measured: IdSource, force: bool = False) -> str | None:
+        """Refuse (`LutError`) to compare this LUT with lookups timed with other ids than it was profiled with,
+        unless `force`; then return the difference (None when they agree), for the caller to state."""
+        differ = mismatch(self.id_source, measured, self.path)
+        if differ and not force:
+            hint = "--ids spread" if self.id_source.kind == SPREAD else f"--data {self.id_source.path}"
+            raise LutError(f"{differ}: the comparison would measure the ids, not the LUT (use {hint}, or --force)")
+        return differ
+
     def check_target(self, force: bool = False, **asked) -> None:
         """Refuse a LUT measured on another backend/device/thread count than `asked`, unless `force`."""
         for field, want in asked.items():
@@ -211,7 +231,7 @@ class Lut:
 
 
 def merge(luts: Sequence[Lut]) -> Lut:
-    """One LUT holding the rows of all `luts`, which must share backend, device and threads.
+    """One LUT holding the rows of all `luts`, which must share backend, device, threads and id source.
 
     A key present in two of them is an error naming it: a merge never picks
     one measurement over another silently. The metadata is the first LUT's,
@@ -227,6 +247,9 @@ def merge(luts: Sequence[Lut]) -> Lut:
                     f"cannot merge {other.path} ({field}={other.meta.get(field)}) "
                     f"with {first.path} ({field}={first.meta.get(field)})"
                 )
+        if not other.id_source.same_as(first.id_source):
+            raise LutError(f"cannot merge {other.path} (ids {other.id_source.describe()}) "
+                           f"with {first.path} (ids {first.id_source.describe()})")
     seen: dict[tuple[str, str, int], str] = {}
     for lut in luts:
         for key in lut.keys():

@@ -55,6 +55,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from dnas_hw.arch import ArchMethods
+from dnas_hw.data.ids import IdSource
 from dnas_hw.ops import OpCall
 from dnas_hw.timing import TimingStats
 from profiler.runners import time_archs
@@ -128,15 +129,19 @@ def overhead_us(whole_us: np.ndarray, ops_us: np.ndarray, factors: np.ndarray) -
     return float(np.median(whole_us - ops_us @ factors))
 
 
-def leave_one_out_error(method: str, whole_us: np.ndarray, ops_us: np.ndarray) -> float:
-    """Median over references of |predicted / measured - 1|, each predicted by `method` fitted on the others."""
-    errors = []
+def leave_one_out_predictions(method: str, whole_us: np.ndarray, ops_us: np.ndarray) -> np.ndarray:
+    """`[R]`: each reference's latency as `method` fitted on the other references predicts it."""
+    predicted = []
     for i in range(len(whole_us)):
         rest = np.arange(len(whole_us)) != i
         f = factors_by(method, whole_us[rest], ops_us[rest])
-        predicted = overhead_us(whole_us[rest], ops_us[rest], f) + ops_us[i] @ f
-        errors.append(abs(predicted / whole_us[i] - 1.0))
-    return float(np.median(errors))
+        predicted.append(overhead_us(whole_us[rest], ops_us[rest], f) + ops_us[i] @ f)
+    return np.array(predicted, dtype=np.float64)
+
+
+def leave_one_out_error(method: str, whole_us: np.ndarray, ops_us: np.ndarray) -> float:
+    """Median over references of |predicted / measured - 1|, each predicted by `method` fitted on the others."""
+    return float(np.median(np.abs(leave_one_out_predictions(method, whole_us, ops_us) / whole_us - 1.0)))
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,9 @@ class InModelFit:
     factors: dict[str, float]  # op kind -> factor
     overhead: TimingStats
     loo_error: dict[str, float]  # method -> leave-one-out median relative error on the references
+    # Each reference's p50 as the chosen method fitted on the others predicts it (empty with one reference):
+    # the LUT's own out-of-sample error, from which a search derives its budget margin (`lut.margin`).
+    loo_predicted_us: tuple[float, ...] = ()
 
 
 def choose_method(whole_us: np.ndarray, ops_us: np.ndarray) -> tuple[str, dict[str, float]]:
@@ -184,9 +192,10 @@ def fit_in_model(
     # Residuals at p10 and p90 are not percentiles of one distribution (a sum of op p90s exceeds the p90 of
     # their sum), so they can land on the wrong side of the median: the row keeps p10 <= p50 <= p90.
     overhead = TimingStats(min(p10, p50), p50, max(p90, p50), sum(w.repeats for w in whole))
+    loo = leave_one_out_predictions(method, y, matrix("p50_us")) if len(y) >= 2 else np.zeros(0)
     return InModelFit(
         method, {k: round(float(v), 6) for k, v in zip(kinds, f)}, overhead,
-        {m: round(e, 6) for m, e in errors.items()},
+        {m: round(e, 6) for m, e in errors.items()}, tuple(round(float(v), 3) for v in loo),
     )
 
 
@@ -205,7 +214,9 @@ class InModel:
     """One batch size's fit and the points it was fitted to."""
 
     fit: InModelFit
-    references: list[dict]  # per reference arch: whole_us, ops_us ({op kind: us}), p50
+    # Per reference arch: whole_us and whole_p90_us (measured), ops_us ({op kind: raw p50 sum}),
+    # loo_predicted_us (the fit's out-of-sample prediction of whole_us, where there is one).
+    references: list[dict]
 
 
 def measure_in_model(
@@ -218,10 +229,12 @@ def measure_in_model(
     batch_sizes: Sequence[int],
     seed: int = 0,
     status: Callable[[str], None] = lambda _: None,
+    ids: IdSource | None = None,
 ) -> dict[int, InModel]:
     """Time the reference archs whole (in groups, as `lut validate` times its archs) and fit each batch size.
 
-    `op_stats(call, b)` gives an op's raw measured row; `status` is told which group is being timed.
+    `op_stats(call, b)` gives an op's raw measured row; `status` is told which group is being timed;
+    `ids`: the ids the models see (the ops' own: `dnas_hw.data.ids`; None: spread).
     """
     archs = reference_archs(space, seed)
     kinds = sorted({c.op for c in space.op_calls()})
@@ -230,15 +243,19 @@ def measure_in_model(
         status(f"in-model fit: whole reference models {start + 1}-{min(start + GROUP, len(archs))} of {len(archs)}")
         whole += time_archs(
             archs[start : start + GROUP], backend=backend, device=device, threads=threads, batch_sizes=batch_sizes,
-            cardinalities=space.cardinalities, seed=seed,
+            cardinalities=space.cardinalities, seed=seed, ids=ids,
         )
     fits = {}
     for b in batch_sizes:
         ops = [op_sums(a, op_stats, b) for a in archs]
         timed = [w[b] for w in whole]
+        fit = fit_in_model(timed, ops, kinds)
         references = [
-            {"whole_us": round(w.p50_us, 3), "ops_us": {k: round(v, 3) for k, v in o["p50_us"].items()}}
+            {"whole_us": round(w.p50_us, 3), "whole_p90_us": round(w.p90_us, 3),
+             "ops_us": {k: round(v, 3) for k, v in o["p50_us"].items()}}
             for w, o in zip(timed, ops)
         ]
-        fits[int(b)] = InModel(fit_in_model(timed, ops, kinds), references)
+        for r, predicted in zip(references, fit.loo_predicted_us):
+            r["loo_predicted_us"] = predicted
+        fits[int(b)] = InModel(fit, references)
     return fits

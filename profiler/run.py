@@ -34,6 +34,7 @@ from typing import Sequence
 import click
 import torch
 
+from dnas_hw.data.ids import DATA, IdSource, mismatch
 from dnas_hw.errors import UserError
 from dnas_hw.files import atomic_path, check_writable, output_lock, read_json, write_json_atomic
 from dnas_hw.memory import require_memory
@@ -42,7 +43,7 @@ from dnas_hw.progress import progress
 from dnas_hw.timing import TimingStats
 from lut.table import COLUMNS, OVERHEAD_OP, TARGET_FIELDS, Lut, LutError, meta_path, overhead_call
 from profiler.environment import lut_meta
-from profiler.keys import all_keys, space_calls
+from profiler.keys import all_keys, space_calls, table_features
 from profiler.overhead import measure_in_model
 from profiler.runners import BACKENDS, DEVICES
 from profiler.timers import op_timer
@@ -194,6 +195,9 @@ def _kept_rows(sources: Sequence[Path], meta: dict) -> tuple[dict[Key, dict], se
                     f"{path}: measured with {field}={old.get(field)}, this profile has {field}={meta[field]}; "
                     f"use another --out"
                 )
+        differ = mismatch(IdSource.from_meta(old.get("ids"), str(path)), IdSource.from_meta(meta["ids"], "ids"), str(path))
+        if differ:
+            raise UserError(f"{differ}; use another --out")
         is_partial = path.name.endswith(".partial.csv")
         rows = PartialFile(path).read() if is_partial else Lut.load(path).rows.to_dict("records")
         for r in rows:
@@ -217,8 +221,13 @@ def profile_to_lut(
     resume: bool = False,
     seed: int = 0,
     force: bool = False,
+    ids: IdSource | None = None,
 ) -> Lut:
     """Measure every (op, shape) key of `space` at `batch_sizes` into the LUT `out`; returns it.
+
+    `ids`: where embedding lookups (and the whole reference models) get their
+    ids (`dnas_hw.data.ids`; None: spread over each table), recorded in the
+    metadata's `ids`. A data source must be the data `space` is bound to.
 
     Prints the number of keys before it starts and shows a progress bar (keys
     done, rate, time left). See the module docstring for the files and `resume`.
@@ -227,6 +236,9 @@ def profile_to_lut(
     so a second profile of it fails at once instead of measuring every key too.
     """
     sizes = _check_args(backend, device, threads, batch_sizes)
+    ids = ids or IdSource()
+    if ids.kind == DATA:
+        _check_bound(space, ids)
     out = Path(out)
     if out.exists() and not (resume or force):
         raise UserError(f"{out}: already exists (use --resume to measure only the keys it lacks, --force to measure again)")
@@ -235,12 +247,23 @@ def profile_to_lut(
     if largest is not None:
         require_memory(4 * largest.num_params(), f"the largest op of space {space.name} ({largest})")
     with output_lock(out):
-        return _profile(space, out, backend, device, threads, sizes, resume, seed)
+        return _profile(space, out, backend, device, threads, sizes, resume, seed, ids)
 
 
-def _profile(space, out: Path, backend: str, device: str, threads: int, sizes: list[int], resume: bool, seed: int) -> Lut:
+def _check_bound(space, ids: IdSource) -> None:
+    """A data source's features must be those the space is bound to (the ids replayed must fit its tables)."""
+    from dnas_hw.data.folder import PreparedData
+
+    data = PreparedData.open(ids.path)
+    if (space.num_dense, tuple(space.cardinalities)) != (data.num_dense, tuple(data.cardinalities)):
+        raise UserError(f"space {space.name} is not bound to {ids.path}'s features: give the same folder as --data")
+
+
+def _profile(space, out: Path, backend: str, device: str, threads: int, sizes: list[int], resume: bool, seed: int,
+             ids: IdSource) -> Lut:
     partial = PartialFile(partial_path(out))
     meta = lut_meta(space, backend=backend, device=device, threads=threads, batch_sizes=sizes, seed=seed)
+    meta["ids"] = ids.to_meta()
     if resume:
         done, raw, fit = _kept_rows([out, partial.path], meta)
         meta["batch_sizes"] = sorted(set(sizes) | {b for _, _, b in done})
@@ -257,13 +280,14 @@ def _profile(space, out: Path, backend: str, device: str, threads: int, sizes: l
     missing = sum(len(bs) for _, bs in todo) + len(overhead_todo)
     click.echo(
         f"space {space.name}: {len(calls)} ops x {len(sizes)} batch size(s) + {len(sizes)} model-overhead row(s) = "
-        f"{len(all_keys(space, sizes))} keys; {missing} to measure ({backend}, {device}, {threads} thread(s))"
+        f"{len(all_keys(space, sizes))} keys; {missing} to measure ({backend}, {device}, {threads} thread(s); "
+        f"ids {ids.describe()})"
     )
 
     meta.update(fit)
     factors = fit["in_model_factor"]
     partial.start(meta, list(done.values()))
-    timer = op_timer(backend, device, threads)
+    timer = op_timer(backend, device, threads, ids=ids, table_features=table_features(space) if ids.kind == DATA else None)
     with progress(missing, "profile", "keys") as bar:
         for block in blocks(todo, seed):
             bar.update(0, status=f"{len(block)} ops from {block[0][0]}"[:60])
@@ -277,7 +301,7 @@ def _profile(space, out: Path, backend: str, device: str, threads: int, sizes: l
         if overhead_todo:
             fits = measure_in_model(
                 space, lambda c, b: stats_of(done[c.key(b)]), backend=backend, device=device, threads=threads,
-                batch_sizes=overhead_todo, seed=seed, status=lambda text: bar.update(0, status=text),
+                batch_sizes=overhead_todo, seed=seed, status=lambda text: bar.update(0, status=text), ids=ids,
             )
             for b, in_model in fits.items():
                 factors[str(b)] = in_model.fit.factors

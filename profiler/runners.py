@@ -42,6 +42,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from dnas_hw.data.ids import IdSource
 from dnas_hw.family import build_model
 from dnas_hw.inputs import dlrm_input_pool
 from dnas_hw.model import Probability
@@ -227,11 +228,14 @@ def time_archs_by_round(
     cardinalities: Sequence[int],
     seed: int = 0,
     rounds: int = ROUNDS,
+    ids: IdSource | None = None,
 ) -> list[dict[int, list[TimingStats]]]:
-    """Every round of `time_archs`, in order: per arch, `{batch_size: [round 1, ..., round n]}`."""
+    """Every round of `time_archs`, in order: per arch, `{batch_size: [round 1, ..., round n]}`.
+    `ids`: where the ids come from (`dlrm_input_pool`; None: spread)."""
     runners = [arch_runner(a, backend=backend, device=device, threads=threads, seed=seed) for a in archs]
     pools = {
-        int(b): dlrm_input_pool(archs[0].num_dense, cardinalities, int(b), seed=seed + int(b)) for b in batch_sizes
+        int(b): dlrm_input_pool(archs[0].num_dense, cardinalities, int(b), seed=seed + int(b), ids=ids)
+        for b in batch_sizes
     } if archs else {}
     timed: list[dict[int, list[TimingStats]]] = [{b: [] for b in pools} for _ in archs]
     for _ in range(rounds):

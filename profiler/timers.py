@@ -14,7 +14,9 @@ measured and taken out (docs/profiling.md has the experiments behind each rule):
   op's.
 - **Inputs as the model hands them.** Activations are few and hot (just written
   by the previous op): `HOT_SETS` sets are cycled. Ids are spread over the
-  table without repeats (`dnas_hw.inputs.spread_ids`), a new set each call, and
+  table without repeats (`dnas_hw.inputs.spread_ids`), or, with a data source
+  (`dnas_hw.data.ids`), replayed from the data's rows: the column of the
+  feature the table serves (`table_features`). A new set each call, and
   torch gets them as the model does: a strided column of a `[B, num_sparse]`
   id matrix.
 - **What a model adds.** Inside a model an op runs slower than back to back
@@ -31,12 +33,13 @@ measured and taken out (docs/profiling.md has the experiments behind each rule):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from onnx import TensorProto, helper
 
+from dnas_hw.data.ids import DATA, IdSource
 from dnas_hw.inputs import pool_sets, spread_ids
 from dnas_hw.onnx_io import DEFAULT_OPSET, export_module
 from dnas_hw.ops import OpCall
@@ -51,17 +54,25 @@ EXPORT_BATCH = 2
 # One round: a stable median over at least min_time_s, at most max_time_s.
 ROUND_TIMER = dict(warmup=3, min_repeats=10, max_repeats=4000, min_time_s=0.005, max_time_s=0.05, rel_tol=0.02)
 
-def op_input_pool(call: OpCall, batch_size: int, num_sparse: int, seed: int = 0) -> list[InputSet]:
+def op_input_pool(
+    call: OpCall, batch_size: int, num_sparse: int, seed: int = 0, ids: IdSource | None = None, feature: int | None = None,
+) -> list[InputSet]:
     """Input sets for timing `call` at `batch_size`.
 
-    Embedding lookups: `pool_sets(batch_size)` sets of ids spread over the table,
-    each a column view of a `[B, num_sparse]` matrix, as the model passes them.
+    Embedding lookups: `pool_sets(batch_size)` sets of ids, each a column view of
+    a `[B, num_sparse]` matrix, as the model passes them: spread over the table
+    (`ids` None or spread), or feature `feature`'s ids in consecutive rows of the
+    data (`ids` a data source; the lookup hashes them into the table as the model does).
     Other ops: `HOT_SETS` sets from the registry's `example_inputs`.
     """
-    if call.op == "embedding":  # the one registered op that takes ids: they must spread over its table
+    if call.op == "embedding":  # the one registered op that takes ids
         n = pool_sets(batch_size)
-        rng = np.random.default_rng(seed)
-        ids = spread_ids(call.params["num_embeddings"], n * batch_size, rng).reshape(n, batch_size)
+        if ids is not None and ids.kind == DATA:
+            if feature is None:
+                raise ValueError(f"{call}: replaying data ids needs the feature the table serves")
+            ids = ids.window(n * batch_size, seed)[1][:, feature].reshape(n, batch_size)
+        else:
+            ids = spread_ids(call.params["num_embeddings"], n * batch_size, np.random.default_rng(seed)).reshape(n, batch_size)
         wide = torch.zeros(n, batch_size, max(1, num_sparse), dtype=torch.int64)
         wide[:, :, 0] = torch.from_numpy(ids)
         return [(wide[i][:, 0],) for i in range(n)]
@@ -102,11 +113,15 @@ class OpTimer:
 
     backend = ""
 
-    def __init__(self, device: str, threads: int, rounds: int = ROUNDS):
+    def __init__(self, device: str, threads: int, rounds: int = ROUNDS, ids: IdSource | None = None,
+                 table_features: Mapping[int, int] | None = None):
         serving_allocator()  # as the whole models are timed (profiler.allocator)
         self.device = device
         self.threads = threads
         self.rounds = rounds
+        # Where embedding ids come from, and for data ids which feature a table of n rows serves.
+        self.ids = ids
+        self.table_features = dict(table_features or {})
         self.clock = default_clock(device, threads)
         # Per null key: the null and the inputs it was first seen with (an onnxruntime null graph is made for
         # those shapes), and every round of it so far (its cost is a constant of the process: all rounds count).
@@ -144,6 +159,10 @@ class OpTimer:
     def _prepare(self, call: OpCall, batch_sizes: Sequence[int], num_sparse: int, seed: int) -> dict[int, _Timed]:
         raise NotImplementedError
 
+    def _pool(self, call: OpCall, batch_size: int, num_sparse: int, seed: int) -> list[InputSet]:
+        feature = self.table_features.get(call.params["num_embeddings"]) if call.op == "embedding" else None
+        return op_input_pool(call, batch_size, num_sparse, seed, self.ids, feature)
+
 
 class TorchOpTimer(OpTimer):
     """torch eager: the op's module in eval mode under inference mode, `threads` intra-op threads."""
@@ -161,7 +180,7 @@ class TorchOpTimer(OpTimer):
             module = call.build().eval().to(self.device)
         ready = {}
         for b in batch_sizes:
-            pool = to_device(op_input_pool(call, b, num_sparse, seed + b), self.device)
+            pool = to_device(self._pool(call, b, num_sparse, seed + b), self.device)
             ready[int(b)] = _Timed(module, _noop, pool, (signature(pool[0]), int(b)))
         return ready
 
@@ -179,14 +198,14 @@ class OnnxOpTimer(OpTimer):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = call.build().eval()
-        example = tuple(t.contiguous() for t in op_input_pool(call, EXPORT_BATCH, num_sparse, seed)[0])
+        example = tuple(t.contiguous() for t in op_input_pool(call, EXPORT_BATCH, num_sparse, seed)[0])  # spread: any ids export
         names = [f"x{i}" for i in range(len(example))]
         graph = export_module(module, example, names, ["y"]).SerializeToString()
         del module  # the session holds its own copy of the weights
         run = OnnxRunner(graph, self.threads, self.device).session.run
         ready = {}
         for b in batch_sizes:
-            inputs = op_input_pool(call, b, num_sparse, seed + b)
+            inputs = self._pool(call, b, num_sparse, seed + b)
             feeds = [(f,) for f in OnnxRunner.as_feeds(names, inputs)]
             null = self._null_session(feeds[0][0])
             ready[int(b)] = _Timed(
@@ -218,8 +237,10 @@ def null_graph(feed: dict[str, np.ndarray]):
 TIMERS: dict[str, type[OpTimer]] = {"torch": TorchOpTimer, "onnxruntime": OnnxOpTimer}
 
 
-def op_timer(backend: str, device: str, threads: int, rounds: int = ROUNDS) -> OpTimer:
+def op_timer(backend: str, device: str, threads: int, rounds: int = ROUNDS, ids: IdSource | None = None,
+             table_features: Mapping[int, int] | None = None) -> OpTimer:
+    """The timer of `backend`; `ids`/`table_features`: see `OpTimer` (default: spread ids)."""
     try:
-        return TIMERS[backend](device, threads, rounds)
+        return TIMERS[backend](device, threads, rounds, ids, table_features)
     except KeyError:
         raise ValueError(f"unknown backend {backend!r}; known: {sorted(TIMERS)}") from None

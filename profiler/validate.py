@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from dnas_hw.data.ids import IdSource
 from dnas_hw.metrics import spearman
 from dnas_hw.progress import progress
 from lut.predict import predict
@@ -47,8 +48,14 @@ def sample_archs(space, samples: int, seed: int = 0) -> list:
     return [space.sample(rng) for _ in range(samples)]
 
 
-def validate_many(lut: Lut, space, *, samples: int, batch_sizes: Sequence[int], seed: int = 0) -> dict[int, dict]:
-    """`validate_lut` at several batch sizes, each model built (and exported) once: `{batch_size: report}`."""
+def validate_many(
+    lut: Lut, space, *, samples: int, batch_sizes: Sequence[int], seed: int = 0, ids: IdSource | None = None,
+) -> dict[int, dict]:
+    """`validate_lut` at several batch sizes, each model built (and exported) once: `{batch_size: report}`.
+
+    `ids`: the ids the models see (`dnas_hw.data.ids`; None: spread); the caller
+    checks that they are the LUT's (`Lut.check_ids`)."""
+    ids = ids or IdSource()
     sizes = [int(b) for b in batch_sizes]
     archs = sample_archs(space, samples, seed)
     # Every row the predictions need, checked before any timing starts.
@@ -60,19 +67,21 @@ def validate_many(lut: Lut, space, *, samples: int, batch_sizes: Sequence[int], 
     with progress(len(archs), f"validate {target['backend']}", "archs") as bar:
         for start in range(0, len(archs), GROUP):
             group = archs[start : start + GROUP]
-            measured += time_archs(group, batch_sizes=sizes, cardinalities=space.cardinalities, seed=seed, **target)
+            measured += time_archs(group, batch_sizes=sizes, cardinalities=space.cardinalities, seed=seed, ids=ids, **target)
             bar.update(len(group))
-    return {b: _report(lut, space, archs, [m[b] for m in measured], b, target) for b in sizes}
+    sources = {"ids": ids.describe(), "lut_ids": lut.id_source.describe()}
+    return {b: {**_report(lut, space, archs, [m[b] for m in measured], b, target), **sources} for b in sizes}
 
 
-def validate_lut(lut: Lut, space, *, samples: int, batch_size: int, seed: int = 0) -> dict:
+def validate_lut(lut: Lut, space, *, samples: int, batch_size: int, seed: int = 0, ids: IdSource | None = None) -> dict:
     """Predicted vs measured whole-model latency of `samples` seeded random archs at `batch_size`.
 
     The report: `samples`, `median_abs_error_pct`, `within_10pct`, `spearman`,
     `mean_error_pct`, `max_abs_error_pct`, `archs` (each arch's predicted and
-    measured ms) and `worst` (the largest errors, with arch and breakdown).
+    measured ms), `worst` (the largest errors, with arch and breakdown), `ids`
+    and `lut_ids` (the ids the models saw, and those the LUT was profiled with).
     """
-    return validate_many(lut, space, samples=samples, batch_sizes=[batch_size], seed=seed)[int(batch_size)]
+    return validate_many(lut, space, samples=samples, batch_sizes=[batch_size], seed=seed, ids=ids)[int(batch_size)]
 
 
 def _report(lut: Lut, space, archs: list, measured: list, batch_size: int, target: dict) -> dict:

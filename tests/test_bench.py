@@ -20,7 +20,7 @@ CARDS = [10 + 7 * f for f in range(26)]
 ARCH = Arch(13, (8,), (4, 8) * 13, tuple(CARDS), "dot", (8,))
 OTHER = Arch(13, (8,), (8,) * 26, tuple(CARDS), "cat", (8,))
 BATCHES = (1, 8)
-REPORT_KEYS = {"model", "backend", "device", "threads", "lut", "arch", "machine", "date", "results"}
+REPORT_KEYS = {"model", "backend", "device", "threads", "lut", "ids", "lut_ids", "arch", "machine", "date", "results"}
 ROW_KEYS = {"batch_size", "p10_us", "p50_us", "p90_us", "repeats", "throughput_per_s", "predicted_us", "error_pct"}
 
 
@@ -52,7 +52,8 @@ def test_json_report_keys_and_figures(exported, tmp_path):
     assert code == 0, out
     report = json.loads((tmp_path / "b.json").read_text())
     assert set(report) == REPORT_KEYS
-    assert report["backend"] == "onnxruntime" and report["lut"] is None
+    assert report["backend"] == "onnxruntime" and report["lut"] is None and report["lut_ids"] is None
+    assert report["ids"].startswith("spread")
     assert Arch.from_dict(report["arch"]) == ARCH
     assert [r["batch_size"] for r in report["results"]] == list(BATCHES)
     for r in report["results"]:
@@ -114,3 +115,33 @@ def test_lut_of_another_target_or_missing_keys_is_refused(exported, tmp_path):
     _one_error_line(*_run(exported / "m.onnx", "--lut", tmp_path / "other.csv", "--batch-size", "8"), "no row for")
     _toy_lut(tmp_path / "lut.csv", ARCH, 1.0)
     _one_error_line(*_run(exported / "m.onnx", "--lut", tmp_path / "lut.csv", "--batch-size", "64"), "no row for")
+
+
+@pytest.mark.slow
+def test_with_data_the_calls_replay_its_rows_and_a_lut_of_other_ids_is_refused(exported, synth_dir, tmp_path, monkeypatch):
+    import dnas_hw.inputs
+    from dnas_hw.data.ids import data_source
+
+    source = data_source(synth_dir)
+    pools = []
+    real = dnas_hw.inputs.dlrm_input_pool
+    monkeypatch.setattr(dnas_hw.inputs, "dlrm_input_pool", lambda *a, **k: pools.append(k.get("ids")) or real(*a, **k))
+    code, out = _run(exported / "m.onnx", "--batch-size", "8", "--data", synth_dir, "--json", tmp_path / "b.json")
+    assert code == 0, out
+    assert pools == [source] and f"ids {source.describe()}" in out
+    assert json.loads((tmp_path / "b.json").read_text())["ids"] == source.describe()
+    # A LUT without a recorded source was profiled with spread ids: not comparable with these calls.
+    _toy_lut(tmp_path / "spread.csv", ARCH, 1.0)
+    _one_error_line(*_run(exported / "m.onnx", "--batch-size", "8", "--data", synth_dir, "--lut", tmp_path / "spread.csv"),
+                    "profiled with ids spread", "--ids spread, or --force")
+    code, out = _run(exported / "m.onnx", "--batch-size", "8", "--data", synth_dir, "--lut", tmp_path / "spread.csv",
+                     "--force", "--json", tmp_path / "f.json")
+    assert code == 0 and "warning: " in out, out
+    report = json.loads((tmp_path / "f.json").read_text())
+    assert report["lut_ids"].startswith("spread") and report["ids"] == source.describe()
+    _toy_lut(tmp_path / "data.csv", ARCH, 1.0, ids=source.to_meta())
+    code, out = _run(exported / "m.onnx", "--batch-size", "8", "--data", synth_dir, "--lut", tmp_path / "data.csv")
+    assert code == 0 and "warning" not in out, out
+    _one_error_line(*_run(exported / "m.onnx", "--batch-size", "8", "--lut", tmp_path / "data.csv"),
+                    "these lookups replay spread", f"--data {source.path}")
+    _one_error_line(*_run(exported / "m.onnx", "--ids", "data"), "--ids data needs --data")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
 
 from dnas_hw.app.cli import main
 from dnas_hw.app.report import PLOTS, against_reference, mean_probs_by_kind, pareto_front
+from dnas_hw.data.ids import IdSource, data_source
 
 TINY = ["--space", "dlrm-tiny", "--rows", "3000", "--batch-size", "16", "--search-epochs", "2", "--train-epochs", "1"]
 
@@ -47,6 +49,18 @@ def test_pipeline_writes_report_plots_and_every_stage(first_run):
         epochs = json.loads((run / "search" / f"{m['budget_ms']:g}ms" / "arch_probs_epochs.json").read_text())
         assert [e["epoch"] for e in epochs] == [1, 2]
     assert (run / "lut" / "lut.csv").is_file() and (run / "data" / "meta.json").is_file()
+    # Ids as served: the LUT and every bench replay the run's data; each search aims at its budget less the margin.
+    ids = data_source(run / "data")
+    assert results["lut_meta"]["ids"] == ids.to_meta() and f"ids of the LUT and of the measurements: {ids.describe()}" in report
+    for m in results["models"]:
+        assert json.loads((run / "bench" / f"{m['name']}.json").read_text())["ids"] == ids.describe()
+    for m in searched:
+        summary = json.loads((run / "search" / f"{m['budget_ms']:g}ms" / "summary.json").read_text())
+        margin = summary["budget_margin"]
+        assert margin["quantile"] == "p50" and margin["source"] == "leave-one-out" and margin["references"] == 17
+        assert margin["requested_budget_ms"] == pytest.approx(m["budget_ms"])
+        assert m["searched_against_ms"] == pytest.approx(m["budget_ms"] / (1 + margin["margin"]))
+        assert m["within_budget"] == (m["measured_p50_ms"] <= m["budget_ms"])
     assert "wrote" in output
     assert "## Searched models against the DLRM Kaggle reference" in report
     assert report.count("the reference") >= len(searched)
@@ -60,12 +74,14 @@ def test_second_run_redoes_no_stage(first_run, monkeypatch):
     import dnas_hw.export
     import dnas_hw.train
     import profiler.run
+    import search.margin
     import search.run
 
     def refuse(*a, **k):
         raise AssertionError("a finished stage ran again")
 
     for module, name in [(dnas_hw.data.synth, "synth"), (profiler.run, "profile_to_lut"), (search.run, "run_search"),
+                         (search.margin, "run_search_within"),
                          (dnas_hw.train, "train_arch"), (dnas_hw.export, "export_checkpoint"), (dnas_hw.app.bench, "bench")]:
         monkeypatch.setattr(module, name, refuse)
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.suffix in (".pt", ".onnx", ".csv") or p.name == "summary.json"}
@@ -86,11 +102,16 @@ def test_a_new_run_reuses_the_cached_lut(first_run, tmp_path, monkeypatch):
     monkeypatch.setattr(profiler.run, "profile_to_lut", lambda *a, **k: pytest.fail("profiled although a cached LUT fits"))
     opts = PipelineOptions(out=tmp_path / "run2", space="dlrm-tiny", batch_size=16, lut_cache=run.parent / "lut-cache")
     space = get_space("dlrm-tiny", PreparedData.open(run / "data").cardinalities)
-    lut = stage_lut(tmp_path / "run2", space, opts)
+    # The same rows made again elsewhere are the same ids (data_source compares the folders' meta.json).
+    copy = shutil.copytree(run / "data", tmp_path / "data-copy")
+    lut = stage_lut(tmp_path / "run2", space, opts, data_source(copy))
     assert lut.read_text() == (run / "lut" / "lut.csv").read_text()
-    # Another serving batch size is not covered by the cache: it must be profiled.
+    # Another serving batch size, or spread ids, are not covered by the cache: they must be profiled.
     with pytest.raises(pytest.fail.Exception, match="profiled although"):
-        stage_lut(tmp_path / "run3", space, PipelineOptions(**{**opts.__dict__, "out": tmp_path / "run3", "batch_size": 8}))
+        stage_lut(tmp_path / "run3", space, PipelineOptions(**{**opts.__dict__, "out": tmp_path / "run3", "batch_size": 8}),
+                  data_source(copy))
+    with pytest.raises(pytest.fail.Exception, match="profiled although"):
+        stage_lut(tmp_path / "run4", space, opts, IdSource())
 
 
 @pytest.mark.slow

@@ -13,13 +13,14 @@ from dnas_hw.app.cli import main
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.family import PLUGINS_ENV, load_arch
 from dnas_hw.space import get_space
+from lut.margin import budget_margin
 from lut.predict import predict
 from lut.table import Lut
 from search.config import SearchConfig
 from search.extremes import extreme_arch
 from search.family_search import latency_table
 from search.layout import Layout
-from search.run import run_search
+from search.margin import run_search_within
 from search_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 B = 16
@@ -43,12 +44,15 @@ def test_dcn_tiny_profile_search_train_export_bench(tmp_path, monkeypatch):
     table = latency_table(space, lut, B)
     fastest, _ = extreme_arch(table, Layout(space), cheapest=True)
     slowest, _ = extreme_arch(table, Layout(space), cheapest=False)
-    budget_us = fastest + 0.4 * (slowest - fastest)
+    # The search aims at the budget less the LUT's margin: that effective budget lies 40% of the way up.
+    margin = budget_margin(lut, B).margin
+    budget_us = float(f"{(fastest + 0.4 * (slowest - fastest)) * (1 + margin):.3f}")
     budget = ["--latency-budget", f"{budget_us:.3f}us", "--batch-size", str(B)]
 
     # Interrupted after one epoch (the API's stop_after), then resumed from the command line.
     config = SearchConfig.from_dict({"epochs": 2, "train_batch_size": 128, "seed": 3, "stop_after": 1})
-    stopped = run_search(data, space, lut, budget_us=float(f"{budget_us:.3f}"), batch_size=B, out=tmp_path / "s", config=config)
+    # The command's own path: the budget less the LUT's margin (search.margin), so the command resumes it.
+    stopped = run_search_within(data, space, lut, budget_us=budget_us, batch_size=B, out=tmp_path / "s", config=config)
     assert stopped == {"stopped_after_epoch": 1, "epochs": 2} and (tmp_path / "s" / "search_state.pt").exists()
     _cli("search", "--data", str(data), "--space", "dcn-tiny", "--lut", str(lut_path), *budget, "--out", str(tmp_path / "s"),
          "--resume", *OPTIONS)
@@ -62,9 +66,11 @@ def test_dcn_tiny_profile_search_train_export_bench(tmp_path, monkeypatch):
     assert type(arch).__name__ == "DCNArch" and arch == space.arch(summary["choices"])
     probs = json.loads((run / "arch_probs.json").read_text())
     assert set(probs) == {s.name for s in space.slots()} and all(sum(p.values()) == pytest.approx(1) for p in probs.values())
-    # Within the budget by the LUT, and not trivially: the budget excludes the slowest arch.
-    assert predict(lut, arch, B).total_us <= budget_us and summary["within_budget"]
-    assert predict(lut, space.largest(), B).total_us > budget_us
+    # Within the effective budget by the LUT, and not trivially: it excludes the slowest arch.
+    effective_us = summary["budget_margin"]["effective_budget_ms"] * 1000
+    assert effective_us == pytest.approx(budget_us / (1 + margin)) and summary["latency_budget_ms"] * 1000 == pytest.approx(effective_us)
+    assert predict(lut, arch, B).total_us <= effective_us and summary["within_budget"]
+    assert predict(lut, space.largest(), B).total_us > effective_us
 
     _cli("train", "--data", str(data), "--arch", str(run / "arch.json"), "--out", str(run / "final"))
     assert 0 < json.loads((run / "final" / "metrics.json").read_text())["val"]["logloss"] < 1

@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
 from dnas_hw.arch import ArchMethods
+from dnas_hw.data.ids import DATA, IdSource
 from dnas_hw.errors import UserError
 from dnas_hw.export import OnnxModelInfo, read_model_info, sparse_id_ranges
 from dnas_hw.progress import progress
@@ -48,8 +51,10 @@ def measure(
     threads: int = 1,
     checkpoint: str | os.PathLike | None = None,
     seed: int = 0,
+    ids: IdSource | None = None,
 ) -> list[BenchRow]:
-    """Per-batch-size latency of the model on `backend` (torch: the checkpoint's model in eager mode)."""
+    """Per-batch-size latency of the model on `backend` (torch: the checkpoint's model in eager mode);
+    `ids`: the model's inputs (`dnas_hw.data.ids`: a data folder's rows, or None: spread ids)."""
     from dnas_hw.inputs import dlrm_input_pool
     from profiler.runners import OnnxRunner, time_torch
 
@@ -65,7 +70,7 @@ def measure(
     rows = []
     with progress(len(batch_sizes), f"bench {backend}", "batch sizes") as bar:
         for b in batch_sizes:
-            stats = time_pool(dlrm_input_pool(info.arch.num_dense, ranges, b, seed=seed))
+            stats = time_pool(dlrm_input_pool(info.arch.num_dense, ranges, b, seed=seed, ids=ids))
             rows.append(BenchRow(b, stats.p10_us, stats.p50_us, stats.p90_us, stats.repeats, b / stats.p50_us * 1e6))
             bar.update(1, status=f"b{b} p50 {stats.p50_us / 1000:.3f} ms")
     return rows
@@ -113,23 +118,32 @@ def bench(
     lut_path: str | os.PathLike | None = None,
     force: bool = False,
     seed: int = 0,
+    ids: IdSource | None = None,
 ) -> dict[str, Any]:
     """Measure an exported model (and price it from a LUT); the JSON-ready report `dnas-hw bench --json` writes.
 
-    Keys: `model`, `backend`, `device`, `threads`, `lut`, `arch`, `machine`, `date`, and
-    `results` (one `BenchRow` dict per batch size).
+    `ids`: where the inputs come from (`dnas_hw.data.ids`; None: spread ids); a
+    LUT profiled with other ids is refused unless `force` (then the report says so).
+    Keys: `model`, `backend`, `device`, `threads`, `lut`, `ids`, `lut_ids` (None
+    without a LUT), `arch`, `machine`, `date`, and `results` (one `BenchRow` dict per batch size).
     """
     if device not in DEVICES:
         raise UserError(f"device {device!r}: use one of {list(DEVICES)}")
     if threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}")
+    ids = ids or IdSource()
     info = read_model_info(onnx_path)
-    # The LUT is checked (target, and every key the arch needs) before any time is spent measuring.
+    if ids.kind == DATA:
+        info.arch.check_data(*_data_features(ids), where=str(ids.path))
+    # The LUT is checked (target, ids, and every key the arch needs) before any time is spent measuring.
     lut = load_lut_for(lut_path, backend, device, threads, force) if lut_path is not None else None
     if lut is not None:
+        differ = lut.check_ids(ids, force)
+        if differ:
+            click.echo(f"warning: {differ} (--force)", err=True)
         for b in batch_sizes:
             predict(lut, info.arch, b)
-    rows = measure(info, onnx_path, batch_sizes, backend, device, threads, checkpoint, seed)
+    rows = measure(info, onnx_path, batch_sizes, backend, device, threads, checkpoint, seed, ids)
     if lut is not None:
         rows = add_predictions(rows, info.arch, lut)
     return {
@@ -138,11 +152,21 @@ def bench(
         "device": device,
         "threads": threads,
         "lut": str(lut_path) if lut_path is not None else None,
+        "ids": ids.describe(),
+        "lut_ids": lut.id_source.describe() if lut is not None else None,
         "arch": info.arch.to_dict(),
         "machine": machine_info(),
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "results": [asdict(r) for r in rows],
     }
+
+
+def _data_features(ids: IdSource) -> tuple[int, int]:
+    """(num_dense, num_sparse) of a data source's folder."""
+    from dnas_hw.data.folder import PreparedData
+
+    data = PreparedData.open(ids.path)
+    return data.num_dense, data.num_sparse
 
 
 def format_table(report: dict[str, Any]) -> str:

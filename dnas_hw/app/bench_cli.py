@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from dnas_hw.app.cli_types import INT_LIST
+from dnas_hw.app.lut_cli import IDS_HELP
 
 
 @click.command()
@@ -17,23 +18,30 @@ from dnas_hw.app.cli_types import INT_LIST
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--checkpoint", type=click.Path(), help="The model.pt MODEL was exported from (needed by --backend torch).")
 @click.option("--lut", "lut_path", type=click.Path(), help="A LUT of the same backend/device/threads: adds its prediction and error.")
-@click.option("--force", is_flag=True, help="Use a LUT measured on another backend, device or thread count.")
+@click.option("--force", is_flag=True, help="Use a LUT measured on another backend, device or thread count, or with other ids.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
 @click.option("--json", "json_path", type=click.Path(), help="Also write the report as JSON here.")
-def bench(model, batch_sizes, threads, backend, device, checkpoint, lut_path, force, seed, json_path) -> None:
+@click.option("--data", "data_dir", type=click.Path(), help="Prepared data folder whose rows (ids and dense features) the calls replay (--ids).")
+@click.option("--ids", "ids_choice", default=None, type=click.Choice(["data", "spread"]), help=IDS_HELP)
+def bench(model, batch_sizes, threads, backend, device, checkpoint, lut_path, force, seed, json_path, data_dir,
+          ids_choice) -> None:
     """Time MODEL (written by `dnas-hw export`) per batch size: p50/p90 latency and throughput.
 
-    Inputs are drawn like the training data (never zeros), a fresh set per call,
-    after warm-up. With --lut, the LUT's prediction for the model's arch (stored
-    in the ONNX file) and its error in percent.
+    A fresh input set per call, after warm-up: with --data, consecutive rows of
+    its train split (ids with their real frequency skew); else ids spread over
+    each table and dense features drawn like the training data. With --lut, the
+    LUT's prediction for the model's arch (stored in the ONNX file) and its error
+    in percent; a LUT profiled with other ids than these is refused (--force: compared anyway).
     """
     from dnas_hw.app.bench import bench as run_bench, format_table
+    from dnas_hw.data.ids import id_source
     from dnas_hw.files import check_writable, write_json_atomic
 
     if json_path:
         check_writable(json_path, "file")  # before the benchmark, not after it
-    report = run_bench(model, batch_sizes, backend, device, threads, checkpoint, lut_path, force, seed)
-    click.echo(f"{model} on {backend} ({device}, {threads} thread{'s' if threads > 1 else ''}):")
+    ids = id_source(ids_choice, data_dir)
+    report = run_bench(model, batch_sizes, backend, device, threads, checkpoint, lut_path, force, seed, ids)
+    click.echo(f"{model} on {backend} ({device}, {threads} thread{'s' if threads > 1 else ''}; ids {ids.describe()}):")
     click.echo(format_table(report))
     if json_path:
         write_json_atomic(json_path, report)

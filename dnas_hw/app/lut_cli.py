@@ -21,7 +21,10 @@ def resolve_space(space_name: str, data_dir: str | None):
 
 
 SPACE_HELP = "Built-in space (dlrm-kaggle, dlrm-tiny, ...) or a .toml file."
-DATA_HELP = "Prepared data folder: bind the space to its per-feature cardinalities."
+DATA_HELP = "Prepared data folder: bind the space to its per-feature cardinalities and replay its ids (--ids)."
+IDS_HELP = ("Ids of the timed embedding lookups: data (replayed from the --data folder's train rows, its real "
+            "frequency skew) or spread (over each table without repeats, the worst case) "
+            "[default: data with --data, else spread].")
 
 
 @click.group()
@@ -44,6 +47,7 @@ def show(lut_path, top) -> None:
     click.echo(f"  backend   {m.get('backend')} {m.get('backend_version', '')}")
     click.echo(f"  device    {m.get('device')} ({m.get('device_name', '?')}), {m.get('threads')} thread(s)")
     click.echo(f"  measured  {m.get('date', '?')}, space {m.get('space', '?')} ({m.get('space_hash', '?')})")
+    click.echo(f"  ids       {table.id_source.describe()}")
     click.echo(f"  keys      {len(ops.drop_duplicates(['op', 'params']))} ops, {len(rows)} rows; batch sizes {table.batch_sizes()}")
     counts = ops.drop_duplicates(["op", "params"])["op"].value_counts().sort_index()
     click.echo("  ops       " + ", ".join(f"{op} x{n}" for op, n in counts.items()))
@@ -105,10 +109,17 @@ def predict(lut_path, arch_path, batch_size, as_json, backend, device, threads, 
 @click.option("--batch-size", required=True, type=INT_LIST, help="Batch size(s), e.g. 64 or 1,64,512 (one report each).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the arch sample.")
 @click.option("--out", required=True, type=click.Path(), help="REPORT.json (with several batch sizes: REPORT.b<B>.json each).")
-def validate(lut_path, space_name, data_dir, samples, batch_size, seed, out) -> None:
-    """Time random archs of the space as whole models on the LUT's backend and compare with its predictions."""
+@click.option("--ids", "ids_choice", default=None, type=click.Choice(["data", "spread"]), help=IDS_HELP)
+@click.option("--force", is_flag=True, help="Compare even where the LUT was profiled with other ids than these.")
+def validate(lut_path, space_name, data_dir, samples, batch_size, seed, out, ids_choice, force) -> None:
+    """Time random archs of the space as whole models on the LUT's backend and compare with its predictions.
+
+    The models see the ids the LUT was profiled with: a LUT of data ids needs the
+    same --data, one of spread ids --ids spread (or no --data); --force compares anyway.
+    """
     from pathlib import Path
 
+    from dnas_hw.data.ids import id_source
     from dnas_hw.files import check_writable, write_json_atomic
     from lut.table import Lut
     from profiler.validate import validate_many
@@ -118,8 +129,12 @@ def validate(lut_path, space_name, data_dir, samples, batch_size, seed, out) -> 
     for path in paths.values():
         check_writable(path, "file")
     table = Lut.load(lut_path)
+    ids = id_source(ids_choice, data_dir)
+    differ = table.check_ids(ids, force)
+    if differ:
+        click.echo(f"warning: {differ} (--force)", err=True)
     space = resolve_space(space_name, data_dir)
-    reports = validate_many(table, space, samples=samples, batch_sizes=batch_size, seed=seed)
+    reports = validate_many(table, space, samples=samples, batch_sizes=batch_size, seed=seed, ids=ids)
     for b, report in reports.items():
         path = paths[b]
         write_json_atomic(path, report)

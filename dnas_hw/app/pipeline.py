@@ -4,11 +4,13 @@ Run folder `RUN/`, one subfolder per stage::
 
     pipeline.json            the options that decide the data, the LUT and the models (a rerun must agree)
     data/                    synthetic prepared data (absent when --data names a folder)
-    lut/lut.csv, .meta.json  the LUT (from the LUT cache when one fits, else profiled into it)
-    search/<budget>/         one search run folder per latency budget (arch.json, search_log.csv, ...)
+    lut/lut.csv, .meta.json  the LUT (from the LUT cache when one fits, else profiled into it), its
+                             embedding lookups timed with the data's own ids (--ids data) or spread ids
+    search/<budget>/         one search run folder per latency budget (arch.json, search_log.csv, ...),
+                             searched against the budget less the LUT's margin for --budget-quantile
     train/<model>/           model.pt and metrics.json of each searched arch and reference, retrained
     export/<model>.onnx      the exported model
-    bench/<model>.json       its measured latency (`dnas-hw bench` JSON)
+    bench/<model>.json       its measured latency (`dnas-hw bench` JSON, with the LUT's ids)
     results.json             one record per model (what report.md shows)
     report.md, *.png         the report
 
@@ -29,11 +31,13 @@ from typing import Any
 
 import click
 
+from dnas_hw.data.ids import DATA, KINDS, IdSource, id_source
 from dnas_hw.dlrm.arch import Arch, dlrm_kaggle_reference
 from dnas_hw.dlrm.space import SearchSpace
 from dnas_hw.errors import UserError
 from dnas_hw.files import check_writable, read_json, removed_if_left_empty, write_json_atomic
 from dnas_hw.space import get_space
+from lut.margin import DEFAULT_QUANTILE, QUANTILES
 
 # Defaults sized so that `make demo` finishes in under 10 minutes on a 2-core CPU
 # (measured; see docs/workflow.md).
@@ -68,6 +72,9 @@ class PipelineOptions:
     train_epochs: int = DEFAULT_TRAIN_EPOCHS
     seed: int = 0
     lut_cache: Path | None = None  # None: default_lut_cache()
+    # The ids the LUT's lookups and the bench's calls replay: the data's own (as served) or spread (the worst case).
+    ids: str = DATA
+    budget_quantile: str = DEFAULT_QUANTILE  # the measured latency each budget holds (`lut.margin`)
 
     def identity(self) -> dict[str, Any]:
         """What decides the run's data, LUT and models; budgets may be added on a rerun."""
@@ -133,16 +140,19 @@ def stage_data(run: Path, opts: PipelineOptions) -> Path:
     return folder
 
 
-def lut_cache_path(cache: Path, space: SearchSpace, opts: PipelineOptions) -> Path:
-    """The cache entry for this machine's CPU, the target and the space (by fingerprint)."""
+def lut_cache_path(cache: Path, space: SearchSpace, opts: PipelineOptions, ids: IdSource) -> Path:
+    """The cache entry for this machine's CPU, the target, the space (by fingerprint) and the ids (the data's
+    fingerprint: the same synthetic rows made again share an entry)."""
     from profiler.environment import machine_info
 
     cpu = hashlib.sha256(str(machine_info()["cpu"]).encode()).hexdigest()[:8]
-    return cache / f"{opts.backend}-{opts.device}-t{opts.threads}-cpu{cpu}-{space.fingerprint()}.csv"
+    source = f"data{ids.fingerprint}" if ids.kind == DATA else ids.kind
+    return cache / f"{opts.backend}-{opts.device}-t{opts.threads}-cpu{cpu}-{space.fingerprint()}-{source}.csv"
 
 
-def stage_lut(run: Path, space: SearchSpace, opts: PipelineOptions) -> Path:
-    """RUN/lut/lut.csv covering the space at the serving batch size; profiled only when no cached LUT covers it."""
+def stage_lut(run: Path, space: SearchSpace, opts: PipelineOptions, ids: IdSource) -> Path:
+    """RUN/lut/lut.csv covering the space at the serving batch size, its lookups timed with `ids`; profiled
+    only when no cached LUT covers it."""
     from lut.table import Lut, meta_path, overhead_call
 
     target = run / "lut" / "lut.csv"
@@ -150,17 +160,18 @@ def stage_lut(run: Path, space: SearchSpace, opts: PipelineOptions) -> Path:
         say("lut", f"{target}: done earlier")
         return target
     needed = space.op_calls() | {overhead_call(space.num_dense, space.num_sparse)}
-    cached = lut_cache_path(Path(opts.lut_cache or default_lut_cache()), space, opts)
+    cached = lut_cache_path(Path(opts.lut_cache or default_lut_cache()), space, opts, ids)
     if not (cached.is_file() and not Lut.load(cached).missing(needed, opts.batch_size)):
         from profiler.run import profile_to_lut
 
         say("lut", f"profiling {len(needed)} keys of space {space.name} into the cache {cached}")
         profile_to_lut(space, cached, backend=opts.backend, device=opts.device, threads=opts.threads,
-                       batch_sizes=[opts.batch_size], resume=True)
+                       batch_sizes=[opts.batch_size], resume=True, ids=ids)
     else:
         say("lut", f"reusing the cached LUT {cached}")
     lut = Lut.load(cached)
     lut.check_target(backend=opts.backend, device=opts.device, threads=opts.threads)
+    lut.check_ids(ids)
     lut.require(needed, opts.batch_size)
     lut.save(target)
     return target
@@ -190,7 +201,8 @@ def default_budgets_us(lut, space: SearchSpace, batch_size: int) -> tuple[tuple[
 
 def stage_search(run: Path, data_dir: Path, space: SearchSpace, lut, budget_us: float, opts: PipelineOptions) -> Candidate:
     from search.config import SearchConfig
-    from search.run import SUMMARY, run_search
+    from search.margin import run_search_within
+    from search.run import SUMMARY
 
     folder = run / "search" / budget_label(budget_us)
     if (folder / SUMMARY).is_file():
@@ -200,8 +212,8 @@ def stage_search(run: Path, data_dir: Path, space: SearchSpace, lut, budget_us: 
         say("search", f"budget {budget_label(budget_us)} at batch {opts.batch_size} -> {folder}")
         # The supernet's weights and every retraining use `dnas-hw train`'s recipe (the defaults of both configs).
         config = SearchConfig(epochs=opts.search_epochs, seed=opts.seed)
-        summary = run_search(data_dir, space, lut, budget_us=budget_us, batch_size=opts.batch_size, out=folder,
-                             config=config, resume=True)
+        summary = run_search_within(data_dir, space, lut, budget_us=budget_us, batch_size=opts.batch_size, out=folder,
+                                    config=config, resume=True, budget_quantile=opts.budget_quantile)
     return Candidate(f"budget-{budget_label(budget_us)}", "searched", Arch.load(folder / "arch.json"), budget_us, summary)
 
 
@@ -238,7 +250,8 @@ def stage_export(run: Path, cand: Candidate, checkpoint: Path) -> Path:
     return path
 
 
-def stage_bench(run: Path, cand: Candidate, onnx_path: Path, checkpoint: Path, opts: PipelineOptions) -> dict:
+def stage_bench(run: Path, cand: Candidate, onnx_path: Path, checkpoint: Path, opts: PipelineOptions,
+                ids: IdSource) -> dict:
     from dnas_hw.app.bench import bench
 
     path = run / "bench" / f"{cand.name}.json"
@@ -246,7 +259,7 @@ def stage_bench(run: Path, cand: Candidate, onnx_path: Path, checkpoint: Path, o
         say("bench", f"{path}: done earlier")
         return read_json(path, "bench report")
     report = bench(onnx_path, [opts.batch_size], opts.backend, opts.device, opts.threads,
-                   checkpoint=checkpoint if opts.backend == "torch" else None, seed=opts.seed)
+                   checkpoint=checkpoint if opts.backend == "torch" else None, seed=opts.seed, ids=ids)
     write_json_atomic(path, report)
     say("bench", f"{cand.name}: p50 {report['results'][0]['p50_us'] / 1000:.3f} ms at batch {opts.batch_size}")
     return report
@@ -293,7 +306,10 @@ def record(cand: Candidate, lut, metrics: dict, bench_report: dict, opts: Pipeli
         "predicted_ms": (p / 1000) if (p := predicted_us(lut, cand.arch, opts.batch_size)) is not None else None,
         "measured_p50_ms": measured["p50_us"] / 1000,
         "measured_p90_ms": measured["p90_us"] / 1000,
-        "within_budget": (measured["p50_us"] <= cand.budget_us) if cand.budget_us else None,
+        # The statistic the budget holds (--budget-quantile), as measured.
+        "within_budget": (measured[f"{opts.budget_quantile}_us"] <= cand.budget_us) if cand.budget_us else None,
+        "searched_against_ms": cand.search.get("budget_margin", {}).get("effective_budget_ms"),
+        "budget_margin": cand.search.get("budget_margin", {}).get("margin"),
         "test_logloss": metrics["test"]["logloss"],
         "test_auc": metrics["test"]["auc"],
         "params": cand.arch.num_params(),
@@ -315,6 +331,10 @@ def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
 
     if opts.batch_size < 1 or opts.threads < 1 or opts.search_epochs < 2 or opts.train_epochs < 1:
         raise UserError("batch size, threads and training epochs must be positive, and search epochs at least 2")
+    if opts.budget_quantile not in QUANTILES:
+        raise UserError(f"budget quantile {opts.budget_quantile!r}: use one of {', '.join(QUANTILES)}")
+    if opts.ids not in KINDS:
+        raise UserError(f"ids {opts.ids!r}: use one of {', '.join(KINDS)}")
     before = torch.get_num_threads()
     torch.set_num_threads(opts.threads)
     try:
@@ -341,7 +361,8 @@ def _run_stages(opts: PipelineOptions) -> dict[str, Any]:
     data_dir = stage_data(run, opts)
     data = PreparedData.open(data_dir)
     space = get_space(opts.space, cardinalities=data.cardinalities)
-    lut = Lut.load(stage_lut(run, space, opts))
+    ids = id_source(opts.ids, data_dir)
+    lut = Lut.load(stage_lut(run, space, opts, ids))
     defaults = tuple(saved.get("default_budgets_us") or ())
     if not defaults:
         defaults, how = default_budgets_us(lut, space, opts.batch_size)
@@ -354,7 +375,7 @@ def _run_stages(opts: PipelineOptions) -> dict[str, Any]:
     for cand in candidates:
         train_dir = stage_train(run, data_dir, cand, opts)
         onnx_path = stage_export(run, cand, train_dir / "model.pt")
-        bench_report = stage_bench(run, cand, onnx_path, train_dir / "model.pt", opts)
+        bench_report = stage_bench(run, cand, onnx_path, train_dir / "model.pt", opts, ids)
         records.append(record(cand, lut, read_json(train_dir / "metrics.json", "metrics"), bench_report, opts, run))
     results = {
         "options": opts.identity(),

@@ -44,8 +44,12 @@ class BudgetList(click.ParamType):
 @click.option("--train-epochs", default=p.DEFAULT_TRAIN_EPOCHS, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--lut-cache", type=click.Path(path_type=Path), help="Folder of cached LUTs [default: ~/.cache/dnas-hw/luts].")
+@click.option("--ids", default=p.DATA, show_default=True, type=click.Choice(["data", "spread"]),
+              help="Ids the LUT's lookups and the bench's calls replay: the data's own rows, or spread over each table (the worst case).")
+@click.option("--budget-quantile", default=p.DEFAULT_QUANTILE, show_default=True, type=click.Choice(["p50", "p90"]),
+              help="The measured latency each budget holds; the searches aim at the budget less the LUT's margin for it.")
 def pipeline(out, data_dir, rows, space, budgets_us, backend, device, threads, batch_size, search_epochs, train_epochs,
-             seed, lut_cache) -> None:
+             seed, lut_cache, ids, budget_quantile) -> None:
     """Data, profile, search per budget, retrain, export, bench, and OUT/report.md with plots.
 
     Each stage writes its own subfolder of OUT and is skipped when its outputs
@@ -53,7 +57,8 @@ def pipeline(out, data_dir, rows, space, budgets_us, backend, device, threads, b
     """
     opts = p.PipelineOptions(out=out, data_dir=data_dir, rows=rows, space=space, budgets_us=budgets_us, backend=backend,
                              device=device, threads=threads, batch_size=batch_size, search_epochs=search_epochs,
-                             train_epochs=train_epochs, seed=seed, lut_cache=lut_cache)
+                             train_epochs=train_epochs, seed=seed, lut_cache=lut_cache, ids=ids,
+                             budget_quantile=budget_quantile)
     results = p.run_pipeline(opts)
     for m in results["models"]:
         budget = f"budget {m['budget_ms']:.3f} ms" if m["budget_ms"] else "reference"

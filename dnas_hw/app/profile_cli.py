@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from dnas_hw.app.cli_types import INT_LIST
-from dnas_hw.app.lut_cli import DATA_HELP, SPACE_HELP, resolve_space
+from dnas_hw.app.lut_cli import DATA_HELP, IDS_HELP, SPACE_HELP, resolve_space
 
 
 @click.command()
@@ -19,10 +19,13 @@ from dnas_hw.app.lut_cli import DATA_HELP, SPACE_HELP, resolve_space
 @click.option("--resume", is_flag=True, help="Keep rows already measured (LUT.partial.csv, or LUT.csv) and measure only the missing keys.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of inputs, weights and reference archs.")
 @click.option("--force", is_flag=True, help="Measure every key again, replacing a finished LUT at --out.")
-def profile(space_name, data_dir, backend, device, threads, batch_sizes, out, resume, seed, force) -> None:
+@click.option("--ids", "ids_choice", default=None, type=click.Choice(["data", "spread"]), help=IDS_HELP)
+def profile(space_name, data_dir, backend, device, threads, batch_sizes, out, resume, seed, force, ids_choice) -> None:
     """Time every (op, shape) key of SPACE at each batch size on BACKEND/DEVICE into a LUT."""
+    from dnas_hw.data.ids import id_source
     from profiler.run import profile_to_lut
 
+    ids = id_source(ids_choice, data_dir)
     space = resolve_space(space_name, data_dir)
     profile_to_lut(space, out, backend=backend, device=device, threads=threads, batch_sizes=batch_sizes,
-                   resume=resume, seed=seed, force=force)
+                   resume=resume, seed=seed, force=force, ids=ids)

@@ -214,19 +214,23 @@ def markdown(results: dict[str, Any]) -> str:
         f"- space: `{results['space']}`, bound to the data's cardinalities",
         f"- LUT: `{results['lut']}` ({meta.get('backend')} on {meta.get('device')}, {meta.get('threads')} thread(s), "
         f"CPU {meta.get('cpu_model', meta.get('cpu', 'n/a'))})",
+        f"- embedding ids of the LUT and of the measurements: {meta.get('ids', {}).get('description', 'spread')}",
         f"- serving batch size: {b}; latencies are per call at that batch size, measured with `dnas-hw bench` on "
-        f"{results['options']['backend']}",
+        f"{results['options']['backend']}; each budget holds the measured "
+        f"{results['options'].get('budget_quantile', 'p50')}, searched against the budget less the LUT's margin",
         f"- written {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
         "",
         "## Searched models, one row per latency budget",
         "",
-        "| budget ms | LUT predicted ms | measured p50 ms | measured p90 ms | within budget (measured p50) "
+        f"| budget ms | searched against ms | LUT predicted ms | measured p50 ms | measured p90 ms "
+        f"| within budget (measured {results['options'].get('budget_quantile', 'p50')}) "
         "| test logloss | test AUC | parameters | embedding MB | search |",
-        "| ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: | --- |",
+        "| ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for m in (m for m in models if m["kind"] == "searched"):
         lines.append(
-            f"| {_ms(m['budget_ms'])} | {_ms(m['predicted_ms'])} | {_ms(m['measured_p50_ms'])} | {_ms(m['measured_p90_ms'])} "
+            f"| {_ms(m['budget_ms'])} | {_ms(m.get('searched_against_ms'))} | {_ms(m['predicted_ms'])} "
+            f"| {_ms(m['measured_p50_ms'])} | {_ms(m['measured_p90_ms'])} "
             f"| {'yes' if m['within_budget'] else '**no**'} | {m['test_logloss']:.4f} | {m['test_auc']:.4f} "
             f"| {m['params']:,} | {m['embedding_bytes'] / 2**20:.1f} | {m['search_status']} |"
         )
