@@ -78,8 +78,11 @@ def one_process(setting: dict, name: str, *extra: str) -> Path:
 def assert_same_search(a: Path, b: Path) -> None:
     assert json.loads((a / "arch.json").read_text()) == json.loads((b / "arch.json").read_text())
     sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
-    for key in ("choices", "predicted_latency_ms", "budget_status", "projection", "final_multiplier"):
+    for key in ("choices", "predicted_latency_ms", "budget_status", "projection"):
         assert sa[key] == sb[key], key
+    # The multiplier follows the same derived archs in both runs; its float sums may round apart
+    # in the last bits (seen: -0.012309779186690496 against ...519).
+    assert sa["final_multiplier"] == pytest.approx(sb["final_multiplier"], rel=1e-9, abs=1e-12)
     la, lb = (pd.read_csv(p / "search_log.csv") for p in (a, b))
     assert len(la) == len(lb) == 2
     for column in COMPARED:
