@@ -143,6 +143,7 @@ def test_resume_of_a_finished_search_compares_its_options(data, lut_path, tmp_pa
 # ---------------------------------------------------------------- 3. diverged models, NaN in JSON
 
 
+@pytest.mark.slow
 def test_a_diverged_training_fails_and_writes_nothing(data, arch_file, tmp_path):
     one_error_line(*run("train", "--data", data, "--arch", arch_file, "--out", tmp_path / "run", "--lr", "1e12"),
                    "diverged")

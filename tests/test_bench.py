@@ -64,6 +64,7 @@ def test_json_report_keys_and_figures(exported, tmp_path):
     assert "p50 ms" in out
 
 
+@pytest.mark.slow
 def test_lut_prediction_and_error(exported, tmp_path):
     predicted = _toy_lut(tmp_path / "lut.csv", ARCH, us_per_op=3.0)
     code, out = _run(exported / "m.onnx", "--batch-size", "1,8", "--lut", tmp_path / "lut.csv", "--json", tmp_path / "b.json")
@@ -104,6 +105,7 @@ def test_onnx_without_our_metadata_is_refused(exported, tmp_path):
     _one_error_line(*_run(tmp_path / "missing.onnx"), "not found")
 
 
+@pytest.mark.slow
 def test_lut_of_another_target_or_missing_keys_is_refused(exported, tmp_path):
     _toy_lut(tmp_path / "cuda.csv", ARCH, 1.0, device="cuda")
     _one_error_line(*_run(exported / "m.onnx", "--lut", tmp_path / "cuda.csv"), "device=cuda", "--force")

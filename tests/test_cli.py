@@ -55,6 +55,7 @@ def test_version_and_help_through_the_console_script():
             assert f"  {path[0]} " in result.stdout
 
 
+@pytest.mark.slow
 def test_a_user_error_is_one_line_on_stderr_with_exit_code_2(tmp_path):
     script = Path(sys.executable).with_name("dnas-hw")
     args = ["train", "--data", tmp_path / "no-data", "--arch", tmp_path / "no-arch.json", "--out", tmp_path / "run"]

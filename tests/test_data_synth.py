@@ -113,6 +113,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_planted_signal(made, one_thread):
     data = PreparedData.open(made / "a")
     test = data.split("test")

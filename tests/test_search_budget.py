@@ -63,6 +63,7 @@ def test_without_the_budget_term_capacity_wins():
     assert predict(lut, space.arch(_argmax(layout, logits)), B).total_us > low + 0.9 * (high - low)
 
 
+@pytest.mark.slow
 def test_two_sided_budget_grows_an_arch_that_is_too_small():
     """No pull towards capacity at all: only a negative multiplier can lift the argmax from the smallest arch into the band."""
     space = tiny_space()
@@ -110,6 +111,7 @@ def test_controller_moves_the_multiplier_both_ways():
     assert c2.multiplier == c.multiplier
 
 
+@pytest.mark.slow
 def test_projection_steps_down_then_up_and_logs_each_move():
     space = tiny_space()
     lut, layout = toy_lut(space, B), Layout(space)
@@ -144,6 +146,7 @@ def _choices_of(space, arch):
     return out
 
 
+@pytest.mark.slow
 def test_extreme_archs_match_exhaustive_enumeration():
     import itertools
 

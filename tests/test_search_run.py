@@ -110,6 +110,7 @@ def test_resume_after_stopping_gives_the_same_arch(data, space, tmp_path):
     pd.testing.assert_frame_equal(full.drop(columns="elapsed_s"), part.drop(columns="elapsed_s"))
 
 
+@pytest.mark.slow
 def test_the_task_loss_alone_moves_the_logits(data, space, tmp_path):
     """A budget above the slowest arch and the one-sided hinge: the multiplier stays 0, so any fall of the
     slot entropy after the warm-up comes from the task loss on the planted data, not from the budget term."""
@@ -132,6 +133,7 @@ def test_lut_miss_fails_before_training(data, space, tmp_path):
         run_search(data, space, toy_lut(space, B), budget_us=1000.0, batch_size=B + 1, out=tmp_path / "run", config=SearchConfig(**FAST))
 
 
+@pytest.mark.slow
 def test_infeasible_budget_is_said_plainly_and_still_returns_the_smallest_we_can(data, space, tmp_path):
     lut = toy_lut(space, B)
     smallest = predict(lut, space.smallest(), B).total_us

@@ -52,6 +52,7 @@ def test_importing_the_cli_imports_no_command():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_help_data_and_lut_show_never_import_torch(tmp_path):
     assert run_fresh("--help") == {"code": 0, "heavy": []}
     raw = raw_criteo(tmp_path / "train.txt")

@@ -80,6 +80,7 @@ def test_one_epoch_of_the_default_optimizer_lowers_the_loss(trained, synth_dir, 
     assert evaluate(model, val) == pytest.approx(metrics_of(run)["val"])
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_others(trained, synth_dir, tiny_arch_file, tmp_path):
     run, _ = trained
     assert train("--data", synth_dir, "--arch", tiny_arch_file, "--out", tmp_path / "again", *RECIPE).exit_code == 0
