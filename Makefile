@@ -23,7 +23,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest tests
 
-# The tests not marked slow: about 45 s of CPU, under a minute on the 2-core development machine.
+# The tests not marked slow: about 55 s on the idle 2-core development machine.
 test-fast: install
 	$(BIN)/python -m pytest tests -m "not slow"
 
