@@ -40,9 +40,9 @@ class SearchConfig:
     # warm-up pass turned the ranking of 12 archs (Kendall tau against retraining) from 0.545
     # to -0.03. `one_pass` trains it as it will be retrained, each row once (epoch e's weight
     # steps read their own 1/epochs of the weight part; the arch steps read the whole arch
-    # part every epoch). Off by default until measured end to end: on the same data the supernet
-    # then gets a quarter of the steps, and its training loss was 0.68 / 0.57 / 0.55 in epochs
-    # 1-3 (every-epoch: 0.58 / 0.50 / 0.44), while the every-epoch search beat the reference.
+    # part every epoch). Off by default: on the same data the supernet then gets a quarter of the
+    # steps, and the whole search with it (and `align_heads`) retrained to 0.4362 test logloss,
+    # against 0.4299 for the every-epoch search.
     one_pass: bool = knob(False, "The weights see each row once in the whole search (epoch e reads its own 1/epochs of the weight part); off: every epoch passes over all of it.", flags="--one-pass/--every-epoch")
     # Epochs of weight training only (uniform logits) before the logits move:
     # candidates compared before any of them has learned say nothing.
@@ -52,11 +52,9 @@ class SearchConfig:
     weight_optimizer: str = knob("adam", "Optimizer of the supernet's weights; use the one the derived arch is retrained with.", choices=OPTIMIZERS)
     weight_lr: float = knob(1e-3, "Learning rate of the supernet's weights.")
     # The sandwich rule (BigNAS): weight steps cycle through the largest arch, a sampled one,
-    # the smallest, a sampled one, so the widest layers, longest dims and largest tables are
-    # trained as often as the narrow ones however the logits lean (with own rows per table-size
-    # candidate, a large table otherwise gets a fraction of the updates and looks worse in the
-    # supernet than after retraining). Choices without a size order (the interaction kind) are
-    # sampled in those steps too.
+    # the smallest, a sampled one, so the widest layers and longest dims are trained as often as
+    # the narrow ones however the logits lean (table sizes: see `inherit_tables`). Choices
+    # without a size order (the interaction kind) are sampled in those steps too.
     # Table sizes are decided on the trained full tables: the weight steps hold every table at its
     # largest candidate, and a smaller candidate is the id-frequency-weighted hashed image of the
     # full one (`SupernetBase.inherit`), re-derived as the full table trains; an arch step then
@@ -68,9 +66,8 @@ class SearchConfig:
     # In the sandwich's largest steps, the supernet's `alignment_loss` (DLRM: each shallower
     # bottom depth's closing layer learns to give the deepest one's output, which every
     # embedding is dotted with), so that the depths' outputs share one space.
-    # Off by default: measured on 800 steps with only the bottom sampled (0.532 against 0.573
-    # at the reference's choices), not yet in a whole search; the default search that beat the
-    # reference at its latency ran without it.
+    # Off by default: it helped the reference's choices in 800 steps with only the bottom sampled
+    # (0.532 against 0.573), but the whole search with it and `one_pass` did worse than without.
     align_heads: bool = knob(False, "In largest steps, the shallower depths' closing layers learn the deepest's output (needs --sandwich).", flags="--align-heads/--no-align-heads")
     sandwich: bool = knob(True, "Weight steps cycle through the largest arch, a sampled one, the smallest, a sampled one.")
     # Clip the dense weights' gradient norm in weight steps (None: no clipping). With the
