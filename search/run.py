@@ -48,6 +48,7 @@ from search.family_search import family_search, flops_table, latency_table, para
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project
+from search.refine import HeldOut, refine
 from search.sandwich import extreme_probs, role, sandwich_probs
 from search.shards import lockstep_batches
 from search.state import check_identity, load_state, save_state
@@ -131,16 +132,19 @@ class Searcher:
                                            two_sided=config.penalty == "band", gain=config.multiplier_gain)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.extremes = extreme_probs(self.net.layout, self.net.enumerated_groups)
+        self.uniform_logits = self.net.layout.init_logits()
 
-    def sample(self, global_rows: int, tau: float, detach: bool) -> dict[str, torch.Tensor]:
+    def sample(self, global_rows: int, tau: float, detach: bool, uniform: bool = False) -> dict[str, torch.Tensor]:
         """Gumbel samples for a global batch of `global_rows` rows: {group: [rows, n]}, or per sample
-        [b, rows, n] for this rank's b rows of it. Every rank draws the whole batch's samples from
-        the same generator, so all use what one process would."""
+        [b, rows, n] for this rank's b rows of it; from the arch logits, or with `uniform` from
+        uniform ones. Every rank draws the whole batch's samples from the same generator, so all
+        use what one process would."""
         per_sample = self.config.sampling == "per-sample"
+        logits = self.uniform_logits if uniform else self.net.arch_logits
         samples = {
             g: gumbel_softmax(t.detach() if detach else t, tau, hard=self.config.hard,
                               samples=global_rows if per_sample else None, generator=self.generator)
-            for g, t in self.net.arch_logits.items()
+            for g, t in logits.items()
         }
         if per_sample:
             own = shard_rows(global_rows, distributed.shard())
@@ -186,7 +190,8 @@ class Searcher:
         global_rows = len(y) if global_rows is None else global_rows
         for opt in self.weight_opts:
             opt.zero_grad(set_to_none=True)
-        probs = self.sample(global_rows, tau, detach=True)  # drawn in every step: the generator's path stays one
+        # drawn in every step: the generator's path stays one
+        probs = self.sample(global_rows, tau, detach=True, uniform=self.config.weight_sampling == "uniform")
         if self.config.sandwich:
             probs = sandwich_probs(step, probs, self.extremes)
         if self.inherits:
@@ -419,13 +424,20 @@ def _search(data, space, lut, tables, identity, budget_us, batch_size, out: Path
         return {"stopped_after_epoch": len(log), "epochs": config.epochs}
     if distributed.is_main():
         summary = _finish(search, out, log, budget_us, batch_size, lut, status, fastest_us, slowest_us,
-                          elapsed_before + time.perf_counter() - started, identity)
+                          elapsed_before + time.perf_counter() - started, identity, held_out(data, config))
     distributed.barrier()
     return summary if distributed.is_main() else read_json(out / SUMMARY, "summary")
 
 
+def held_out(data: PreparedData, config: SearchConfig) -> HeldOut:
+    """The rows `search.refine` scores neighbours on: the arch part of the train split, which the
+    supernet's weights never trained on."""
+    train = data.split("train")
+    return HeldOut.take(train, int(len(train) * config.split_fraction), len(train))
+
+
 def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status, fastest_us, slowest_us, elapsed,
-            identity) -> dict:
+            identity, rows: HeldOut) -> dict:
     space, config, layout = search.space, search.config, search.net.layout
     argmax, probs = derive(search.net)
     # A floor the slowest arch cannot reach is no floor: then the argmax stands unless over budget.
@@ -437,6 +449,13 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
         choices = fastest
     for m in moves:
         click.echo(f"search: projection {m['slot']}: {m['from']} -> {m['to']} (predicted {m['latency_us'] / 1000:.3f}ms)", err=True)
+    refinement: list[dict] = []
+    if config.refine and not status.startswith("infeasible"):
+        choices, refinement = refine(search.net, search.tables.latency, choices, rows, budget_us, floor,
+                                     groups=search.net.refined_groups)
+    for m in refinement:
+        click.echo(f"search: refinement {m['slot']}: {m['from']} -> {m['to']} (held-out logloss {m['loss']:.4f}, "
+                   f"predicted {m['latency_us'] / 1000:.3f}ms)", err=True)
     arch = space.arch(choices)
     predicted = predict(lut, arch, batch_size).total_us
     arch.save(out / "arch.json")
@@ -462,6 +481,8 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
         # The search is meant to land in the band by itself; the projection is a logged safety net.
         "projection_needed": bool(moves),
         "projection": moves,
+        # Then the moves to the neighbour the supernet scored best on held-out rows (`search.refine`).
+        "refinement": refinement,
         "derived_init": INIT,
         "choices": choices,
         "final_multiplier": search.controller.multiplier,

@@ -43,6 +43,10 @@ class SupernetBase(nn.Module):
     """
 
     enumerated_groups: tuple[str, ...] = ()
+    # The groups whose slots `search.refine` moves after the search (None: every group). A family
+    # with per-feature groups names the others: scoring a neighbour costs one pass over the held-out
+    # rows, and 2 x 26 per-feature slots of DLRM would make a round ~6x dearer.
+    refined_groups: tuple[str, ...] | None = None
     # Groups whose smaller candidates are derived from the largest (`inherit`) rather than trained:
     # with `SearchConfig.inherit_tables` the weight steps hold them at their largest choice.
     inherited_groups: tuple[str, ...] = ()

@@ -46,15 +46,17 @@ def assert_the_search_itself_landed_in_the_band(summary: dict, budget_us: float)
     assert summary["budget_status"] == "ok" and summary["within_budget"]
 
 
-# With one pass of the weights and aligned bottom heads the tiny-data search lands in the band
-# by itself at both budgets; with the defaults (every-epoch passes, no alignment) its argmax
-# ends a move outside the band here (a known weakness of the controller on 20 arch steps; the
-# 1M-row default search needed a one-move projection too: benchmarks/RESULTS.md).
+# The search's defaults, with a batch small enough for ~40 arch steps on 2,000 rows: at 32 rows
+# (20 arch steps) the argmax ended just under the floor (0.76-0.79 of the budget) at one of the
+# two budgets, whatever the options, too few steps for the controller to settle.
+BAND = dict(FAST, train_batch_size=16)
+
+
 @pytest.mark.parametrize("share", [0.3, 0.6])
 def test_search_writes_a_run_folder_within_budget(data, space, tmp_path, share):
     lut = toy_lut(space, B)
     budget = _budget(lut, space, share)
-    config = SearchConfig(**FAST, one_pass=True, align_heads=True)
+    config = SearchConfig(**BAND)
     summary = run_search(data, space, lut, budget_us=budget, batch_size=B, out=tmp_path / "run", config=config)
     run = tmp_path / "run"
     arch = Arch.load(run / "arch.json")
@@ -87,7 +89,7 @@ def test_a_budget_term_that_does_nothing_fails_the_band_check(data, space, tmp_p
     monkeypatch.setattr(search.run, "cost_loss", no_pull)
     lut = toy_lut(space, B)
     budget = _budget(lut, space, 0.3)
-    config = SearchConfig(**FAST, inherit_tables=False)
+    config = SearchConfig(**BAND)
     summary = run_search(data, space, lut, budget_us=budget, batch_size=B, out=tmp_path / "run", config=config)
     with pytest.raises(AssertionError):
         assert_the_search_itself_landed_in_the_band(summary, budget)

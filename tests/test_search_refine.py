@@ -1,0 +1,138 @@
+"""search.refine: the derived arch moves to the neighbour the supernet scores best, within the band."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dnas_hw.dlrm.arch import Arch
+from lut.predict import predict
+from search.config import SearchConfig
+from search.cost import one_hot_cost
+from search.family_search import latency_table
+from search.refine import HeldOut, refine, supernet_loss
+from search.run import run_search
+from search.supernet import SupernetBase
+from search_fixtures import synth_data, tiny_space, toy_lut
+
+B = 64
+
+
+class ScoredNet(SupernetBase):
+    """A stand-in supernet whose logit is sum over slots of a score per choice, for every row:
+    with every label 1 its held-out loss is softplus(-score), so the best arch is known. Scores
+    in [0, 0.01) keep softplus far from saturating, so every better choice gains."""
+
+    def __init__(self, space, seed: int):
+        super().__init__(space)
+        g = torch.Generator().manual_seed(seed)
+        self.scores = {name: 0.01 * torch.rand(len(grp.slots), grp.width, generator=g) for name, grp in self.layout.groups.items()}
+        self.init_arch_logits()
+
+    def forward(self, dense, sparse, probs):
+        score = sum((probs[g] * self.scores[g]).sum() for g in probs)
+        return score.expand(len(dense))
+
+    def best(self, groups, start):
+        """Per slot of `groups` the highest-scoring choice (the score is a sum over slots); the rest as in `start`."""
+        out = dict(start)
+        for name, grp in self.layout.groups.items():
+            if name in groups:
+                for i, slot in enumerate(grp.slots):
+                    out[slot] = grp.choices[i][int(self.scores[name][i, : len(grp.choices[i])].argmax())]
+        return out
+
+
+def rows(space, n=8):
+    return HeldOut(torch.zeros(n, space.num_dense), torch.zeros(n, space.num_sparse, dtype=torch.long), torch.ones(n))
+
+
+@pytest.fixture
+def setup():
+    space = tiny_space()
+    net = ScoredNet(space, seed=3)
+    table = latency_table(space, toy_lut(space, B), B)
+    return space, net, table
+
+
+def latency(net, table, choices):
+    return one_hot_cost(table, net.layout.one_hot(choices))
+
+
+def test_with_room_the_refinement_reaches_the_best_arch_one_slot_at_a_time(setup):
+    space, net, table = setup
+    start = space.smallest_choices()
+    groups = tuple(net.layout.groups)
+    choices, moves = refine(net, table, start, rows(space), budget_us=1e12, floor=0.0, min_gain=0.0, max_moves=200, groups=groups)
+    assert choices == net.best(groups, start)
+    losses = [supernet_loss(net, start, rows(space))] + [m["loss"] for m in moves]
+    assert all(b < a for a, b in zip(losses, losses[1:]))
+    assert losses[-1] == pytest.approx(supernet_loss(net, choices, rows(space)))
+    assert all(m["slot"] in start and m["from"] != m["to"] for m in moves)
+    # each round takes the best move, not just a better one: the first is the best of all neighbours
+    neighbours = [{**start, slot: alt} for name, grp in net.layout.groups.items() for i, slot in enumerate(grp.slots)
+                  for alt in grp.choices[i] if alt != start[slot]]
+    assert moves[0]["loss"] == pytest.approx(min(supernet_loss(net, n, rows(space)) for n in neighbours))
+
+
+def test_only_the_named_groups_move(setup):
+    space, net, table = setup
+    start = space.smallest_choices()
+    choices, _ = refine(net, table, start, rows(space), budget_us=1e12, floor=0.0, min_gain=0.0, max_moves=200,
+                         groups=("top", "top_depth"))
+    assert choices == net.best(("top", "top_depth"), start)
+
+
+def test_every_move_keeps_the_arch_in_the_band(setup):
+    space, net, table = setup
+    start = space.smallest_choices()
+    low, high = latency(net, table, start), latency(net, table, space.largest_choices())
+    budget = low + 0.3 * (high - low)
+    floor = low / budget
+    choices, moves = refine(net, table, start, rows(space), budget_us=budget, floor=floor, min_gain=0.0, max_moves=200)
+    assert moves, "room in the band and a better neighbour: the refinement should move"
+    for m in moves:
+        assert floor * budget <= m["latency_us"] <= budget
+    assert latency(net, table, choices) <= budget
+    # the unconstrained best is over this budget, so the band, not the scores, stopped it
+    assert latency(net, table, net.best(tuple(net.layout.groups), start)) > budget
+
+
+def test_gains_below_min_gain_and_starts_outside_the_band_are_left_alone(setup):
+    space, net, table = setup
+    start = space.smallest_choices()
+    assert refine(net, table, start, rows(space), budget_us=1e12, floor=0.0, min_gain=10.0) == (start, [])
+    over = latency(net, table, start) * 0.5  # the start is over this budget: the projection's business
+    assert refine(net, table, start, rows(space), budget_us=over, floor=0.0) == (start, [])
+
+
+def test_held_out_rows_are_spread_over_the_given_range(tmp_path):
+    from dnas_hw.data.folder import PreparedData
+
+    train = PreparedData.open(synth_data(tmp_path / "data", rows=2000)).split("train")
+    held = HeldOut.take(train, 1000, len(train), rows=50)
+    assert held.dense.shape == (50, train.dense.shape[1]) and held.sparse.dtype == torch.int64
+    torch.testing.assert_close(held.dense[0], torch.from_numpy(train.dense[1000].copy()))
+    torch.testing.assert_close(held.dense[-1], torch.from_numpy(train.dense[len(train) - 1].copy()))
+
+
+@pytest.mark.parametrize("refined", [True, False])
+def test_a_search_records_its_refinement_and_stays_within_budget(tmp_path, refined):
+    from dnas_hw.data.folder import PreparedData
+    from dnas_hw.space import get_space
+
+    data = synth_data(tmp_path / "data", rows=2000)
+    space = get_space("dlrm-tiny", cardinalities=PreparedData.open(data).cardinalities)
+    lut = toy_lut(space, B)
+    low, high = predict(lut, space.smallest(), B).total_us, predict(lut, space.largest(), B).total_us
+    budget = low + 0.5 * (high - low)
+    config = SearchConfig(epochs=2, train_batch_size=128, refine=refined)
+    summary = run_search(data, space, lut, budget_us=budget, batch_size=B, out=tmp_path / "run", config=config)
+    assert isinstance(summary["refinement"], list) and (refined or not summary["refinement"])
+    arch = Arch.load(tmp_path / "run" / "arch.json")
+    assert predict(lut, arch, B).total_us <= budget
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["refinement"] == summary["refinement"]
+    if summary["refinement"]:
+        assert summary["choices"][summary["refinement"][-1]["slot"]] == summary["refinement"][-1]["to"]
