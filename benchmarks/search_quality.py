@@ -5,11 +5,12 @@ reference config's LUT latency at --batch-size: the question is whether the
 search beats the hand-designed model at its own latency, and how close it
 comes at half of it. For each budget:
 
-1. `run_search` (compute: its CPU time), then retrain the derived arch from
+1. `run_search_within`, as `dnas-hw search` runs it (aimed at the budget less the LUT's
+   margin for --budget-quantile; compute: its CPU time), then retrain the derived arch from
    scratch with `train_arch` (compute: its CPU time). With --warm-start, the
    supernet-warm-started retraining is measured beside it (not counted as compute).
 2. Random search: archs drawn uniformly from the space, kept if their predicted
-   latency lies in [floor, 1] x budget, each trained with the same TrainConfig,
+   latency lies in [floor, 1] x the budget the search aimed at, each trained with the same TrainConfig,
    until their training CPU time reaches the search's total (search + retraining).
    The best by validation logloss is reported on test.
 3. The DLRM Kaggle reference config, trained once (same TrainConfig).
@@ -44,6 +45,7 @@ from dnas_hw.data.folder import PreparedData
 from dnas_hw.dlrm.arch import Arch, dlrm_kaggle_reference
 from dnas_hw.space import get_space
 from dnas_hw.train import TrainConfig, evaluate, fit, train_arch
+from lut.margin import DEFAULT_QUANTILE, QUANTILES
 from lut.predict import predict
 from lut.table import Lut
 from search.config import SearchConfig
@@ -51,7 +53,7 @@ from search.cost import one_hot_cost
 from search.extremes import extreme_arch
 from search.family_search import latency_table
 from search.layout import Layout
-from search.run import run_search
+from search.margin import run_search_within
 
 
 def timed(fn):
@@ -130,6 +132,8 @@ def main() -> None:
     ap.add_argument("--warm-start", action="store_true",
                     help="also retrain the derived arch from the supernet's weights (derived_init.pt), not counted as compute")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--budget-quantile", default=DEFAULT_QUANTILE, choices=QUANTILES,
+                    help="as `dnas-hw search`: the search aims at the budget less the LUT's margin for it")
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -169,7 +173,8 @@ def main() -> None:
         tag = f"x{share:g}"
         run = out / tag / "search"
         summary, search_s = timed_once(out / tag / "search_done.json",
-                                       lambda: run_search(args.data, space, lut, budget_us=budget, batch_size=B, out=run, config=config, resume=True))
+                                       lambda: run_search_within(args.data, space, lut, budget_us=budget, batch_size=B, out=run,
+                                                                 config=config, resume=True, budget_quantile=args.budget_quantile))
         arch = Arch.load(run / "arch.json")
         searched, retrain_s = timed_once(out / tag / "retrain" / "done.json", lambda: train_arch(args.data, arch, out / tag / "retrain", train_cfg, force=True))
         warm = warm_start_metrics(run / "derived_init.pt", data, train_cfg) if args.warm_start else None
@@ -177,7 +182,7 @@ def main() -> None:
         rng = random.Random(args.seed * 1000 + int(share * 100))
         trials, spent = [], 0.0
         while spent < compute:
-            drawn = sample_in_band(space, table, layout, budget, config.floor, rng)
+            drawn = sample_in_band(space, table, layout, summary["latency_budget_ms"] * 1000, config.floor, rng)
             if drawn is None:
                 break
             choices, us = drawn
@@ -192,6 +197,7 @@ def main() -> None:
             "searched": {"predicted_ms": summary["predicted_latency_ms"], "within_budget": summary["within_budget"],
                          "budget_status": summary["budget_status"], "projection_moves": len(summary["projection"]),
                          "projection_needed": summary["projection_needed"], "argmax_ms": summary["argmax_latency_ms"],
+                         "searched_against_ms": summary["latency_budget_ms"], "refinement": summary.get("refinement", []),
                          "val": searched["val"], "test": searched["test"], "arch": arch.to_dict()},
             "searched_warm_start": warm,
             "random": {"trials": len(trials), "compute_s": spent, "best": best,
