@@ -230,6 +230,8 @@ def run_front(
         raise UserError("a front (several budgets or LUTs) runs in one process: search one budget per torchrun launch")
     points = front_points(luts, budgets_us, batch_size, budget_quantile, allow_same_target)
     arch_updates = min(DEFAULT_ARCH_UPDATES, len(points)) if arch_updates is None else int(arch_updates)
+    if not 1 <= arch_updates <= len(points):
+        raise UserError(f"arch updates per batch must lie in [1, {len(points)}] (the front's points), got {arch_updates}")
     if (out / FRONT).exists() and not resume:
         raise UserError(f"{out} holds a finished front search; use a new --out")
     if (out / FRONT_STATE).exists() and not resume:
