@@ -62,6 +62,12 @@ def test_pipeline_writes_report_plots_and_every_stage(first_run):
         assert m["searched_against_ms"] == pytest.approx(m["budget_ms"] / (1 + margin["margin"]))
         assert m["within_budget"] == (m["measured_p50_ms"] <= m["budget_ms"])
     assert "wrote" in output
+    # The budgets were one front search: its points are the searched models' folders, each within its budget.
+    front = json.loads((run / "search" / "front.json").read_text())
+    assert [p["name"] for p in front["points"]] == [f"{b:g}ms" for b in results["budgets_ms"]]
+    assert results["front"]["points"][0]["supernet_val_logloss"] == front["points"][0]["supernet_val_logloss"]
+    assert all(p["predicted_latency_ms"] <= p["searched_against_ms"] for p in front["points"])
+    assert f"## The front: {len(searched)} budgets from one supernet" in report
     assert "## Searched models against the DLRM Kaggle reference" in report
     assert report.count("the reference") >= len(searched)
 
@@ -74,6 +80,7 @@ def test_second_run_redoes_no_stage(first_run, monkeypatch):
     import dnas_hw.export
     import dnas_hw.train
     import profiler.run
+    import search.front
     import search.margin
     import search.run
 
@@ -81,7 +88,7 @@ def test_second_run_redoes_no_stage(first_run, monkeypatch):
         raise AssertionError("a finished stage ran again")
 
     for module, name in [(dnas_hw.data.synth, "synth"), (profiler.run, "profile_to_lut"), (search.run, "run_search"),
-                         (search.margin, "run_search_within"),
+                         (search.margin, "run_search_within"), (search.front, "run_front"),
                          (dnas_hw.train, "train_arch"), (dnas_hw.export, "export_checkpoint"), (dnas_hw.app.bench, "bench")]:
         monkeypatch.setattr(module, name, refuse)
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.suffix in (".pt", ".onnx", ".csv") or p.name == "summary.json"}
