@@ -180,3 +180,11 @@ def test_heads_share_the_weights_but_not_the_logits(data, space, luts):
     assert {id(p) for p in s.net.weight_parameters()} == weights
     # Sampled weight steps (odd steps of the sandwich) draw from the heads in turn.
     assert [s.sampling_head(step) for step in (1, 3, 5, 7)] == [0, 1, 2, 0]
+
+
+def test_the_pipeline_names_budget_folders_as_the_front_names_its_points():
+    from dnas_hw.app.pipeline import budget_label as pipeline_label
+    from search.front import budget_label
+
+    for us in (500.0, 1000.0, 1234.5, 73.2, 4000.0):
+        assert pipeline_label(us) == budget_label(us)
