@@ -13,9 +13,10 @@ unchanged:
   "sampled" step is drawn from the heads' distributions in turn, so the
   weights are trained where every target's logits lean;
 - arch steps: each arch batch updates `arch_updates` heads in turn (each with
-  its own Gumbel draw on the same rows), so K targets cost
-  `arch_updates / 1` times one search's arch-step compute, not K times
-  (`DEFAULT_ARCH_UPDATES`; the cost is measured by benchmarks/front_quality.py);
+  its own Gumbel draw on the same rows), so K targets cost `arch_updates` times
+  one search's arch-step compute, not K times, and each head gets
+  `arch_updates / K` of a dedicated search's arch steps (`DEFAULT_ARCH_UPDATES`;
+  the cost is measured by benchmarks/front_quality.py);
 - finishing: per head, `search.run._finish` (projection, arch.json,
   derived_init.pt, summary.json) into the point's folder, and the supernet's
   validation metrics at the point's choices (`search.rank.supernet_metrics`).
