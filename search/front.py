@@ -51,6 +51,7 @@ from dnas_hw.files import check_writable, output_lock, read_json, removed_if_lef
 from dnas_hw.memory import require_memory, training_bytes
 from lut.margin import DEFAULT_QUANTILE, Margin, budget_margin
 from lut.table import TARGET_FIELDS, Lut
+from search.budget import BudgetController
 from search.config import SearchConfig
 from search.cost import CostTables
 from search.family_search import family_search
@@ -130,7 +131,7 @@ class Head:
 
     logits: nn.ParameterDict
     opt: torch.optim.Optimizer
-    controller: Any  # search.budget.BudgetController
+    controller: BudgetController
     tables: CostTables
     budget_us: float
 

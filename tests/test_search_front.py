@@ -93,6 +93,7 @@ def test_comma_budgets_give_one_run_folder_per_point_each_within_its_budget(data
     assert "supernet val logloss" in result.output and "front.json" in result.output
 
 
+@pytest.mark.slow
 def test_two_luts_give_one_arch_per_budget_and_lut(data, space, luts, tmp_path):
     # Feasible on both LUTs, bands apart on both: 10% of the way up the slower LUT's range, 90% up the faster's.
     budgets = [budgets_ms(luts[1], space, shares=(0.1,))[0], budgets_ms(luts[0], space, shares=(0.9,))[0]]
@@ -110,6 +111,7 @@ def test_two_luts_give_one_arch_per_budget_and_lut(data, space, luts, tmp_path):
     assert all(a < b for a, b in by_lut)
 
 
+@pytest.mark.slow
 def test_a_stopped_front_resumes_to_the_same_archs_and_a_finished_one_keeps_its_options(data, space, luts, tmp_path):
     lut = luts[0]
     budgets = budgets_ms(lut, space, shares=(0.3, 0.8))
