@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# Synthetic data, profile, search at the DLRM reference's latency and half of it, retrain, export, bench: about 5-8 minutes
+# Synthetic data, profile, one front search at the DLRM reference's latency and half of it, retrain, export, bench: about 5-8 minutes
 # on 2 CPU cores from an empty LUT cache; the report is runs/demo/report.md.
 demo: install
 	$(BIN)/dnas-hw pipeline --out runs/demo

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dnas_hw import distributed
 from dnas_hw.files import write_json_atomic
-from lut.margin import DEFAULT_QUANTILE, budget_margin
+from lut.margin import DEFAULT_QUANTILE, Margin, budget_margin
 from lut.table import Lut
 from search.config import SearchConfig
 from search.run import SUMMARY, run_search
@@ -45,6 +45,12 @@ def run_search_within(
                          out=out, config=config, resume=resume)
     if "stopped_after_epoch" in summary or not distributed.is_main():
         return summary
+    return record_margin(summary, out, margin, budget_us, lut)
+
+
+def record_margin(summary: dict, out, margin: Margin, budget_us: float, lut: Lut) -> dict:
+    """`summary` with `budget_margin` (for the requested `budget_us`) and `lut_ids` added, rewritten
+    to `out`/summary.json when they were not there yet."""
     extra = {"budget_margin": margin.to_dict(budget_us), "lut_ids": lut.id_source.describe()}
     if any(summary.get(k) != v for k, v in extra.items()):
         summary = {**summary, **extra}

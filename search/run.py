@@ -95,6 +95,12 @@ def _feasibility(tables: CostTables, layout: Layout, budget_us: float, floor: fl
     return "ok", fastest, slowest
 
 
+def budget_controller(budget_us: float, config: SearchConfig) -> BudgetController:
+    """A fresh budget controller for `budget_us` with `config`'s penalty, target, floor and gains."""
+    return BudgetController(budget_us, config.target, config.floor, config.multiplier_lr, config.multiplier_init,
+                            two_sided=config.penalty == "band", gain=config.multiplier_gain)
+
+
 class Searcher:
     """One search's state (supernet, optimizers, budget controller, Gumbel generator) and its steps.
 
@@ -128,8 +134,7 @@ class Searcher:
         self.dense_weights = dense
         self.sparse_gather = distributed.SparseGradGather(sparse) if distributed.is_active() and sparse else None
         self.arch_opt = torch.optim.Adam(self.net.arch_parameters(), lr=config.arch_lr)
-        self.controller = BudgetController(budget_us, config.target, config.floor, config.multiplier_lr, config.multiplier_init,
-                                           two_sided=config.penalty == "band", gain=config.multiplier_gain)
+        self.controller = budget_controller(budget_us, config)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.extremes = extreme_probs(self.net.layout, self.net.enumerated_groups)
         self.uniform_logits = self.net.layout.init_logits()
@@ -320,20 +325,34 @@ def run_epoch(search: Searcher, data: PreparedData, epoch: int, started: float, 
     task_sum, task_n, arch_sum, arch_n = distributed.all_reduce_sum([task_sum, task_n, arch_sum, arch_n])
     if not distributed.same_on_all_ranks([*search.net.arch_parameters(), torch.tensor([search.controller.multiplier])]):
         raise RuntimeError(f"search epoch {epoch + 1}: the architecture logits or the budget multiplier differ between ranks")
+    # The None entries are filled by `arch_fields` in place, which keeps search_log.csv's column order.
+    row = {
+        "epoch": epoch + 1,
+        "temperature": tau,
+        "multiplier": None,
+        "task_loss": task_sum / max(task_n, 1),
+        "arch_task_loss": arch_sum / arch_n if arch_n else float("nan"),
+        "expected_latency_ms": None,
+        "derived_latency_ms": None,
+        "latency_budget_ms": None,
+        "entropy": None,
+        "elapsed_s": round(elapsed_before + time.perf_counter() - started, 3),
+    }
+    return {**row, **arch_fields(search)}
+
+
+def arch_fields(search: Searcher) -> dict:
+    """The logits' part of a search_log.csv row: multiplier, expected and derived latency, budget,
+    mean slot entropy (and the expected FLOPs / parameter bytes when the config weighs them)."""
     with torch.no_grad():
         probs = search.net.probabilities()
         _, details = search.cost(probs)
     return {
-        "epoch": epoch + 1,
-        "temperature": tau,
         "multiplier": search.controller.multiplier,
-        "task_loss": task_sum / max(task_n, 1),
-        "arch_task_loss": arch_sum / arch_n if arch_n else float("nan"),
         "expected_latency_ms": details["expected_latency_us"] / 1000,
         "derived_latency_ms": search.derived_latency_us() / 1000,
-        "latency_budget_ms": budget_ms,
+        "latency_budget_ms": search.budget_us / 1000,
         "entropy": float(sum(entropy(p) * p.shape[0] for p in probs.values()) / sum(p.shape[0] for p in probs.values())),
-        "elapsed_s": round(elapsed_before + time.perf_counter() - started, 3),
         **{f"expected_{k}": details[f"expected_{k}"] for k in ("flops", "param_bytes") if f"expected_{k}" in details},
     }
 

@@ -17,7 +17,10 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 # How the parts of a run's identity are named to the user.
 _NAMES = {"budget_us": "latency budget (us)", "batch_size": "batch size", "space": "space (fingerprint)",
-          "lut": "LUT (fingerprint)", "data": "data"}
+          "lut": "LUT (fingerprint)", "data": "data",
+          # a front's (search.front)
+          "budgets_us": "latency budgets (us)", "searched_us": "budgets searched against (us)",
+          "luts": "LUTs (fingerprints)", "points": "points", "arch_updates": "arch updates per batch"}
 
 
 def check_identity(saved: Any, identity: dict[str, Any], path: Path) -> None:

@@ -62,6 +62,12 @@ def test_pipeline_writes_report_plots_and_every_stage(first_run):
         assert m["searched_against_ms"] == pytest.approx(m["budget_ms"] / (1 + margin["margin"]))
         assert m["within_budget"] == (m["measured_p50_ms"] <= m["budget_ms"])
     assert "wrote" in output
+    # The budgets were one front search: its points are the searched models' folders, each within its budget.
+    front = json.loads((run / "search" / "front.json").read_text())
+    assert [p["name"] for p in front["points"]] == [f"{b:g}ms" for b in results["budgets_ms"]]
+    assert results["front"]["points"][0]["supernet_val_logloss"] == front["points"][0]["supernet_val_logloss"]
+    assert all(p["predicted_latency_ms"] <= p["searched_against_ms"] for p in front["points"])
+    assert f"## The front: {len(searched)} budgets from one supernet" in report
     assert "## Searched models against the DLRM Kaggle reference" in report
     assert report.count("the reference") >= len(searched)
 
@@ -74,6 +80,7 @@ def test_second_run_redoes_no_stage(first_run, monkeypatch):
     import dnas_hw.export
     import dnas_hw.train
     import profiler.run
+    import search.front
     import search.margin
     import search.run
 
@@ -81,7 +88,7 @@ def test_second_run_redoes_no_stage(first_run, monkeypatch):
         raise AssertionError("a finished stage ran again")
 
     for module, name in [(dnas_hw.data.synth, "synth"), (profiler.run, "profile_to_lut"), (search.run, "run_search"),
-                         (search.margin, "run_search_within"),
+                         (search.margin, "run_search_within"), (search.front, "run_front"),
                          (dnas_hw.train, "train_arch"), (dnas_hw.export, "export_checkpoint"), (dnas_hw.app.bench, "bench")]:
         monkeypatch.setattr(module, name, refuse)
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.suffix in (".pt", ".onnx", ".csv") or p.name == "summary.json"}
@@ -181,3 +188,37 @@ def test_budgets_need_a_unit_and_a_positive_value(tmp_path, budget):
     result = CliRunner().invoke(main, ["pipeline", "--out", str(tmp_path / "run"), "--latency-budget", budget])
     assert result.exit_code == 2 and "--latency-budget" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_the_report_tables_the_front_and_draws_it_through_the_searched_points(tmp_path):
+    """report.md gets a row per front point (supernet val logloss beside the retrained test logloss),
+    and the Pareto plot a line through the searched models labelled as one supernet."""
+    import matplotlib
+
+    from dnas_hw.app.report import markdown, plot_pareto
+
+    matplotlib.use("Agg")
+    arch = {"num_dense": 13, "bottom_mlp": [64, 16], "emb_dims": [16] * 26, "emb_rows": [10] * 26, "interaction": "dot", "top_mlp": [64]}
+
+    def model(name, kind, budget, p50, logloss):
+        return {"name": name, "kind": kind, "budget_ms": budget, "searched_against_ms": budget and budget * 0.8,
+                "predicted_ms": p50, "measured_p50_ms": p50, "measured_p90_ms": p50 * 1.1, "within_budget": True if budget else None,
+                "test_logloss": logloss, "test_auc": 0.7, "params": 1000, "embedding_bytes": 2**20, "arch": arch,
+                "search_status": "ok" if budget else None}
+
+    models = [model("budget-1ms", "searched", 1.0, 0.7, 0.45), model("budget-0.5ms", "searched", 0.5, 0.4, 0.47),
+              model("dlrm-kaggle-reference", "reference", None, 1.2, 0.44), model("space-smallest", "reference", None, 0.2, 0.55),
+              model("space-largest", "reference", None, 9.0, 0.46)]
+    front = {"elapsed_s": 120.0, "arch_updates_per_batch": 2, "points": [
+        {"name": "1ms", "budget_ms": 1.0, "searched_against_ms": 0.8, "predicted_latency_ms": 0.7, "within_budget": True, "supernet_val_logloss": 0.481},
+        {"name": "0.5ms", "budget_ms": 0.5, "searched_against_ms": 0.4, "predicted_latency_ms": 0.39, "within_budget": True, "supernet_val_logloss": 0.502}]}
+    results = {"data": "d", "space": "dlrm-kaggle", "lut": "l", "lut_meta": {}, "batch_size": 64, "budgets_ms": [1.0, 0.5],
+               "options": {"backend": "onnxruntime"}, "models": models, "front": front}
+    report = markdown(results)
+    assert "## The front: 2 budgets from one supernet" in report
+    assert "| 1.000 | 0.800 | 0.700 | 0.4810 | 0.4500 |" in report and "| 0.500 | 0.400 | 0.390 | 0.5020 | 0.4700 |" in report
+    ax = plot_pareto(models, 64, one_supernet=True).axes[0]
+    line = next(l for l in ax.get_lines() if l.get_label() == "searched front (one supernet)")
+    assert list(line.get_xdata()) == [0.4, 0.7] and list(line.get_ydata()) == [0.47, 0.45]
+    assert {"dlrm-kaggle-reference", "space-smallest", "space-largest"} <= set(ax.get_legend_handles_labels()[1])
+    assert "## The front" not in markdown({**results, "front": None})

@@ -60,6 +60,26 @@ class Duration(click.ParamType):
 DURATION_US = Duration()
 
 
+class DurationList(click.ParamType):
+    """`0.5ms` or `300us,0.8ms`: latency budgets with their units, in microseconds (a tuple)."""
+
+    name = "LATENCY[,LATENCY...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            budgets = tuple(parse_duration_us(v) for v in str(value).split(",") if v.strip())
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        if not budgets:
+            self.fail("give at least one budget, e.g. 0.5ms", param, ctx)
+        return budgets
+
+
+DURATION_LIST = DurationList()
+
+
 def config_options(cls: type, *, hidden: tuple[str, ...] = ()) -> Callable:
     """A decorator adding one option per field of the dataclass `cls` that carries `help` metadata.
 

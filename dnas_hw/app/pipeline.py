@@ -1,4 +1,4 @@
-"""`dnas-hw pipeline`: data -> LUT -> search per budget -> retrain -> export -> bench -> report.
+"""`dnas-hw pipeline`: data -> LUT -> one front search of the budgets -> retrain -> export -> bench -> report.
 
 Run folder `RUN/`, one subfolder per stage::
 
@@ -7,7 +7,9 @@ Run folder `RUN/`, one subfolder per stage::
     lut/lut.csv, .meta.json  the LUT (from the LUT cache when one fits, else profiled into it), its
                              embedding lookups timed with the data's own ids (--ids data) or spread ids
     search/<budget>/         one search run folder per latency budget (arch.json, search_log.csv, ...),
-                             searched against the budget less the LUT's margin for --budget-quantile
+                             searched against the budget less the LUT's margin for --budget-quantile;
+                             the budgets are the points of one front search (search/front.json: the
+                             supernet trained once for all of them)
     train/<model>/           model.pt and metrics.json of each searched arch and reference, retrained
     export/<model>.onnx      the exported model
     bench/<model>.json       its measured latency (`dnas-hw bench` JSON, with the LUT's ids)
@@ -104,7 +106,8 @@ def default_lut_cache() -> Path:
 
 
 def budget_label(budget_us: float) -> str:
-    """`850.0` -> `0.85ms`: a budget as folder names and the report show it."""
+    """`850.0` -> `0.85ms`: a budget as folder names and the report show it (as `search.front.budget_label`
+    names a front's points, not imported here: this module loads without torch)."""
     return f"{budget_us / 1000:g}ms"
 
 
@@ -215,6 +218,40 @@ def stage_search(run: Path, data_dir: Path, space: SearchSpace, lut, budget_us: 
         summary = run_search_within(data_dir, space, lut, budget_us=budget_us, batch_size=opts.batch_size, out=folder,
                                     config=config, resume=True, budget_quantile=opts.budget_quantile)
     return Candidate(f"budget-{budget_label(budget_us)}", "searched", Arch.load(folder / "arch.json"), budget_us, summary)
+
+
+def stage_searches(run: Path, data_dir: Path, space: SearchSpace, lut, budgets: tuple[float, ...],
+                   opts: PipelineOptions) -> list[Candidate]:
+    """One searched candidate per budget. The budgets without a finished search go through one front
+    search (`search.front`: the supernet trained once, RUN/search/front.json, a run folder
+    RUN/search/<budget>/ per point); one budget alone, or budgets added after a front, are searched
+    one at a time (`stage_search`)."""
+    from search.front import FRONT, run_front
+    from search.run import SUMMARY
+
+    folder = run / "search"
+    todo = [b for b in budgets if not (folder / budget_label(b) / SUMMARY).is_file()]
+    if len(todo) > 1 and not (folder / FRONT).is_file():
+        from search.config import SearchConfig
+
+        say("search", f"one front of {len(todo)} budgets ({', '.join(budget_label(b) for b in todo)}) "
+                      f"at batch {opts.batch_size} -> {folder}")
+        front = run_front(data_dir, space, [lut], budgets_us=list(todo), batch_size=opts.batch_size, out=folder,
+                          config=SearchConfig(epochs=opts.search_epochs, seed=opts.seed), resume=True,
+                          budget_quantile=opts.budget_quantile)
+        say("search", f"front of {len(todo)} budgets searched in {front['elapsed_s']:.0f} s")
+    return [stage_search(run, data_dir, space, lut, b, opts) for b in budgets]
+
+
+def front_record(run: Path) -> dict[str, Any] | None:
+    """RUN/search/front.json's points as the report shows them, or None without a front."""
+    path = run / "search" / "front.json"
+    if not path.is_file():
+        return None
+    front = read_json(path, "front")
+    keep = ("name", "budget_ms", "searched_against_ms", "predicted_latency_ms", "within_budget", "supernet_val_logloss")
+    return {"elapsed_s": front["elapsed_s"], "arch_updates_per_batch": front["arch_updates_per_batch"],
+            "points": [{k: p[k] for k in keep} for p in front["points"]]}
 
 
 def references(space: SearchSpace, cardinalities) -> list[Candidate]:
@@ -369,7 +406,7 @@ def _run_stages(opts: PipelineOptions) -> dict[str, Any]:
         write_json_atomic(run / "pipeline.json", {**saved, "default_budgets_us": list(defaults)})
         say("budgets", f"{how}: {', '.join(budget_label(b) for b in defaults)}")
     budgets = tuple(dict.fromkeys(defaults + tuple(opts.budgets_us)))
-    candidates = [stage_search(run, data_dir, space, lut, b, opts) for b in budgets]
+    candidates = stage_searches(run, data_dir, space, lut, budgets, opts)
     candidates += references(space, data.cardinalities)
     records = []
     for cand in candidates:
@@ -386,6 +423,7 @@ def _run_stages(opts: PipelineOptions) -> dict[str, Any]:
         "batch_size": opts.batch_size,
         "budgets_ms": [b / 1000 for b in budgets],
         "models": records,
+        "front": front_record(run),
     }
     write_json_atomic(run / "results.json", results)
     write_report(run, results)

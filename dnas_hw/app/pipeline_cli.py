@@ -7,25 +7,7 @@ from pathlib import Path
 import click
 
 from dnas_hw.app import pipeline as p
-
-
-class BudgetList(click.ParamType):
-    """`0.5ms` or `300us,0.8ms`: latency budgets with their units, in microseconds."""
-
-    name = "LATENCY[,LATENCY...]"
-
-    def convert(self, value, param, ctx):
-        from dnas_hw.app.cli_types import parse_duration_us
-
-        if isinstance(value, tuple):
-            return value
-        try:
-            budgets = tuple(parse_duration_us(v) for v in str(value).split(",") if v.strip())
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
-        if not budgets:
-            self.fail("give at least one budget, e.g. 0.5ms", param, ctx)
-        return budgets
+from dnas_hw.app.cli_types import DURATION_LIST
 
 
 @click.command()
@@ -33,7 +15,7 @@ class BudgetList(click.ParamType):
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), help="Prepared data folder [default: synthetic rows in OUT/data].")
 @click.option("--rows", default=p.DEFAULT_ROWS, show_default=True, type=click.IntRange(min=1000), help="Synthetic rows (without --data).")
 @click.option("--space", default=p.DEFAULT_SPACE, show_default=True, help="Built-in space or .toml file, bound to the data.")
-@click.option("--latency-budget", "budgets_us", type=BudgetList(), default=(),
+@click.option("--latency-budget", "budgets_us", type=DURATION_LIST, default=(),
               help="Budgets at --batch-size searched beside the defaults, e.g. 0.3ms,2ms "
                    "[always searched: the DLRM reference config's LUT latency and half of it].")
 @click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "torch"]))

@@ -4,8 +4,9 @@ Plots (matplotlib, Agg backend, no display needed):
 
 - `pareto.png`: measured latency against test logloss for every model; the
   searched archs (each labelled with how it compares with the DLRM reference),
-  the references (DLRM Kaggle config, the space's smallest and largest archs),
-  the Pareto front over all of them, and the budgets;
+  joined as the searched front (one supernet when the budgets were one front
+  search), the references (DLRM Kaggle config, the space's smallest and
+  largest archs), the Pareto front over all of them, and the budgets;
 - `arch_probs.png`: architecture probabilities after each search epoch, one row
   per budget, one panel per slot kind (mean over the slots of that kind);
 - `predicted_vs_measured.png`: the LUT's prediction against the measurement.
@@ -46,7 +47,7 @@ def write_report(run: Path, results: dict[str, Any]) -> None:
 
     matplotlib.use("Agg")
     models = results["models"]
-    _save(run / "pareto.png", plot_pareto(models, results["batch_size"]))
+    _save(run / "pareto.png", plot_pareto(models, results["batch_size"], one_supernet=bool(results.get("front"))))
     _save(run / "arch_probs.png", plot_arch_probs([m for m in models if m["kind"] == "searched"]))
     _save(run / "predicted_vs_measured.png", plot_predicted_vs_measured(models, results["batch_size"]))
     write_text_atomic(run / "report.md", markdown(results))
@@ -73,13 +74,18 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def plot_pareto(models: list[dict], batch_size: int):
+def plot_pareto(models: list[dict], batch_size: int, one_supernet: bool = False):
+    """`one_supernet`: the searched archs are the points of one front search (labelled so)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     searched = [m for m in models if m["kind"] == "searched"]
     reference = next((m for m in models if m["name"] == REFERENCE), None)
+    if len(searched) > 1:
+        line = sorted((m["measured_p50_ms"], m["test_logloss"]) for m in searched)
+        ax.plot([x for x, _ in line], [y for _, y in line], color="tab:blue", linewidth=1.5, alpha=0.6, zorder=2,
+                label="searched front" + (" (one supernet)" if one_supernet else ""))
     for i, m in enumerate(searched):
         c = colors[i % len(colors)]
         ax.axvline(m["budget_ms"], color=c, linestyle="--", linewidth=0.8)
@@ -234,6 +240,26 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {'yes' if m['within_budget'] else '**no**'} | {m['test_logloss']:.4f} | {m['test_auc']:.4f} "
             f"| {m['params']:,} | {m['embedding_bytes'] / 2**20:.1f} | {m['search_status']} |"
         )
+    front = results.get("front")
+    if front:
+        tested = {m["budget_ms"]: m for m in models if m["kind"] == "searched"}
+        lines += [
+            "",
+            f"## The front: {len(front['points'])} budgets from one supernet",
+            "",
+            f"The supernet was trained once for all budgets ({front['elapsed_s']:.0f} s; each budget its own "
+            f"logits, {front['arch_updates_per_batch']} updated per arch batch). Supernet validation logloss: "
+            "the shared weights at the point's choices, before retraining.",
+            "",
+            "| budget ms | searched against ms | LUT predicted ms | supernet val logloss | retrained test logloss |",
+            "| ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for pt in front["points"]:
+            m = tested.get(pt["budget_ms"])
+            lines.append(f"| {_ms(pt['budget_ms'])} | {_ms(pt['searched_against_ms'])} | {_ms(pt['predicted_latency_ms'])} "
+                         f"| {pt['supernet_val_logloss']:.4f} | {m['test_logloss']:.4f} |" if m else
+                         f"| {_ms(pt['budget_ms'])} | {_ms(pt['searched_against_ms'])} | {_ms(pt['predicted_latency_ms'])} "
+                         f"| {pt['supernet_val_logloss']:.4f} | n/a |")
     reference = next((m for m in models if m["name"] == REFERENCE), None)
     if reference is not None:
         lines += [
@@ -270,7 +296,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Plots",
         "",
-        "Latency against test logloss, with the Pareto front and the budgets:",
+        "Latency against test logloss: the searched front, the DLRM reference, the space's smallest and largest archs, "
+        "the Pareto front over all of them and the budgets (dashed):",
         "",
         "![pareto](pareto.png)",
         "",
@@ -284,7 +311,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Files",
         "",
-        "`results.json` (everything above), `search/<budget>/` (arch.json, arch_probs.json, arch_probs_epochs.json, "
+        "`results.json` (everything above), `search/front.json` (the front, when the budgets were searched as one), "
+        "`search/<budget>/` (arch.json, arch_probs.json, arch_probs_epochs.json, "
         "search_log.csv, summary.json), `train/<model>/` (model.pt, metrics.json), `export/<model>.onnx`, "
         "`bench/<model>.json`, `lut/lut.csv`.",
         "",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dnas_hw.app.cli_types import DURATION_US, config_options
+from dnas_hw.app.cli_types import DURATION_LIST, config_options
 from lut.margin import DEFAULT_QUANTILE, QUANTILES
 from search.config import SearchConfig
 
@@ -14,10 +14,13 @@ from search.config import SearchConfig
 @click.command()
 @click.option("--data", "data_dir", required=True, type=click.Path(), help="Prepared data folder (dnas-hw data prepare/synth).")
 @click.option("--space", "space_name", required=True, help="Built-in space (dlrm-kaggle, dlrm-tiny) or a .toml file.")
-@click.option("--lut", "lut_path", required=True, type=click.Path(), help="Latency LUT CSV (dnas-hw profile).")
-@click.option("--latency-budget", "budget_us", required=True, type=DURATION_US, help="Budget at the serving batch size, e.g. 0.8ms or 800us.")
+@click.option("--lut", "lut_paths", required=True, multiple=True, type=click.Path(),
+              help="Latency LUT CSV (dnas-hw profile); repeat it for several targets (one arch per budget and LUT).")
+@click.option("--latency-budget", "budgets_us", required=True, type=DURATION_LIST,
+              help="Budget at the serving batch size, e.g. 0.8ms or 800us; several (0.5ms,1ms,2ms) search one front.")
 @click.option("--batch-size", required=True, type=int, help="Serving batch size the budget and the LUT rows refer to.")
-@click.option("--out", required=True, type=click.Path(), help="Run folder (arch.json, arch_probs.json, search_log.csv, summary.json).")
+@click.option("--out", required=True, type=click.Path(),
+              help="Run folder (arch.json, arch_probs.json, search_log.csv, summary.json); for a front, front.json and one such folder per point.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted search in --out from its last finished epoch (a finished one gives its result, if run with the same options).")
 @click.option("--backend", default=None, help="Refuse a LUT not measured with this backend.")
 @click.option("--device", default=None, help="Refuse a LUT not measured on this device.")
@@ -26,9 +29,12 @@ from search.config import SearchConfig
 @click.option("--budget-quantile", default=DEFAULT_QUANTILE, show_default=True, type=click.Choice(QUANTILES),
               help="The measured latency the budget holds: p50 (the median) or p90; the search aims at the budget "
                    "less the LUT's own error margin for it (summary.json: budget_margin).")
+@click.option("--allow-same-target", is_flag=True, help="A front: search several LUTs of one backend, device and thread count.")
+@click.option("--front-arch-updates", type=click.IntRange(min=1), default=None,
+              help="A front: heads (targets) whose logits each arch batch updates, in turn [default: 2, or 1 for a front of one].")
 @config_options(SearchConfig, hidden=("stop_after",))
-def search(data_dir, space_name, lut_path, budget_us, batch_size, out, resume, backend, device, threads, force,
-           budget_quantile, **knobs) -> None:
+def search(data_dir, space_name, lut_paths, budgets_us, batch_size, out, resume, backend, device, threads, force,
+           budget_quantile, allow_same_target, front_arch_updates, **knobs) -> None:
     """Search SPACE on DATA for the best arch whose LUT latency at --batch-size fits --latency-budget.
 
     The search aims at the budget less the margin by which the LUT under-predicted
@@ -37,6 +43,10 @@ def search(data_dir, space_name, lut_path, budget_us, batch_size, out, resume, b
     Under `torchrun --nproc_per_node N -m dnas_hw.app.cli search ...` the N processes
     search data-parallel (--train-batch-size is the global batch) and rank 0 writes.
     Every `search.config.SearchConfig` field is an option (--epochs, --weight-lr, ...).
+
+    Several budgets (--latency-budget 0.5ms,1ms,2ms) or LUTs (--lut a.csv --lut b.csv) search
+    one front: the supernet is trained once, with one set of logits per (budget, LUT), and
+    --out gets front.json and one run folder per point (search.front).
     """
     from dnas_hw import distributed
     from dnas_hw.data.folder import PreparedData
@@ -47,9 +57,14 @@ def search(data_dir, space_name, lut_path, budget_us, batch_size, out, resume, b
     from search.margin import run_search_within
 
     config = SearchConfig.from_dict({k: v for k, v in knobs.items() if v is not None})
-    lut = Lut.load(lut_path)
-    lut.check_target(force=force, backend=backend, device=device, threads=threads)
+    luts = [Lut.load(path) for path in lut_paths]
+    for lut in luts:
+        lut.check_target(force=force, backend=backend, device=device, threads=threads)
     space = get_space(space_name, cardinalities=PreparedData.open(data_dir).cardinalities)
+    if len(luts) > 1 or len(budgets_us) > 1:
+        return _front(data_dir, space, luts, budgets_us, batch_size, out, config, resume, budget_quantile,
+                      allow_same_target, front_arch_updates)
+    (lut,), (budget_us,), (lut_path,) = luts, budgets_us, lut_paths
     margin = budget_margin(lut, batch_size, budget_quantile)
     with distributed.session():
         summary = run_search_within(data_dir, space, lut, budget_us=budget_us, batch_size=batch_size, out=out,
@@ -68,3 +83,25 @@ def search(data_dir, space_name, lut_path, budget_us, batch_size, out, resume, b
         f"({summary['budget_used']:.0%} of {summary['latency_budget_ms']:.3f}ms used; {summary['budget_status']})"
     )
     click.echo(f"wrote {Path(out) / 'arch.json'}, arch_probs.json, search_log.csv, summary.json")
+
+
+def _front(data_dir, space, luts, budgets_us, batch_size, out, config, resume, quantile, allow_same_target, arch_updates) -> None:
+    """Several budgets or LUTs: one front search (search.front), one line per point."""
+    from dnas_hw.data.ids import data_source, mismatch
+    from search.front import run_front
+
+    front = run_front(data_dir, space, luts, budgets_us=list(budgets_us), batch_size=batch_size, out=out, config=config,
+                      resume=resume, budget_quantile=quantile, allow_same_target=allow_same_target, arch_updates=arch_updates)
+    if "stopped_after_epoch" in front:
+        return
+    for lut in luts:
+        differ = mismatch(lut.id_source, data_source(data_dir), lut.path)
+        if differ:
+            click.echo(f"note: {differ}: its tables are not priced as this data serves them "
+                       f"(profile with --data {data_dir})", err=True)
+    for p in front["points"]:
+        click.echo(f"{p['name']}: budget {p['budget_ms']:.3f}ms, searched against {p['searched_against_ms']:.3f}ms "
+                   f"(margin {p['margin']:.1%}); arch predicted {p['predicted_latency_ms']:.3f}ms ({p['budget_status']}); "
+                   f"supernet val logloss {p['supernet_val_logloss']:.4f}")
+    click.echo(f"wrote {Path(out) / 'front.json'} and {len(front['points'])} run folders "
+               f"({', '.join(p['name'] for p in front['points'])}) in {front['elapsed_s']:.0f} s")
