@@ -9,15 +9,15 @@ its logits, optimizer, controller, cost tables and budget to one head
 (`use(k)`), so the single search's steps, epoch loop and finishing run
 unchanged:
 
-- weight steps: the sandwich rule as in one search; the sampled arch of each
-  "sampled" step is drawn from the heads' distributions in turn, so the
-  weights are trained where every target's logits lean;
+- weight steps: the sandwich rule as in one search; the arch of each
+  "sampled" step is drawn uniformly (`SearchConfig.weight_sampling`, the
+  default), or with `logits` from the heads' distributions in turn;
 - arch steps: each arch batch updates `arch_updates` heads in turn (each with
   its own Gumbel draw on the same rows), so K targets cost `arch_updates` times
   one search's arch-step compute, not K times, and each head gets
   `arch_updates / K` of a dedicated search's arch steps (`DEFAULT_ARCH_UPDATES`;
   the cost is measured by benchmarks/front_quality.py);
-- finishing: per head, `search.run._finish` (projection, arch.json,
+- finishing: per head, `search.run._finish` (projection, refinement, arch.json,
   derived_init.pt, summary.json) into the point's folder, and the supernet's
   validation metrics at the point's choices (`search.rank.supernet_metrics`).
 
@@ -59,7 +59,7 @@ from search.layout import Layout
 from search.margin import record_margin
 from search.rank import supernet_metrics
 from search.run import (LOG, PROBS_LOG, SUMMARY, Searcher, _feasibility, _finish, arch_fields, budget_controller,
-                        check_inputs, cost_tables, id_counts, run_epoch)
+                        check_inputs, cost_tables, held_out, id_counts, run_epoch)
 from search.sandwich import role
 from search.state import check_identity, load_state, save_state
 
@@ -162,9 +162,9 @@ class FrontSearcher(Searcher):
         self.arch_opt, self.controller, self.tables, self.budget_us, self.current = h.opt, h.controller, h.tables, h.budget_us, k
 
     def sampling_head(self, step: int) -> int:
-        """The head whose distribution weight step `step` samples from: the heads in turn over the
-        sampled steps (with the sandwich rule every other step; the extremes' steps too draw from
-        it, for the unordered groups)."""
+        """The head whose distribution weight step `step` samples from when `weight_sampling` is
+        `logits`: the heads in turn over the sampled steps (with the sandwich rule every other step;
+        the extremes' steps too draw from it, for the unordered groups). Uniform draws use none."""
         return (step // 2 if self.config.sandwich else step) % len(self.heads)
 
     def weight_step(self, dense, sparse, y, tau: float, global_rows: int | None = None, step: int = 1) -> float:
@@ -302,13 +302,13 @@ def _front(data: PreparedData, space, points: list[Point], tables, identity, bat
                                        "elapsed_s": elapsed_before + time.perf_counter() - started, **search.state_dict()})
     if len(logs[0]) < config.epochs:
         return {"stopped_after_epoch": len(logs[0]), "epochs": config.epochs}
-    val = data.split("val")
+    val, rows = data.split("val"), held_out(data, config)
     finished = []
     for k, (p, (status, fastest_us, slowest_us)) in enumerate(zip(points, feasible)):
         search.use(k)
         folder = out / p.name
         summary = _finish(search, folder, logs[k], p.searched_us, batch_size, p.lut, status, fastest_us, slowest_us,
-                          elapsed_before + time.perf_counter() - started, {**identity, "point": p.name})
+                          elapsed_before + time.perf_counter() - started, {**identity, "point": p.name}, rows)
         summary = record_margin(summary, folder, p.margin, p.budget_us, p.lut)
         metrics = supernet_metrics(search.net, summary["choices"], val)
         finished.append(point_record(p, summary, metrics))
