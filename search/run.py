@@ -131,7 +131,7 @@ class Searcher:
         # find_unused_parameters=True was no cheaper: a dlrm-kaggle weight step (global batch 256,
         # 2 gloo ranks) took 98.4 ms explicit vs 99.6 ms DDP, medians of 5 launches each at load ~7
         # (benchmarks/search_distributed_throughput.py sync; its section of benchmarks/RESULTS.md).
-        self.dense_weights = dense
+        self.dense_weights, self.sparse_weights = dense, sparse
         self.sparse_gather = distributed.SparseGradGather(sparse) if distributed.is_active() and sparse else None
         self.arch_opt = torch.optim.Adam(self.net.arch_parameters(), lr=config.arch_lr)
         self.controller = budget_controller(budget_us, config)
@@ -221,6 +221,7 @@ class Searcher:
         self.inherit(every=INHERIT_EVERY)
         self.arch_opt.zero_grad(set_to_none=True)
         weights = self.net.weight_parameters()
+        trained = [p.requires_grad for p in weights]
         for p in weights:
             p.requires_grad_(False)
         try:
@@ -228,13 +229,18 @@ class Searcher:
             cost, details = self.cost(self.net.probabilities(), self.derived_latency_us())
             (weighted + cost).backward()
         finally:
-            for p in weights:
-                p.requires_grad_(True)
+            for p, t in zip(weights, trained):
+                p.requires_grad_(t)
         # The cost term's gradient is the same on every rank: averaging keeps it, and averages the task's.
         distributed.average_grads(self.net.arch_parameters())
         self.arch_opt.step()
         self.controller.update(self.derived_latency_us())
         return task.item(), details
+
+    def train_tables(self, on: bool) -> None:
+        """Whether weight steps update the tables (the sparse-gradient weights; `SearchConfig.tables_once`)."""
+        for p in self.sparse_weights:
+            p.requires_grad_(on)
 
     def inherit(self, every: int = 1) -> None:
         """Re-derive the inherited candidates if `every` weight steps or more ran since the last time."""
@@ -296,6 +302,7 @@ def run_epoch(search: Searcher, data: PreparedData, epoch: int, started: float, 
     first, last = weight_rows(cut, epoch, c)
     tau = temperature(epoch, c.temperature_init, c.temperature_decay)
     searching = epoch >= c.warmup_epochs
+    search.train_tables(epoch == 0 or c.one_pass or not c.tables_once)
     n_weight = num_batches(last - first, c.train_batch_size, drop_last=False)
     n_arch = num_batches(len(train) - cut, c.train_batch_size, drop_last=False) if searching else 0
     every = max(1, n_weight // max(n_arch, 1))

@@ -46,12 +46,14 @@ def assert_the_search_itself_landed_in_the_band(summary: dict, budget_us: float)
     assert summary["budget_status"] == "ok" and summary["within_budget"]
 
 
-# The search's defaults, with a batch small enough for ~40 arch steps on 2,000 rows: at 32 rows
-# (20 arch steps) the argmax ended just under the floor (0.76-0.79 of the budget) at one of the
-# two budgets, whatever the options, too few steps for the controller to settle.
-BAND = dict(FAST, train_batch_size=16)
+# The search's defaults, with a batch small enough for ~80 arch steps on 2,000 rows: with fewer
+# (20 at 32 rows, 40 at 16) the argmax ended under the floor (0.70-0.79 of the budget) at one of
+# the two budgets, whatever the options: on this data the task loss pulls towards small archs,
+# and the controller, idle inside the band, answers only once the argmax has left it.
+BAND = dict(FAST, train_batch_size=8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("share", [0.3, 0.6])
 def test_search_writes_a_run_folder_within_budget(data, space, tmp_path, share):
     lut = toy_lut(space, B)
@@ -76,6 +78,7 @@ def test_search_writes_a_run_folder_within_budget(data, space, tmp_path, share):
     assert not (run / "search_state.pt").exists()
 
 
+@pytest.mark.slow
 def test_a_budget_term_that_does_nothing_fails_the_band_check(data, space, tmp_path, monkeypatch):
     """The check above tests the search, not the safety net: without the budget term's pull the
     argmax lands outside the band (the projection then has to move it)."""
@@ -88,7 +91,7 @@ def test_a_budget_term_that_does_nothing_fails_the_band_check(data, space, tmp_p
     no_pull.__wrapped__ = search.run.cost_loss
     monkeypatch.setattr(search.run, "cost_loss", no_pull)
     lut = toy_lut(space, B)
-    budget = _budget(lut, space, 0.3)
+    budget = _budget(lut, space, 0.6)
     config = SearchConfig(**BAND)
     summary = run_search(data, space, lut, budget_us=budget, batch_size=B, out=tmp_path / "run", config=config)
     with pytest.raises(AssertionError):
