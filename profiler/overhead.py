@@ -34,6 +34,11 @@ into its op rows (`in_model_factor` in the LUT's metadata, `{op kind:
 factor}` per batch size), so the LUT stays a plain sum, `overhead + sum of
 rows`, and the search's cost a sum of probability x row.
 
+On the same references a whole-arch correction may be fitted on top (a
+factor on the sum that grows with the arch's weight and table bytes above the
+caches, `profiler.correction_fit`, `lut.correction`); where it is kept, the
+factors and the overhead are fitted jointly with it.
+
 The reference archs are the space's smallest (it anchors the overhead: a fit
 without it under-predicted small models by up to 47%) and `REFERENCE_SAMPLES`
 archs drawn from a seed stream of their own (never the validation's). Offline,
