@@ -199,3 +199,16 @@ def test_show_names_the_correction(tmp_path):
     assert code == 0, out
     assert "whole-arch correction x (1 +0.200 log2(dense_bytes" in out
     assert "leave-one-out error additive 8.0%, corrected 4.0%" in out
+
+
+def test_the_extreme_archs_are_priced_with_the_correction():
+    from search.cost import one_hot_cost
+    from search.extremes import extreme_arch
+
+    space = tiny_space()
+    lut, layout = corrected_lut(space, B), Layout(space)
+    table = latency_table(space, lut, B)
+    for cheapest in (True, False):
+        price, choices = extreme_arch(table, layout, cheapest=cheapest)
+        assert price == pytest.approx(one_hot_cost(table, layout.one_hot(choices)), rel=1e-12)
+        assert price == pytest.approx(predict(lut, space.arch(choices), B).total_us, rel=1e-12)
