@@ -121,9 +121,11 @@ class CorrectionFit:
 
 def choose_correction(
     whole_us: np.ndarray, features: np.ndarray, additive: AdditiveFit, caches: Mapping[str, int] | None,
+    min_gain: float = MIN_GAIN,
 ) -> CorrectionFit:
     """The correction to keep at one batch size (or none), from references' p50s `whole_us` `[R]`, their
-    features `[R, len(FEATURES)]` and the additive fit `additive`."""
+    features `[R, len(FEATURES)]` and the additive fit `additive` (`min_gain` 0: the best candidate whenever
+    it predicts left-out references better at all, for offline comparisons)."""
     n = len(whole_us)
     base = loo_predictions(whole_us, additive, np.zeros((n, 0)))
     errors = {"additive": median_rel_error(base, whole_us)}
@@ -143,7 +145,7 @@ def choose_correction(
     phi = basis(features, cand)
     _, coefs = backfit(whole_us, additive, phi, np.ones(n, dtype=bool))
     multipliers = 1.0 + phi @ coefs
-    if err > (1.0 - MIN_GAIN) * errors["additive"] or not (
+    if err > (1.0 - min_gain) * errors["additive"] or not (
         MULTIPLIER_RANGE[0] <= multipliers.min() and multipliers.max() <= MULTIPLIER_RANGE[1]
     ):
         return none

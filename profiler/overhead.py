@@ -64,7 +64,7 @@ from dnas_hw.data.ids import IdSource
 from dnas_hw.ops import OpCall
 from dnas_hw.timing import TimingStats
 from lut.correction import FEATURES, Correction, arch_features
-from profiler.correction_fit import choose_correction
+from profiler.correction_fit import MIN_GAIN, choose_correction
 from profiler.environment import cache_sizes
 from profiler.runners import time_archs
 from profiler.validate import GROUP
@@ -193,6 +193,7 @@ def choose_method(whole_us: np.ndarray, ops_us: np.ndarray) -> tuple[str, dict[s
 def fit_in_model(
     whole: Sequence[TimingStats], ops: Sequence[Mapping[str, Mapping[str, float]]], kinds: Sequence[str] = (),
     features: Sequence[Mapping[str, float]] | None = None, caches: Mapping[str, int] | None = None,
+    min_gain: float = MIN_GAIN,
 ) -> InModelFit:
     """The fit from the references' whole-model stats and their op sums, `ops[r][percentile][kind]` in us.
 
@@ -202,7 +203,8 @@ def fit_in_model(
     references' whole-arch `features` (`lut.correction.arch_features`) and at
     least `MIN_REFERENCES_TO_CHOOSE` references, a whole-arch correction is
     fitted on top and kept where it predicts left-out references better
-    (`profiler.correction_fit`; `caches`: the machine's cache sizes in bytes).
+    (`profiler.correction_fit`; `caches`: the machine's cache sizes in bytes; `min_gain`: the share of the
+    leave-one-out error it must cut).
     """
     kinds = sorted(set(kinds) | {k for o in ops for k in o["p50_us"]})
 
@@ -215,7 +217,7 @@ def fit_in_model(
     correction, correction_errors, multipliers = None, {}, np.ones(len(y))
     if features is not None and len(y) >= MIN_REFERENCES_TO_CHOOSE:
         x = np.array([[r[k] for k in FEATURES] for r in features], dtype=np.float64)
-        chosen = choose_correction(y, x, additive_fit(method, matrix("p50_us")), caches)
+        chosen = choose_correction(y, x, additive_fit(method, matrix("p50_us")), caches, min_gain)
         correction, correction_errors, loo = chosen.correction, chosen.loo_error, chosen.loo_predicted_us
         multipliers = chosen.multipliers
     # With a correction, the factors and the overhead are the additive fit to the latencies it divides out.
