@@ -61,6 +61,27 @@ def agreement(a_us: np.ndarray, b_us: np.ndarray) -> dict:
             "within_5pct": float(np.mean(np.abs(r) <= 0.05)), "mean_pct": float(np.mean(r) * 100)}
 
 
+def two_passes(space, backend: str, archs: list, sizes: list[int], rounds: int) -> tuple[list, dict]:
+    """Time `archs` twice as `lut validate` does, keeping every round: `(round medians per pass,
+    {batch: {k: agreement of the best of the first k rounds}})`."""
+    passes = []
+    for name in ("A", "B"):
+        by_arch: list[dict[int, list]] = []
+        with progress(len(archs), f"pass {name}", "archs") as bar:
+            for start in range(0, len(archs), GROUP):
+                group = archs[start : start + GROUP]
+                by_arch += time_archs_by_round(group, backend=backend, device="cpu", threads=1, batch_sizes=sizes,
+                                               cardinalities=space.cardinalities, seed=1, rounds=rounds)
+                bar.update(len(group))
+        passes.append([{b: [s.p50_us for s in r[b]] for b in sizes} for r in by_arch])
+    agreements = {
+        str(b): {str(k): agreement(*(np.array([min(a[b][:k]) for a in p]) for p in passes))
+                 for k in range(1, rounds + 1)}
+        for b in sizes
+    }
+    return passes, agreements
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, type=Path)
@@ -78,22 +99,8 @@ def main() -> None:
     result = {"command": " ".join(sys.argv), "machine": machine_info(),
               "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
               "probe": probe(args.probe_seconds, args.window) if args.probe_seconds > 0 else None}
-    passes = []
-    for name in ("A", "B"):
-        rounds: list[dict[int, list]] = []
-        with progress(len(archs), f"pass {name}", "archs") as bar:
-            for start in range(0, len(archs), GROUP):
-                group = archs[start : start + GROUP]
-                rounds += time_archs_by_round(group, backend=args.backend, device="cpu", threads=1, batch_sizes=sizes,
-                                              cardinalities=space.cardinalities, seed=1, rounds=args.rounds)
-                bar.update(len(group))
-        passes.append([{b: [s.p50_us for s in r[b]] for b in sizes} for r in rounds])
+    passes, result["agreement"] = two_passes(space, args.backend, archs, sizes, args.rounds)
     result["passes_round_medians_us"] = [[{str(b): v for b, v in a.items()} for a in p] for p in passes]
-    result["agreement"] = {
-        str(b): {str(k): agreement(*(np.array([min(a[b][:k]) for a in p]) for p in passes))
-                 for k in range(1, args.rounds + 1)}
-        for b in sizes
-    }
     write_json_atomic(args.out, result)
     if result["probe"]:
         p = result["probe"]

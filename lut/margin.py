@@ -2,7 +2,9 @@
 
 When it profiles, the profiler times reference archs whole at each batch size
 (`profiler.overhead`) and records for each its measured p50 and p90 and the
-in-model fit's prediction of it made *without* that reference (leave-one-out):
+in-model fit's prediction of it made *without* that reference (leave-one-out;
+the whole-arch correction, `lut.correction`, refitted without it too where the
+LUT keeps one):
 the LUT's error on models it was not fitted to, as a search meets them. For
 the statistic the budget must hold (`quantile`: the measured p50 or p90), the
 margin at batch size b is
@@ -111,4 +113,10 @@ def _in_sample(lut: Lut, refs: list[dict], batch_size: int) -> np.ndarray:
     def factor(kind: str) -> float:
         return float(factors) if isinstance(factors, (int, float)) else float(factors.get(kind, 1.0))
 
-    return np.array([overhead + sum(factor(k) * float(v) for k, v in r.get("ops_us", {}).items()) for r in refs])
+    correction = lut.correction(batch_size)
+
+    def multiplier(r: dict) -> float:  # references recorded with a correction carry their features
+        return float(correction.multiplier(r["features"])) if correction and isinstance(r.get("features"), dict) else 1.0
+
+    return np.array([(overhead + sum(factor(k) * float(v) for k, v in r.get("ops_us", {}).items())) * multiplier(r)
+                     for r in refs])

@@ -4,8 +4,10 @@
 `batch_size`, `p10_us`, `p50_us`, `p90_us`, `repeats`. `LUT.meta.json` says where
 and how it was measured (backend and version, device, CPU model, threads, dtype,
 torch version, date, space name and hash, and `ids`: the ids the embedding
-lookups were timed with, `dnas_hw.data.ids`; absent: spread). A lookup that
-misses raises: a LUT never invents a value.
+lookups were timed with, `dnas_hw.data.ids`; absent: spread; and
+`whole_arch_correction`, the factor on the sum that depends on the whole arch,
+`lut.correction`; absent: none). A lookup that misses raises: a LUT never
+invents a value.
 
 Besides registered ops, a LUT holds one `model_overhead` row per batch size:
 what a whole-model call costs beyond the sum of its ops (call overhead, input
@@ -35,6 +37,7 @@ from dnas_hw.data.ids import SPREAD, IdSource, mismatch
 from dnas_hw.errors import UserError
 from dnas_hw.files import atomic_path, first_line, read_json, write_json_atomic
 from dnas_hw.ops import OpCall
+from lut.correction import Correction, check_correction_meta
 
 COLUMNS = ["op", "params", "batch_size", "p10_us", "p50_us", "p90_us", "repeats"]
 OVERHEAD_OP = "model_overhead"
@@ -111,6 +114,7 @@ def check_meta(meta: object, path: str) -> dict:
         raise LutError(f"{path}: model_overhead must map batch sizes to reference points")
     try:
         IdSource.from_meta(meta.get("ids"), path)
+        check_correction_meta(meta.get("whole_arch_correction", {}), path)
     except UserError as e:
         raise LutError(str(e)) from None
     return meta
@@ -198,6 +202,13 @@ class Lut:
             return float(self.rows.at[self._index[call.key(batch_size)], stat])
         except KeyError:
             raise LutMissError(self.path, [call.key(batch_size)]) from None
+
+    def correction(self, batch_size: int) -> Correction | None:
+        """The whole-arch correction at `batch_size` (`lut.correction`); None: the prediction is the plain sum."""
+        try:
+            return check_correction_meta(self.meta.get("whole_arch_correction", {}), self.path).get(str(int(batch_size)))
+        except UserError as e:
+            raise LutError(str(e)) from None
 
     def batch_sizes(self) -> list[int]:
         return sorted(int(b) for b in self.rows["batch_size"].unique())

@@ -45,6 +45,7 @@ def lut_meta(space, *, backend: str, device: str, threads: int, batch_sizes, see
         "rounds": ROUNDS,
         "allocator": serving_allocator(),
         "statistic": "best of rounds; per op, less a null call on the same inputs (docs/profiling.md)",
+        "caches": cache_sizes(),
     }
 
 
@@ -56,7 +57,28 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
+        "caches": cache_sizes(),
     }
+
+
+def cache_sizes(root: str = "/sys/devices/system/cpu/cpu0/cache") -> dict[str, int]:
+    """`{"L1d", "L2", "L3": bytes}` of the CPU caches Linux reports for cpu0 (the data and unified levels;
+    empty where it reports none). The whole-arch correction's knots (`profiler.correction_fit`)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    out: dict[str, int] = {}
+    for index in sorted(Path(root).glob("index*")):
+        try:
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        if kind == "Instruction" or not size:
+            continue
+        number, unit = (size[:-1], size[-1]) if size[-1] in units else (size, "")
+        if number.isdigit():
+            out[f"L{level}" + ("d" if kind == "Data" else "")] = int(number) * units.get(unit, 1)
+    return out
 
 
 def _cpu_model() -> str:

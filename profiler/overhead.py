@@ -34,6 +34,11 @@ into its op rows (`in_model_factor` in the LUT's metadata, `{op kind:
 factor}` per batch size), so the LUT stays a plain sum, `overhead + sum of
 rows`, and the search's cost a sum of probability x row.
 
+On the same references a whole-arch correction may be fitted on top (a
+factor on the sum that grows with the arch's weight and table bytes above the
+caches, `profiler.correction_fit`, `lut.correction`); where it is kept, the
+factors and the overhead are fitted jointly with it.
+
 The reference archs are the space's smallest (it anchors the overhead: a fit
 without it under-predicted small models by up to 47%) and `REFERENCE_SAMPLES`
 archs drawn from a seed stream of their own (never the validation's). Offline,
@@ -49,7 +54,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -58,6 +63,9 @@ from dnas_hw.arch import ArchMethods
 from dnas_hw.data.ids import IdSource
 from dnas_hw.ops import OpCall
 from dnas_hw.timing import TimingStats
+from lut.correction import FEATURES, Correction, arch_features
+from profiler.correction_fit import MIN_GAIN, choose_correction
+from profiler.environment import cache_sizes
 from profiler.runners import time_archs
 from profiler.validate import GROUP
 
@@ -129,6 +137,15 @@ def overhead_us(whole_us: np.ndarray, ops_us: np.ndarray, factors: np.ndarray) -
     return float(np.median(whole_us - ops_us @ factors))
 
 
+def additive_fit(method: str, ops_us: np.ndarray):
+    """`(train mask [R], latencies [R]) -> [R]`: every reference as `method` fitted to the latencies of the
+    references in the mask predicts it (`profiler.correction_fit.AdditiveFit`)."""
+    def fitted(train: np.ndarray, whole_us: np.ndarray) -> np.ndarray:
+        f = factors_by(method, whole_us[train], ops_us[train])
+        return overhead_us(whole_us[train], ops_us[train], f) + ops_us @ f
+    return fitted
+
+
 def leave_one_out_predictions(method: str, whole_us: np.ndarray, ops_us: np.ndarray) -> np.ndarray:
     """`[R]`: each reference's latency as `method` fitted on the other references predicts it."""
     predicted = []
@@ -152,9 +169,13 @@ class InModelFit:
     factors: dict[str, float]  # op kind -> factor
     overhead: TimingStats
     loo_error: dict[str, float]  # method -> leave-one-out median relative error on the references
-    # Each reference's p50 as the chosen method fitted on the others predicts it (empty with one reference):
-    # the LUT's own out-of-sample error, from which a search derives its budget margin (`lut.margin`).
+    # Each reference's p50 as the chosen method (and correction) fitted on the others predicts it (empty with one
+    # reference): the LUT's own out-of-sample error, from which a search derives its budget margin (`lut.margin`).
     loo_predicted_us: tuple[float, ...] = ()
+    # The whole-arch correction on top (`lut.correction`; None: the plain sum) and the leave-one-out errors
+    # that chose it ({"additive", "corrected"}; empty where it was not fitted).
+    correction: Correction | None = None
+    correction_loo_error: dict[str, float] = field(default_factory=dict)
 
 
 def choose_method(whole_us: np.ndarray, ops_us: np.ndarray) -> tuple[str, dict[str, float]]:
@@ -171,12 +192,19 @@ def choose_method(whole_us: np.ndarray, ops_us: np.ndarray) -> tuple[str, dict[s
 
 def fit_in_model(
     whole: Sequence[TimingStats], ops: Sequence[Mapping[str, Mapping[str, float]]], kinds: Sequence[str] = (),
+    features: Sequence[Mapping[str, float]] | None = None, caches: Mapping[str, int] | None = None,
+    min_gain: float = MIN_GAIN,
 ) -> InModelFit:
     """The fit from the references' whole-model stats and their op sums, `ops[r][percentile][kind]` in us.
 
     Every kind in `kinds` or in `ops` gets a factor (a kind no reference runs:
     the common factor). The factors come from the p50s; the overhead row's
-    p10/p50/p90 are the median residuals at each percentile.
+    p10/p50/p90 are the median residuals at each percentile. With the
+    references' whole-arch `features` (`lut.correction.arch_features`) and at
+    least `MIN_REFERENCES_TO_CHOOSE` references, a whole-arch correction is
+    fitted on top and kept where it predicts left-out references better
+    (`profiler.correction_fit`; `caches`: the machine's cache sizes in bytes; `min_gain`: the share of the
+    leave-one-out error it must cut).
     """
     kinds = sorted(set(kinds) | {k for o in ops for k in o["p50_us"]})
 
@@ -185,17 +213,26 @@ def fit_in_model(
 
     y = np.array([w.p50_us for w in whole], dtype=np.float64)
     method, errors = choose_method(y, matrix("p50_us"))
-    f = factors_by(method, y, matrix("p50_us"))
+    loo = leave_one_out_predictions(method, y, matrix("p50_us")) if len(y) >= 2 else np.zeros(0)
+    correction, correction_errors, multipliers = None, {}, np.ones(len(y))
+    if features is not None and len(y) >= MIN_REFERENCES_TO_CHOOSE:
+        x = np.array([[r[k] for k in FEATURES] for r in features], dtype=np.float64)
+        chosen = choose_correction(y, x, additive_fit(method, matrix("p50_us")), caches, min_gain)
+        correction, correction_errors, loo = chosen.correction, chosen.loo_error, chosen.loo_predicted_us
+        multipliers = chosen.multipliers
+    # With a correction, the factors and the overhead are the additive fit to the latencies it divides out.
+    f = factors_by(method, y / multipliers, matrix("p50_us"))
     p10, p50, p90 = (
-        overhead_us(np.array([getattr(w, p) for w in whole], dtype=np.float64), matrix(p), f) for p in PERCENTILES
+        overhead_us(np.array([getattr(w, p) for w in whole], dtype=np.float64) / multipliers, matrix(p), f)
+        for p in PERCENTILES
     )
     # Residuals at p10 and p90 are not percentiles of one distribution (a sum of op p90s exceeds the p90 of
     # their sum), so they can land on the wrong side of the median: the row keeps p10 <= p50 <= p90.
     overhead = TimingStats(min(p10, p50), p50, max(p90, p50), sum(w.repeats for w in whole))
-    loo = leave_one_out_predictions(method, y, matrix("p50_us")) if len(y) >= 2 else np.zeros(0)
     return InModelFit(
         method, {k: round(float(v), 6) for k, v in zip(kinds, f)}, overhead,
         {m: round(e, 6) for m, e in errors.items()}, tuple(round(float(v), 3) for v in loo),
+        correction, {m: round(e, 6) for m, e in correction_errors.items()},
     )
 
 
@@ -215,7 +252,8 @@ class InModel:
 
     fit: InModelFit
     # Per reference arch: whole_us and whole_p90_us (measured), ops_us ({op kind: raw p50 sum}),
-    # loo_predicted_us (the fit's out-of-sample prediction of whole_us, where there is one).
+    # features (`lut.correction.FEATURES`), loo_predicted_us (the fit's out-of-sample prediction of whole_us,
+    # the correction included where one is kept, where there is one).
     references: list[dict]
 
 
@@ -245,15 +283,16 @@ def measure_in_model(
             archs[start : start + GROUP], backend=backend, device=device, threads=threads, batch_sizes=batch_sizes,
             cardinalities=space.cardinalities, seed=seed, ids=ids,
         )
+    features = [arch_features(c for _, c in a.ops().named()) for a in archs]
     fits = {}
     for b in batch_sizes:
         ops = [op_sums(a, op_stats, b) for a in archs]
         timed = [w[b] for w in whole]
-        fit = fit_in_model(timed, ops, kinds)
+        fit = fit_in_model(timed, ops, kinds, features, cache_sizes())
         references = [
             {"whole_us": round(w.p50_us, 3), "whole_p90_us": round(w.p90_us, 3),
-             "ops_us": {k: round(v, 3) for k, v in o["p50_us"].items()}}
-            for w, o in zip(timed, ops)
+             "ops_us": {k: round(v, 3) for k, v in o["p50_us"].items()}, "features": x}
+            for w, o, x in zip(timed, ops, features)
         ]
         for r, predicted in zip(references, fit.loo_predicted_us):
             r["loo_predicted_us"] = predicted

@@ -20,7 +20,9 @@ recorded with the fit in `LUT.meta.json`: `in_model_factor` is
 LUTs written before per-kind factors hold one number per batch size, which
 applies to every kind), `model_overhead` `{batch size: [reference points]}`,
 `in_model_fit` `{batch size: {"method": "common" or "per-kind", "loo_error":
-{method: leave-one-out median relative error}}}`.
+{method: leave-one-out median relative error}}}`, and `whole_arch_correction`
+`{batch size: {"method", "terms", "loo_error"}}` (`lut.correction`), fitted on
+the same references.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from dnas_hw.memory import require_memory
 from dnas_hw.ops import OpCall
 from dnas_hw.progress import progress
 from dnas_hw.timing import TimingStats
+from lut.correction import correction_meta
 from lut.table import COLUMNS, OVERHEAD_OP, TARGET_FIELDS, Lut, LutError, meta_path, overhead_call
 from profiler.environment import lut_meta
 from profiler.keys import all_keys, space_calls, table_features
@@ -173,7 +176,7 @@ def scaled(r: dict, factors: dict) -> dict:
 
 
 # The in-model fit's metadata, `{batch size: ...}` each, carried over from earlier runs by `--resume`.
-FIT_FIELDS = ("in_model_factor", "model_overhead", "in_model_fit")
+FIT_FIELDS = ("in_model_factor", "model_overhead", "in_model_fit", "whole_arch_correction")
 
 
 def _kept_rows(sources: Sequence[Path], meta: dict) -> tuple[dict[Key, dict], set[Key], dict[str, dict]]:
@@ -307,6 +310,9 @@ def _profile(space, out: Path, backend: str, device: str, threads: int, sizes: l
                 factors[str(b)] = in_model.fit.factors
                 meta["model_overhead"][str(b)] = in_model.references
                 meta["in_model_fit"][str(b)] = {"method": in_model.fit.method, "loo_error": in_model.fit.loo_error}
+                if in_model.fit.correction_loo_error:
+                    meta["whole_arch_correction"][str(b)] = correction_meta(in_model.fit.correction,
+                                                                            in_model.fit.correction_loo_error)
             partial.start(meta, list(done.values()))  # the factors first: the overhead rows are only valid with them
             for b, in_model in fits.items():
                 done[overhead.key(b)] = row(overhead.key(b), in_model.fit.overhead)

@@ -77,9 +77,12 @@ def validate_lut(lut: Lut, space, *, samples: int, batch_size: int, seed: int = 
     """Predicted vs measured whole-model latency of `samples` seeded random archs at `batch_size`.
 
     The report: `samples`, `median_abs_error_pct`, `within_10pct`, `spearman`,
-    `mean_error_pct`, `max_abs_error_pct`, `archs` (each arch's predicted and
-    measured ms), `worst` (the largest errors, with arch and breakdown), `ids`
-    and `lut_ids` (the ids the models saw, and those the LUT was profiled with).
+    `mean_error_pct`, `max_abs_error_pct`, `whole_arch_correction` (whether the
+    LUT corrects the sum at this batch size; then `additive`: the same
+    statistics of the plain sum), `archs` (each arch's predicted, with a
+    correction also `additive_ms`, and measured ms), `worst` (the largest
+    errors, with arch and breakdown), `ids` and `lut_ids` (the ids the models
+    saw, and those the LUT was profiled with).
     """
     return validate_many(lut, space, samples=samples, batch_sizes=[batch_size], seed=seed, ids=ids)[int(batch_size)]
 
@@ -88,17 +91,21 @@ def _report(lut: Lut, space, archs: list, measured: list, batch_size: int, targe
     predictions = [predict(lut, a, batch_size) for a in archs]
     pred_us = [p.total_us for p in predictions]
     meas_us = [m.p50_us for m in measured]
+    corrected = lut.correction(batch_size) is not None
     rows = [
         {
             "index": i,
             "predicted_ms": round(p / 1000, 6),
+            **({"additive_ms": round(pr.additive_us / 1000, 6)} if corrected else {}),
             "measured_ms": round(m.p50_us / 1000, 6),
             "measured_p10_ms": round(m.p10_us / 1000, 6),
             "measured_p90_ms": round(m.p90_us / 1000, 6),
             "error_pct": round((p - m.p50_us) / m.p50_us * 100, 3),
         }
-        for i, (p, m) in enumerate(zip(pred_us, measured))
+        for i, (p, pr, m) in enumerate(zip(pred_us, predictions, measured))
     ]
+    # The same measurements against the plain sum, where the LUT corrects it: what the correction changed.
+    additive = {"additive": fidelity([p.additive_us for p in predictions], meas_us)} if corrected else {}
     worst = sorted(rows, key=lambda r: -abs(r["error_pct"]))[:WORST]
     return {
         "lut": lut.path,
@@ -106,6 +113,8 @@ def _report(lut: Lut, space, archs: list, measured: list, batch_size: int, targe
         **target,
         "batch_size": int(batch_size),
         **fidelity(pred_us, meas_us),
+        "whole_arch_correction": corrected,
+        **additive,
         "archs": rows,
         "worst": [
             {**r, "arch": archs[r["index"]].to_dict(), "breakdown": _by_part(predictions[r["index"]].breakdown)}

@@ -25,9 +25,19 @@ from `probs`:
                the interaction kind and width; DCN's deep MLP: the embedding dim); the
                closing linear's output width may be decided by a slot (DLRM's bottom MLP:
                the interaction width);
-- plus a fixed overhead (the LUT's `model_overhead` row).
+- plus a fixed overhead (the LUT's `model_overhead` row);
+- times the LUT's whole-arch correction where it has one (`lut.correction`):
+               1 + sum_j coef_j log2(max(1, x_j / knot_j)), x_j a feature of the whole arch
+               (dense bytes, table bytes, op count). Each x_j is a sum over the arch's
+               ops, so E[x_j] is priced by a table of its own (`CostTable.features`,
+               the same terms with the feature as price) and is exact. The correction
+               is evaluated at the expected features and multiplies the expected sum:
+                   E[sum x m(x)]  ~=  E[sum] x m(E[x])
+               an approximation (it ignores the covariance of the sum with the
+               features and the curvature of the hinge), exact at one-hot
+               probabilities, differentiable everywhere but at a knot.
 
-At one-hot probabilities this is exactly the sum of the arch's own ops, i.e.
+At one-hot probabilities this is exactly the arch's own price, i.e.
 `lut.predict.predict(...)`. Everything is a pure function of its arguments.
 """
 
@@ -44,6 +54,7 @@ import torch
 from dnas_hw.arch import mlp_ops
 from dnas_hw.ops import OpCall
 from dnas_hw.space import elastic_input_widths, mlp_input_widths
+from lut.correction import Correction
 
 Price = Callable[[OpCall], float]
 DTYPE = torch.float64
@@ -103,13 +114,26 @@ class CostTable:
     factors: tuple[Factor, ...]
     mlps: tuple[MlpPrices, ...]
     overhead: float
+    # The whole-arch correction and, per feature it names, the table pricing that feature (no correction of its
+    # own): `expected_cost` multiplies the sum by `correction.multiplier` at the expected features.
+    correction: Correction | None = None
+    features: tuple[tuple[str, "CostTable"], ...] = ()
 
     def fingerprint(self) -> str:
         """A short hash of every price: two tables priced alike hash alike."""
-        h = hashlib.sha256(repr(self.overhead).encode())
+        h = hashlib.sha256(repr((self.overhead, self.correction)).encode())
         for t in [f.price for f in self.factors] + [t for m in self.mlps for t in (m.start, m.layers, m.out)]:
             h.update(t.contiguous().numpy().tobytes())
+        for name, table in self.features:
+            h.update(f"{name}:{table.fingerprint()}".encode())
         return h.hexdigest()[:16]
+
+    def with_correction(self, correction: Correction | None, features: dict[str, "CostTable"]) -> "CostTable":
+        """This table times `correction` (None: unchanged), its features priced by `features` `{name: table}`."""
+        if correction is None:
+            return self
+        names = sorted({t.feature for t in correction.terms})
+        return CostTable(self.factors, self.mlps, self.overhead, correction, tuple((n, features[n]) for n in names))
 
 
 def mlp_prices(
@@ -211,7 +235,16 @@ def expected_cost(table: CostTable, probs: dict[str, torch.Tensor]) -> torch.Ten
     total = sum((_expected_factor(f, probs) for f in table.factors), torch.zeros((), dtype=DTYPE))
     for mlp in table.mlps:
         total = total + _expected_mlp(mlp, probs)
-    return total + table.overhead
+    total = total + table.overhead
+    if table.correction is not None:
+        features = {name: expected_cost(t, probs) for name, t in table.features}
+        total = total * table.correction.multiplier(features, _hinge_log2)
+    return total
+
+
+def _hinge_log2(ratio: torch.Tensor) -> torch.Tensor:
+    """`lut.correction.hinge_log2` on a tensor: log2(max(1, ratio)), its gradient 0 below the knot."""
+    return torch.log2(torch.clamp(ratio, min=1.0))
 
 
 # --------------------------------------------------------------------------- budget penalty

@@ -13,6 +13,9 @@ term is optimised on its own: a factor row by its best entry, an MLP by dynamic
 programming over its widths, for each depth it may have:
 
     V_k(u) = out(u);   V_i(u) = opt( opt_w [price_i(u, w) + V_i+1(w)],  V_i+1(u) if skip )
+
+With a whole-arch correction (`search.cost`) the search is over the sum, and the
+arch found is priced with the correction: exact for the sum, near for the product.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections import Counter
 import torch
 
 from dnas_hw.space import SKIP, Choice
-from search.cost import CostTable, MlpPrices, SlotRef
+from search.cost import CostTable, MlpPrices, SlotRef, one_hot_cost
 from search.layout import Layout
 
 MAX_SHARED_COMBINATIONS = 100_000
@@ -125,4 +128,9 @@ def extreme_arch(table: CostTable, layout: Layout, cheapest: bool = True) -> tup
         if slot not in choices:  # a slot no term prices takes its first choice
             g, row = layout.where(slot)
             choices[slot] = layout.groups[g].choices[row][best_index.get((g, row), 0)]
-    return best_total, {s: choices[s] for s in layout.slot_names()}
+    choices = {s: choices[s] for s in layout.slot_names()}
+    if table.correction is not None:
+        # The walk above minimises the sum; with a whole-arch correction the arch is the sum's extreme,
+        # priced with the correction (the correction is a few percent; the sum's extreme stays near the true one).
+        best_total = one_hot_cost(table, layout.one_hot(choices))
+    return best_total, choices

@@ -19,6 +19,7 @@ from typing import Any
 import search.dlrm  # noqa: F401  (registers DLRM's search hook)
 from dnas_hw.errors import UserError
 from dnas_hw.family import ModelFamily, family_of
+from lut.correction import op_features
 from lut.table import Lut, overhead_call
 from search.cost import CostTable, Price
 from search.hooks import SEARCHES, FamilySearch
@@ -40,9 +41,20 @@ def cost_table(space: Any, price: Price, overhead: float = 0.0) -> CostTable:
 
 
 def latency_table(space: Any, lut: Lut, batch_size: int, stat: str = "p50_us") -> CostTable:
-    """LUT latency (us) at `batch_size`, with the model-overhead row. A miss raises `LutMissError`."""
+    """LUT latency (us) at `batch_size`, with the model-overhead row and the LUT's whole-arch correction
+    there (`lut.correction`, priced at the expected features: `search.cost`). A miss raises `LutMissError`."""
     overhead = lut.latency_us(overhead_call(space.num_dense, space.num_sparse), batch_size, stat)
-    return cost_table(space, lambda c: lut.latency_us(c, batch_size, stat), overhead)
+    table = cost_table(space, lambda c: lut.latency_us(c, batch_size, stat), overhead)
+    correction = lut.correction(batch_size)
+    if correction is None:
+        return table
+    features = {t.feature: feature_table(space, t.feature) for t in correction.terms}
+    return table.with_correction(correction, features)
+
+
+def feature_table(space: Any, feature: str) -> CostTable:
+    """The space's ops priced by their share of a whole-arch feature (`lut.correction.op_features`)."""
+    return cost_table(space, lambda c: op_features(c)[feature])
 
 
 def flops_table(space: Any, batch_size: int) -> CostTable:

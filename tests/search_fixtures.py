@@ -80,10 +80,10 @@ def trained_like(net, seed: int):
     return net
 
 
-def assert_one_hot_expected_latency_equals_predict(space: SearchSpace, batch_size: int) -> None:
+def assert_one_hot_expected_latency_equals_predict(space: SearchSpace, batch_size: int, lut: Lut | None = None) -> None:
     """Over 20 sampled archs (seed 1): the expected cost at one-hot probabilities is the LUT's
-    prediction for the derived arch (toy LUT), to 1e-12."""
-    lut, layout = toy_lut(space, batch_size), Layout(space)
+    prediction for the derived arch (`lut`, by default the toy LUT), to 1e-12."""
+    lut, layout = lut or toy_lut(space, batch_size), Layout(space)
     table = latency_table(space, lut, batch_size)
     rng = random.Random(1)
     for _ in range(20):

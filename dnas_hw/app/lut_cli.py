@@ -55,7 +55,7 @@ def show(lut_path, top) -> None:
         at = rows[rows["batch_size"] == b]
         over = at[at["op"] == OVERHEAD_OP]["p50_us"]
         overhead = f"{over.iloc[0]:.1f} us" if len(over) else "missing"
-        click.echo(f"  batch {b}: model overhead {overhead}; {_in_model_fit(m, b)}; slowest ops (p50):")
+        click.echo(f"  batch {b}: model overhead {overhead}; {_in_model_fit(m, b)}{_correction(m, b)}; slowest ops (p50):")
         for r in at[at["op"] != OVERHEAD_OP].nlargest(top, "p50_us").itertuples():
             click.echo(f"    {r.p50_us:12.1f} us  {r.op}{r.params}")
 
@@ -77,6 +77,17 @@ def _in_model_fit(meta: dict, batch_size: int) -> str:
     return text
 
 
+def _correction(meta: dict, batch_size: int) -> str:
+    """The whole-arch correction at `batch_size` (`lut.correction`), where the profile fitted one."""
+    entry = meta.get("whole_arch_correction", {}).get(str(batch_size))
+    if not entry:
+        return ""
+    errors = ", ".join(f"{m} {e:.1%}" for m, e in sorted(entry["loo_error"].items()))
+    terms = " + ".join(f"{t['coef']:+.3f} log2({t['feature']} / {t['knot']:.4g})" for t in entry["terms"])
+    kept = f"whole-arch correction x (1 {terms})" if entry["method"] == "corrected" else "no whole-arch correction"
+    return f"; {kept}" + (f" (leave-one-out error {errors})" if errors else "")
+
+
 @lut.command()
 @click.argument("lut_path", metavar="LUT.csv", type=click.Path())
 @click.argument("arch_path", metavar="ARCH.json", type=click.Path())
@@ -87,7 +98,8 @@ def _in_model_fit(meta: dict, batch_size: int) -> str:
 @click.option("--threads", default=None, type=int, help="Refuse a LUT not measured with this thread count.")
 @click.option("--force", is_flag=True, help="Use a LUT whose target differs from --backend/--device/--threads.")
 def predict(lut_path, arch_path, batch_size, as_json, backend, device, threads, force) -> None:
-    """Predicted latency of ARCH.json at --batch-size: the sum of its ops' rows plus the model overhead."""
+    """Predicted latency of ARCH.json at --batch-size: the sum of its ops' rows plus the model overhead, times the
+    LUT's whole-arch correction where it has one."""
     from dnas_hw.family import load_arch
     from lut.predict import predict as predict_arch
     from lut.table import Lut
@@ -138,9 +150,12 @@ def validate(lut_path, space_name, data_dir, samples, batch_size, seed, out, ids
     for b, report in reports.items():
         path = paths[b]
         write_json_atomic(path, report)
+        plain = report.get("additive")
+        without = (f" (plain sum, without the whole-arch correction: {plain['median_abs_error_pct']:.2f}%, "
+                   f"{plain['within_10pct']:.0%}, {plain['spearman']:.3f})") if plain else ""
         click.echo(
             f"batch {b}: {report['samples']} archs, median |error| {report['median_abs_error_pct']:.2f}%, "
-            f"within 10%: {report['within_10pct']:.0%}, Spearman {report['spearman']:.3f} -> {path}"
+            f"within 10%: {report['within_10pct']:.0%}, Spearman {report['spearman']:.3f}{without} -> {path}"
         )
 
 
