@@ -30,17 +30,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 
-from dnas_hw.data.folder import PreparedData
 from dnas_hw.dlrm.arch import Arch, dlrm_kaggle_reference
-from dnas_hw.space import get_space
 from dnas_hw.train import TrainConfig, train_arch
 from lut.predict import predict
 from lut.table import Lut
 from search.config import SearchConfig
 from search.front import budget_label, run_front
 from search.margin import run_search_within
+
+from _run import open_run  # sibling module
 
 # The done-when's thresholds.
 MAX_TIME_RATIO = 1.5
@@ -78,11 +77,7 @@ def main() -> None:
     ap.add_argument("--no-retrain", action="store_true", help="the time ratio only")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = PreparedData.open(args.data)
-    space = get_space(args.space, cardinalities=data.cardinalities)
+    out, data, space = open_run(args)
     lut, B = Lut.load(args.lut), args.batch_size
     if args.budgets:
         budgets = [float(b) * 1000 for b in args.budgets.split(",")]

@@ -38,12 +38,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dnas_hw.checkpoint import load_checkpoint
-from dnas_hw.data.folder import PreparedData
 from dnas_hw.dlrm.arch import Arch, dlrm_kaggle_reference
-from dnas_hw.space import get_space
 from dnas_hw.train import TrainConfig, evaluate, fit, train_arch
 from lut.margin import DEFAULT_QUANTILE, QUANTILES
 from lut.predict import predict
@@ -54,6 +51,8 @@ from search.extremes import extreme_arch
 from search.family_search import latency_table
 from search.layout import Layout
 from search.margin import run_search_within
+
+from _run import open_run  # sibling module
 
 
 def timed(fn):
@@ -135,11 +134,7 @@ def main() -> None:
     ap.add_argument("--budget-quantile", default=DEFAULT_QUANTILE, choices=QUANTILES,
                     help="as `dnas-hw search`: the search aims at the budget less the LUT's margin for it")
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = PreparedData.open(args.data)
-    space = get_space(args.space, cardinalities=data.cardinalities)
+    out, data, space = open_run(args)
     B = args.batch_size
     if args.lut:
         lut = Lut.load(args.lut)

@@ -30,10 +30,8 @@ from pathlib import Path
 
 import torch
 
-from dnas_hw.data.folder import PreparedData
 from dnas_hw.dlrm.arch import Arch, dlrm_kaggle_reference
 from dnas_hw.metrics import kendall_tau, spearman
-from dnas_hw.space import get_space
 from dnas_hw.train import TrainConfig, train_arch
 from lut.predict import predict
 from lut.table import Lut
@@ -41,6 +39,8 @@ from search.config import SearchConfig
 from search.cost import one_hot_cost
 from search.rank import supernet_metrics
 from search.run import Searcher, cost_tables, id_counts, run_epoch
+
+from _run import open_run  # sibling module
 
 
 def draw_across(space, table, layout, low_us: float, high_us: float, n: int, rng: random.Random, tries: int = 200_000):
@@ -73,11 +73,7 @@ def main() -> None:
     ap.add_argument("--high", type=float, default=4.0, help="highest latency, as a multiple of the reference's")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = PreparedData.open(args.data)
-    space = get_space(args.space, cardinalities=data.cardinalities)
+    out, data, space = open_run(args)
     lut = Lut.load(args.lut)
     B = args.batch_size
     reference_us = predict(lut, dlrm_kaggle_reference(data.cardinalities), B).total_us
