@@ -25,7 +25,10 @@ embedding lookups replaying the data's own ids (`dnas-hw profile --data`'s defau
 Everything runs on one torch thread (the machine is shared). Every finished stage
 (reference, search, retraining, each random trial) is recorded with its CPU time
 in a `done.json` beside its outputs, so a killed run restarted with the same
-arguments goes on from there.
+arguments goes on from there. Each budget's result is kept in `x<share>/entry.json`
+and report.json gathers every budget found under --out, so budgets can run as
+separate processes into one folder (start them once the reference is trained:
+`--budgets-x ''` trains only the reference).
 """
 
 from __future__ import annotations
@@ -85,9 +88,7 @@ def timed_once(record: Path, fn):
         return done["result"], done["cpu_s"]
     result, secs = timed(fn)
     record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"result": result, "cpu_s": secs}, default=str))
-    tmp.replace(record)
+    write_json(record, {"result": result, "cpu_s": secs})
     return result, secs
 
 
@@ -155,7 +156,7 @@ def main() -> None:
     config = SearchConfig(epochs=args.search_epochs, seed=args.seed, weight_optimizer=args.optimizer, weight_lr=args.lr)
     report = {"data": str(args.data), "train_rows": len(data.split("train")), "space": space.name, "batch_size": B,
               "fastest_ms": fastest / 1000, "slowest_ms": slowest / 1000, "train_config": asdict(train_cfg),
-              "search_config": config.to_dict(), "budgets": []}
+              "search_config": config.to_dict()}
 
     ref = dlrm_kaggle_reference(data.cardinalities)
     ref_metrics, ref_s = timed_once(out / "reference" / "done.json", lambda: train_arch(args.data, ref, out / "reference", train_cfg, force=True))
@@ -163,7 +164,7 @@ def main() -> None:
     report["reference"] = {"predicted_ms": ref_us / 1000, "val": ref_metrics["val"], "test": ref_metrics["test"], "train_s": ref_s}
     print(f"reference: predicted {ref_us / 1000:.3f} ms, test logloss {ref_metrics['test']['logloss']:.4f}", flush=True)
 
-    for share in [float(s) for s in args.budgets_x.split(",")]:
+    for share in [float(s) for s in args.budgets_x.split(",") if s.strip()]:
         budget = share * ref_us
         tag = f"x{share:g}"
         run = out / tag / "search"
@@ -199,12 +200,25 @@ def main() -> None:
                        "all_test_logloss": [t["test"]["logloss"] for t in trials]},
             "capacity_by_role": capacity_by_role(arch, data.meta),
         }
-        report["budgets"].append(entry)
+        write_json(out / tag / "entry.json", entry)
         print(f"budget {budget / 1000:.3f}ms: searched {summary['predicted_latency_ms']:.3f}ms test logloss {searched['test']['logloss']:.4f} "
               f"auc {searched['test']['auc']:.4f}; random best of {len(trials)} "
               f"{best['test']['logloss'] if best else float('nan'):.4f}", flush=True)
-        (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        gather_report(out, report)
+    gather_report(out, report)
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)
+
+
+def gather_report(out: Path, report: dict) -> None:
+    """report.json: `report` with every budget finished under `out`, this process's or another's."""
+    entries = [json.loads(p.read_text()) for p in out.glob("x*/entry.json")]
+    report["budgets"] = sorted(entries, key=lambda e: e["budget_x_reference"])
+    write_json(out / "report.json", report)
 
 
 if __name__ == "__main__":
