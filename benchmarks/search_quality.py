@@ -156,7 +156,7 @@ def main() -> None:
     config = SearchConfig(epochs=args.search_epochs, seed=args.seed, weight_optimizer=args.optimizer, weight_lr=args.lr)
     report = {"data": str(args.data), "train_rows": len(data.split("train")), "space": space.name, "batch_size": B,
               "fastest_ms": fastest / 1000, "slowest_ms": slowest / 1000, "train_config": asdict(train_cfg),
-              "search_config": config.to_dict()}
+              "search_config": config.to_dict(), "cardinalities": list(data.cardinalities)}
 
     ref = dlrm_kaggle_reference(data.cardinalities)
     ref_metrics, ref_s = timed_once(out / "reference" / "done.json", lambda: train_arch(args.data, ref, out / "reference", train_cfg, force=True))
@@ -205,7 +205,7 @@ def main() -> None:
               f"auc {searched['test']['auc']:.4f}; random best of {len(trials)} "
               f"{best['test']['logloss'] if best else float('nan'):.4f}", flush=True)
         gather_report(out, report)
-    gather_report(out, report)
+    print(markdown(gather_report(out, report)))
 
 
 def write_json(path: Path, obj) -> None:
@@ -219,6 +219,37 @@ def gather_report(out: Path, report: dict) -> None:
     entries = [json.loads(p.read_text()) for p in out.glob("x*/entry.json")]
     report["budgets"] = sorted(entries, key=lambda e: e["budget_x_reference"])
     write_json(out / "report.json", report)
+    return report
+
+
+def short_arch(arch: dict, cards: list[int]) -> str:
+    """bottom 13-512-64, `dot` D 64, top 512-128; 10 of 26 tables full, dims 16 x 20, 4 x 6"""
+    dims = sorted(set(arch["emb_dims"]), reverse=True)
+    dims_text = ", ".join(f"{d} x {arch['emb_dims'].count(d)}" for d in dims)
+    full = sum(r == c for r, c in zip(arch["emb_rows"], cards))
+    top = "-".join(map(str, arch["top_mlp"])) or "none"
+    return (f"bottom {'-'.join(map(str, [arch['num_dense'], *arch['bottom_mlp']]))}, `{arch['interaction']}` D {arch['bottom_mlp'][-1]}, "
+            f"top {top}; {full} of {len(cards)} tables full; dims {dims_text}")
+
+
+def markdown(report: dict) -> str:
+    """The RESULTS.md table: per budget the searched arch, the best random arch at equal compute, the reference."""
+    ref = report["reference"]
+    lines = [f"reference (DLRM Kaggle config): LUT {ref['predicted_ms']:.3f} ms, test logloss {ref['test']['logloss']:.4f}, "
+             f"AUC {ref['test']['auc']:.4f}", "",
+             "| budget | searched against ms | searched: LUT ms | searched: test logloss / AUC | vs reference | "
+             "random: trials, best test logloss | search + retrain CPU s | random CPU s | searched arch |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    cards = report.get("cardinalities")
+    for e in report["budgets"]:
+        s, rnd = e["searched"], e["random"]
+        best = rnd["best"]["test"]["logloss"] if rnd["best"] else float("nan")
+        arch = short_arch(s["arch"], cards) if cards else ""
+        lines.append(f"| {e['budget_x_reference']:g}x = {e['budget_ms']:.3f} ms | {s['searched_against_ms']:.3f} | {s['predicted_ms']:.3f}"
+                     f"{' (projected)' if s['projection_needed'] else ''} | {s['test']['logloss']:.4f} / {s['test']['auc']:.4f} "
+                     f"| {s['test']['logloss'] - ref['test']['logloss']:+.4f} | {rnd['trials']}, {best:.4f} "
+                     f"| {e['search_s'] + e['retrain_s']:.0f} | {rnd['compute_s']:.0f} | {arch} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
