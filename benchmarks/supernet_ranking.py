@@ -2,6 +2,9 @@
 
     .venv/bin/python benchmarks/supernet_ranking.py --data DIR --lut LUT.csv --out DIR [--archs 12] [--epochs 2]
 
+--set FIELD=VALUE (repeatable) trains the supernet with other `SearchConfig` fields (e.g.
+`--set sandwich=false`); with --archs-from, a variant of the supernet is ranked against the same retrained archs.
+
 1. The supernet's weights train as in a search's warm-up (`search.run.Searcher`: the
    sandwich rule, uniform logits, the weight part of the train split) for --epochs passes.
 2. --archs archs are drawn across the budget range: one per log-spaced latency stratum
@@ -59,6 +62,19 @@ def draw_across(space, table, layout, low_us: float, high_us: float, n: int, rng
     raise SystemExit(f"no arch drawn in the strata {missing}; widen --low/--high or use fewer --archs")
 
 
+def config_fields(pairs: list[str]) -> dict:
+    """`["sandwich=false", "weight_lr=3e-4"]` -> {"sandwich": False, "weight_lr": 0.0003}, each value read as
+    JSON (so true/false/null and numbers), else kept as a string."""
+    fields = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            fields[key] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[key] = value
+    return fields
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -72,12 +88,15 @@ def main() -> None:
     ap.add_argument("--low", type=float, default=0.25, help="lowest latency, as a multiple of the reference's")
     ap.add_argument("--high", type=float, default=4.0, help="highest latency, as a multiple of the reference's")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a SearchConfig field for the supernet's training (repeatable), e.g. --set sandwich=false")
     args = ap.parse_args()
     out, data, space = open_run(args)
     lut = Lut.load(args.lut)
     B = args.batch_size
     reference_us = predict(lut, dlrm_kaggle_reference(data.cardinalities), B).total_us
-    config = SearchConfig(epochs=args.epochs + 1, warmup_epochs=args.epochs, seed=args.seed)
+    config = SearchConfig.from_dict({**SearchConfig().to_dict(), **config_fields(args.set),
+                                     "epochs": args.epochs + 1, "warmup_epochs": args.epochs, "seed": args.seed})
     searcher = Searcher(space, cost_tables(space, lut, B, config), reference_us, config, id_counts(data, config.split_fraction))
     checkpoint = out / "supernet.pt"
     if checkpoint.exists():
@@ -130,7 +149,7 @@ def main() -> None:
     a = [r["supernet_val_logloss"] for r in rows]
     b = [r["retrained_test_logloss"] for r in rows]
     report = {"data": args.data, "lut": args.lut, "space": space.name, "batch_size": B, "reference_ms": reference_us / 1000,
-              "supernet_epochs": args.epochs, "supernet_cpu_s": supernet_s, "archs": rows,
+              "supernet_epochs": args.epochs, "supernet_config": config_fields(args.set), "supernet_cpu_s": supernet_s, "archs": rows,
               "kendall_tau": kendall_tau(a, b), "spearman": spearman(a, b)}
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(f"Kendall tau {report['kendall_tau']:.3f}, Spearman {report['spearman']:.3f} over {len(rows)} archs", flush=True)

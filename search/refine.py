@@ -51,6 +51,11 @@ class HeldOut:
     sparse: torch.Tensor
     labels: torch.Tensor
 
+    def base_rate_logloss(self) -> float:
+        """The logloss of predicting these rows' own positive rate for every row (their label entropy)."""
+        p = float(self.labels.double().mean().clamp(1e-12, 1 - 1e-12))
+        return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+
     @classmethod
     def take(cls, split: Split, first: int, last: int, rows: int = HELD_OUT_ROWS) -> "HeldOut":
         """Up to `rows` rows of `split`[first:last], evenly spaced (the split is already shuffled)."""

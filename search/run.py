@@ -48,7 +48,7 @@ from search.family_search import family_search, flops_table, latency_table, para
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project
-from search.refine import HeldOut, refine
+from search.refine import HeldOut, refine, supernet_loss
 from search.sandwich import extreme_probs, role, sandwich_probs
 from search.shards import lockstep_batches
 from search.state import check_identity, load_state, save_state
@@ -462,6 +462,13 @@ def held_out(data: PreparedData, config: SearchConfig) -> HeldOut:
     return HeldOut.take(train, int(len(train) * config.split_fraction), len(train))
 
 
+def supernet_learned(net: SupernetBase, choices: dict, rows: HeldOut) -> dict[str, float]:
+    """The supernet's logloss at `choices` on the held-out rows, the base rate's, and their ratio (the
+    normalized entropy: 1 or more means the shared weights predict no better than a constant)."""
+    loss, base = supernet_loss(net, choices, rows), rows.base_rate_logloss()
+    return {"logloss": loss, "base_rate_logloss": base, "normalized_entropy": loss / base}
+
+
 def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status, fastest_us, slowest_us, elapsed,
             identity, rows: HeldOut) -> dict:
     space, config, layout = search.space, search.config, search.net.layout
@@ -482,6 +489,12 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
     for m in refinement:
         click.echo(f"search: refinement {m['slot']}: {m['from']} -> {m['to']} (held-out logloss {m['loss']:.4f}, "
                    f"predicted {m['latency_us'] / 1000:.3f}ms)", err=True)
+    learned = supernet_learned(search.net, choices, rows)
+    if learned["normalized_entropy"] >= 1.0:
+        click.echo(f"search: warning: the supernet scores the derived arch at {learned['logloss']:.4f} held-out logloss, "
+                   f"no better than predicting the base rate ({learned['base_rate_logloss']:.4f}): its shared weights "
+                   "learned too little of this data for the search's choices to mean much; search on more rows "
+                   "(docs/search.md, Known limits)", err=True)
     arch = space.arch(choices)
     predicted = predict(lut, arch, batch_size).total_us
     arch.save(out / "arch.json")
@@ -509,6 +522,9 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
         "projection": moves,
         # Then the moves to the neighbour the supernet scored best on held-out rows (`search.refine`).
         "refinement": refinement,
+        # Whether the shared weights learned the data at all: an arch scored no better than the base rate was
+        # chosen by weights that cannot tell candidates apart.
+        "supernet_heldout": learned,
         "derived_init": INIT,
         "choices": choices,
         "final_multiplier": search.controller.multiplier,

@@ -222,3 +222,7 @@ def test_the_report_tables_the_front_and_draws_it_through_the_searched_points(tm
     assert list(line.get_xdata()) == [0.4, 0.7] and list(line.get_ydata()) == [0.47, 0.45]
     assert {"dlrm-kaggle-reference", "space-smallest", "space-largest"} <= set(ax.get_legend_handles_labels()[1])
     assert "## The front" not in markdown({**results, "front": None})
+    # A searched arch the supernet scored no better than the base rate is called out.
+    assert "did not learn this data" not in report
+    unlearned = [{**m, "supernet_normalized_entropy": 1.02} if m["name"] == "budget-1ms" else m for m in models]
+    assert "**The supernet did not learn this data** (NE >= 1 at the 1 budget(s) 1.000 ms)" in markdown({**results, "models": unlearned})

@@ -136,3 +136,32 @@ def test_a_search_records_its_refinement_and_stays_within_budget(tmp_path, refin
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["refinement"] == summary["refinement"]
     if summary["refinement"]:
         assert summary["choices"][summary["refinement"][-1]["slot"]] == summary["refinement"][-1]["to"]
+
+
+def test_supernet_learned_compares_the_arch_with_the_base_rate():
+    """A supernet that predicts the held-out rows' own positive rate for every row scores a normalized
+    entropy of 1; one whose logits lean towards the labels scores below 1."""
+    import math
+
+    from search.run import supernet_learned
+
+    space = tiny_space()
+    labels = torch.tensor([1.0, 0.0, 0.0, 0.0] * 4)
+    held = HeldOut(torch.zeros(16, space.num_dense), torch.zeros(16, space.num_sparse, dtype=torch.long), labels)
+    assert held.base_rate_logloss() == pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)))
+
+    class Constant(SupernetBase):
+        def __init__(self, logits):
+            super().__init__(space)
+            self.logits = logits
+            self.init_arch_logits()
+
+        def forward(self, dense, sparse, probs):
+            return self.logits
+
+    choices = space.choices_of(space.smallest())
+    at_rate = supernet_learned(Constant(torch.full((16,), math.log(0.25 / 0.75))), choices, held)
+    assert at_rate["normalized_entropy"] == pytest.approx(1.0)
+    leaning = supernet_learned(Constant(2.0 * (2 * labels - 1)), choices, held)
+    assert leaning["normalized_entropy"] < 1.0
+    assert leaning["logloss"] == pytest.approx(leaning["normalized_entropy"] * leaning["base_rate_logloss"])

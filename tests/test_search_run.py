@@ -177,8 +177,13 @@ def test_cli_search_and_its_errors(data, space, tmp_path):
                                          "--weight-optimizer", "adam", "--weight-lr", "0.002", "--enumerate"])
     assert result.exit_code == 0, result.output
     assert "budget" in result.output
-    config = json.loads((tmp_path / "run" / "summary.json").read_text())["config"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    config = summary["config"]
     assert (config["weight_optimizer"], config["weight_lr"], config["enumerate_groups"]) == ("adam", 0.002, True)
+    # Whether the shared weights learned anything is on record, and said when they did not.
+    learned = summary["supernet_heldout"]
+    assert learned["normalized_entropy"] == pytest.approx(learned["logloss"] / learned["base_rate_logloss"])
+    assert ("no better than predicting the base rate" in result.output) == (learned["normalized_entropy"] >= 1)
     # A finished run is not overwritten.
     again = runner.invoke(main, args + ["--latency-budget", f"{budget_ms:.4f}ms", "--out", str(tmp_path / "run")])
     assert again.exit_code == 2 and "finished search" in again.output

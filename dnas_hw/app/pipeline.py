@@ -354,6 +354,8 @@ def record(cand: Candidate, lut, metrics: dict, bench_report: dict, opts: Pipeli
         "arch": cand.arch.to_dict(),
         "search_dir": str(run / "search" / budget_label(cand.budget_us)) if cand.budget_us else None,
         "search_status": cand.search.get("budget_status"),
+        # The supernet's held-out logloss at the arch over the base rate's (`search.run.supernet_learned`).
+        "supernet_normalized_entropy": cand.search.get("supernet_heldout", {}).get("normalized_entropy"),
     }
 
 

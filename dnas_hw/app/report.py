@@ -230,16 +230,27 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"| budget ms | searched against ms | LUT predicted ms | measured p50 ms | measured p90 ms "
         f"| within budget (measured {results['options'].get('budget_quantile', 'p50')}) "
-        "| test logloss | test AUC | parameters | embedding MB | search |",
-        "| ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: | --- |",
+        "| test logloss | test AUC | parameters | embedding MB | search | supernet NE |",
+        "| ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
-    for m in (m for m in models if m["kind"] == "searched"):
+    searched = [m for m in models if m["kind"] == "searched"]
+    for m in searched:
+        ne = m.get("supernet_normalized_entropy")
         lines.append(
             f"| {_ms(m['budget_ms'])} | {_ms(m.get('searched_against_ms'))} | {_ms(m['predicted_ms'])} "
             f"| {_ms(m['measured_p50_ms'])} | {_ms(m['measured_p90_ms'])} "
             f"| {'yes' if m['within_budget'] else '**no**'} | {m['test_logloss']:.4f} | {m['test_auc']:.4f} "
-            f"| {m['params']:,} | {m['embedding_bytes'] / 2**20:.1f} | {m['search_status']} |"
+            f"| {m['params']:,} | {m['embedding_bytes'] / 2**20:.1f} | {m['search_status']} "
+            f"| {'n/a' if ne is None else format(ne, '.3f')} |"
         )
+    lines += ["", "Supernet NE: the supernet's held-out logloss at the searched arch over the base rate's (normalized "
+                  "entropy); at 1 or more its shared weights predict no better than a constant, and the arch was chosen "
+                  "by weights that cannot tell candidates apart."]
+    unlearned = [m for m in searched if (m.get("supernet_normalized_entropy") or 0.0) >= 1.0]
+    if unlearned:
+        lines += ["", f"**The supernet did not learn this data** (NE >= 1 at the {len(unlearned)} budget(s) "
+                      f"{', '.join(_ms(m['budget_ms']) + ' ms' for m in unlearned)}): give the search more rows "
+                      "(docs/search.md, Known limits)."]
     front = results.get("front")
     if front:
         tested = {m["budget_ms"]: m for m in models if m["kind"] == "searched"}
