@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -19,3 +20,16 @@ def open_run(args: argparse.Namespace):
     out.mkdir(parents=True, exist_ok=True)
     data = PreparedData.open(args.data)
     return out, data, get_space(args.space, cardinalities=data.cardinalities)
+
+
+def config_fields(pairs: list[str]) -> dict:
+    """`--set` values: `["sandwich=false", "weight_lr=3e-4"]` -> {"sandwich": False, "weight_lr": 0.0003}, each
+    value read as JSON (so true/false/null and numbers), else kept as a string; for `SearchConfig.from_dict`."""
+    fields = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            fields[key] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[key] = value
+    return fields

@@ -55,7 +55,7 @@ from search.family_search import latency_table
 from search.layout import Layout
 from search.margin import run_search_within
 
-from _run import open_run  # sibling module
+from _run import config_fields, open_run  # sibling module
 
 
 def timed(fn):
@@ -134,6 +134,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budget-quantile", default=DEFAULT_QUANTILE, choices=QUANTILES,
                     help="as `dnas-hw search`: the search aims at the budget less the LUT's margin for it")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a SearchConfig field of the searches (repeatable), e.g. --set paths_per_step=4")
     args = ap.parse_args()
     out, data, space = open_run(args)
     B = args.batch_size
@@ -153,7 +155,8 @@ def main() -> None:
     fastest, _ = extreme_arch(table, layout, cheapest=True)
     slowest, _ = extreme_arch(table, layout, cheapest=False)
     train_cfg = TrainConfig(epochs=args.train_epochs, optimizer=args.optimizer, lr=args.lr, seed=args.seed)
-    config = SearchConfig(epochs=args.search_epochs, seed=args.seed, weight_optimizer=args.optimizer, weight_lr=args.lr)
+    config = SearchConfig.from_dict({**SearchConfig().to_dict(), **config_fields(args.set), "epochs": args.search_epochs,
+                                     "seed": args.seed, "weight_optimizer": args.optimizer, "weight_lr": args.lr})
     report = {"data": str(args.data), "train_rows": len(data.split("train")), "space": space.name, "batch_size": B,
               "fastest_ms": fastest / 1000, "slowest_ms": slowest / 1000, "train_config": asdict(train_cfg),
               "search_config": config.to_dict(), "cardinalities": list(data.cardinalities)}

@@ -43,7 +43,7 @@ from search.cost import one_hot_cost
 from search.rank import supernet_metrics
 from search.run import Searcher, cost_tables, id_counts, run_epoch
 
-from _run import open_run  # sibling module
+from _run import config_fields, open_run  # sibling module
 
 
 def draw_across(space, table, layout, low_us: float, high_us: float, n: int, rng: random.Random, tries: int = 200_000):
@@ -60,19 +60,6 @@ def draw_across(space, table, layout, low_us: float, high_us: float, n: int, rng
                 return found
     missing = [f"{edges[k] / 1000:.3f}-{edges[k + 1] / 1000:.3f} ms" for k in range(n) if found[k] is None]
     raise SystemExit(f"no arch drawn in the strata {missing}; widen --low/--high or use fewer --archs")
-
-
-def config_fields(pairs: list[str]) -> dict:
-    """`["sandwich=false", "weight_lr=3e-4"]` -> {"sandwich": False, "weight_lr": 0.0003}, each value read as
-    JSON (so true/false/null and numbers), else kept as a string."""
-    fields = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            fields[key] = json.loads(value)
-        except json.JSONDecodeError:
-            fields[key] = value
-    return fields
 
 
 def main() -> None:

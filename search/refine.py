@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from dnas_hw.data.folder import Split
-from dnas_hw.space import Choice
+from dnas_hw.space import SKIP, Choice
 from search.cost import CostTable, one_hot_cost
 from search.supernet import SupernetBase
 
@@ -132,6 +132,65 @@ def refine(
             gains.pop((slot, alt), None)
             ranked = sorted(gains, key=gains.get, reverse=True)[:recheck]
             to_score = ranked + [(slot, a) for s, alts in slots if s == slot for a in alts if (slot, a) not in ranked]
+        return choices, moves
+    finally:
+        net.train(was_training)
+
+
+def _size(choice: Choice) -> float:
+    return float("-inf") if choice == SKIP else float(choice)
+
+
+def keep_capacity(
+    net: SupernetBase,
+    table: CostTable,
+    choices: dict[str, Choice],
+    rows: HeldOut,
+    budget_us: float,
+    floor: float,
+    groups: tuple[str, ...],
+    tolerance: float = MIN_GAIN,
+) -> tuple[dict[str, Choice], list[dict]]:
+    """(choices, moves): each slot of `groups` moves to its largest choice where that keeps the LUT latency
+    in [floor, 1] x budget_us and the supernet scores the arch no worse than `tolerance` above where the pass
+    started; moves as in `refine`.
+
+    For capacity that only compresses (an embedding table hashed, a vector truncated): a smaller choice can
+    only lose information the larger one holds, so it is worth taking for the latency it saves or for a
+    gain the supernet measures, not by default. The logits of such slots learn from the task loss, whose
+    signal per table is faint, and from a supernet that trains many archs at once, in which what learns
+    fastest looks best (a hashed table averages its rows' noise away): on planted data whose every table
+    carries signal the search hashed tables whose full size cost nothing in latency and retrained 0.004
+    test logloss better. The slots are tried in the order the supernet scores their moves (best first),
+    each against the arch the earlier moves left; the total loss never exceeds the start's by more than
+    `tolerance`, the supernet's resolution on the held-out rows.
+    """
+    layout = net.layout
+    was_training = net.training
+    net.eval()
+    choices, moves = dict(choices), []
+
+    def latency(c: dict[str, Choice]) -> float:
+        return one_hot_cost(table, layout.one_hot(c))
+
+    try:
+        start = supernet_loss(net, choices, rows)
+        largest = {slot: max(grp.choices[i], key=_size) for g, grp in layout.groups.items() if g in groups
+                   for i, slot in enumerate(grp.slots)}
+        scored = []
+        for slot, top in largest.items():
+            if choices[slot] != top and latency({**choices, slot: top}) <= budget_us:
+                scored.append((supernet_loss(net, {**choices, slot: top}, rows), slot, top))
+        # A move the supernet scores worse than the tolerance on its own is not tried again with others.
+        for _, slot, top in sorted(t for t in scored if t[0] <= start + tolerance):
+            moved = {**choices, slot: top}
+            us = latency(moved)
+            if not floor * budget_us <= us <= budget_us:
+                continue
+            loss = supernet_loss(net, moved, rows)
+            if loss <= start + tolerance:
+                moves.append({"slot": slot, "from": choices[slot], "to": top, "latency_us": us, "loss": loss})
+                choices = moved
         return choices, moves
     finally:
         net.train(was_training)

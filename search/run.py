@@ -48,7 +48,7 @@ from search.family_search import family_search, flops_table, latency_table, para
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project
-from search.refine import HeldOut, refine, supernet_loss
+from search.refine import HeldOut, keep_capacity, refine, supernet_loss
 from search.sandwich import extreme_probs, role, sandwich_probs
 from search.shards import lockstep_batches
 from search.state import check_identity, load_state, save_state
@@ -190,30 +190,43 @@ class Searcher:
     def weight_step(self, dense, sparse, y, tau: float, global_rows: int | None = None, step: int = 1) -> float:
         """One step of the weights on this rank's rows of a global batch; returns their mean loss.
 
-        `step` (the step's index in its epoch) picks its role in the sandwich rule (`search.sandwich`);
-        the supernet's `inherited_groups` take their largest choice when it inherits."""
+        The step follows the mean gradient of `SearchConfig.paths_per_step` archs, each run on the
+        whole batch; path k of step `step` (its index in its epoch) has the role number
+        `step * paths_per_step + k` in the sandwich rule (`search.sandwich`). The supernet's
+        `inherited_groups` take their largest choice when it inherits."""
         global_rows = len(y) if global_rows is None else global_rows
+        paths = self.config.paths_per_step
         for opt in self.weight_opts:
             opt.zero_grad(set_to_none=True)
-        # drawn in every step: the generator's path stays one
-        probs = self.sample(global_rows, tau, detach=True, uniform=self.config.weight_sampling == "uniform")
-        if self.config.sandwich:
-            probs = sandwich_probs(step, probs, self.extremes)
+        total = 0.0
+        for k in range(paths):
+            loss, weighted = self.path_loss(dense, sparse, y, tau, global_rows, step * paths + k)
+            (weighted / paths if paths > 1 else weighted).backward()
+            total += loss.item()
         if self.inherits:
-            probs = {g: self.extremes["largest"][g] if g in self.net.inherited_groups else p for g, p in probs.items()}
             self.steps_since_inherit += 1
-        loss, weighted = self.task_loss(dense, sparse, y, probs, global_rows)
-        if self.config.align_heads and self.config.sandwich and role(step) == "largest" and len(y):
-            alignment = self.net.alignment_loss(dense, sparse)
-            if alignment is not None:
-                weighted = weighted + alignment * distributed.loss_weight(len(y), global_rows)
-        weighted.backward()
         distributed.average_grads(self.dense_weights)
         if self.config.weight_grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.dense_weights, self.config.weight_grad_clip)
         for opt in self.weight_opts:
             opt.step()
-        return loss.item()
+        return total / paths
+
+    def path_loss(self, dense, sparse, y, tau: float, global_rows: int, role_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`task_loss` of one arch of a weight step: drawn (uniformly or from the logits), or the
+        sandwich's extreme for `role_step`; plus the head alignment in the sandwich's largest steps."""
+        # drawn in every path: the generator's path stays one
+        probs = self.sample(global_rows, tau, detach=True, uniform=self.config.weight_sampling == "uniform")
+        if self.config.sandwich:
+            probs = sandwich_probs(role_step, probs, self.extremes)
+        if self.inherits:
+            probs = {g: self.extremes["largest"][g] if g in self.net.inherited_groups else p for g, p in probs.items()}
+        loss, weighted = self.task_loss(dense, sparse, y, probs, global_rows)
+        if self.config.align_heads and self.config.sandwich and role(role_step) == "largest" and len(y):
+            alignment = self.net.alignment_loss(dense, sparse)
+            if alignment is not None:
+                weighted = weighted + alignment * distributed.loss_weight(len(y), global_rows)
+        return loss, weighted
 
     def arch_step(self, dense, sparse, y, tau: float, global_rows: int | None = None) -> tuple[float, dict]:
         """One step of the logits (weights frozen) on this rank's rows; returns (their mean loss, cost details)."""
@@ -486,9 +499,14 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
     if config.refine and not status.startswith("infeasible"):
         choices, refinement = refine(search.net, search.tables.latency, choices, rows, budget_us, floor,
                                      groups=search.net.refined_groups)
-    for m in refinement:
-        click.echo(f"search: refinement {m['slot']}: {m['from']} -> {m['to']} (held-out logloss {m['loss']:.4f}, "
-                   f"predicted {m['latency_us'] / 1000:.3f}ms)", err=True)
+    capacity: list[dict] = []
+    if config.keep_capacity and search.net.capacity_groups and not status.startswith("infeasible"):
+        choices, capacity = keep_capacity(search.net, search.tables.latency, choices, rows, budget_us, floor,
+                                          groups=search.net.capacity_groups)
+    for what, done in (("refinement", refinement), ("capacity", capacity)):
+        for m in done:
+            click.echo(f"search: {what} {m['slot']}: {m['from']} -> {m['to']} (held-out logloss {m['loss']:.4f}, "
+                       f"predicted {m['latency_us'] / 1000:.3f}ms)", err=True)
     learned = supernet_learned(search.net, choices, rows)
     if learned["normalized_entropy"] >= 1.0:
         click.echo(f"search: warning: the supernet scores the derived arch at {learned['logloss']:.4f} held-out logloss, "
@@ -522,6 +540,8 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
         "projection": moves,
         # Then the moves to the neighbour the supernet scored best on held-out rows (`search.refine`).
         "refinement": refinement,
+        # Then each table size and dim to its largest where the supernet sees no loss (`search.refine.keep_capacity`).
+        "capacity": capacity,
         # Whether the shared weights learned the data at all: an arch scored no better than the base rate was
         # chosen by weights that cannot tell candidates apart.
         "supernet_heldout": learned,

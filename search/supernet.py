@@ -50,6 +50,10 @@ class SupernetBase(nn.Module):
     # Groups whose smaller candidates are derived from the largest (`inherit`) rather than trained:
     # with `SearchConfig.inherit_tables` the weight steps hold them at their largest choice.
     inherited_groups: tuple[str, ...] = ()
+    # Groups whose smaller choices only compress what the largest holds (DLRM's table sizes and dims): after
+    # the refinement they take their largest choice where the budget allows and the supernet sees no loss
+    # (`search.refine.keep_capacity`, `SearchConfig.keep_capacity`).
+    capacity_groups: tuple[str, ...] = ()
 
     def __init__(self, space):
         super().__init__()

@@ -12,7 +12,7 @@ from lut.predict import predict
 from search.config import SearchConfig
 from search.cost import one_hot_cost
 from search.family_search import latency_table
-from search.refine import HeldOut, refine, supernet_loss
+from search.refine import HeldOut, keep_capacity, refine, supernet_loss
 from search.run import run_search
 from search.supernet import SupernetBase
 from search_fixtures import synth_data, tiny_space, toy_lut
@@ -165,3 +165,41 @@ def test_supernet_learned_compares_the_arch_with_the_base_rate():
     leaning = supernet_learned(Constant(2.0 * (2 * labels - 1)), choices, held)
     assert leaning["normalized_entropy"] < 1.0
     assert leaning["logloss"] == pytest.approx(leaning["normalized_entropy"] * leaning["base_rate_logloss"])
+
+
+CAPACITY = ("emb_rows", "emb_dim")
+
+
+def test_keep_capacity_takes_the_largest_table_and_dim_unless_the_supernet_sees_a_loss(setup):
+    """Indifferent scores: every table size and dim goes to its largest choice; one slot whose largest
+    choice the supernet scores clearly worse stays where it was."""
+    space, net, table = setup
+    for g in CAPACITY:
+        net.scores[g].zero_()
+    grp = net.layout.groups["emb_rows"]
+    worse = grp.choices[0].index(max(grp.choices[0]))
+    net.scores["emb_rows"][0, worse] = -0.5
+    start = space.smallest_choices()
+    choices, moves = keep_capacity(net, table, start, rows(space), budget_us=1e12, floor=0.0, groups=CAPACITY)
+    for name in CAPACITY:
+        g = net.layout.groups[name]
+        for i, slot in enumerate(g.slots):
+            expected = start[slot] if slot == grp.slots[0] else max(g.choices[i])
+            assert choices[slot] == expected, slot
+    assert {m["slot"] for m in moves} == {s for s in choices if choices[s] != start[s]}
+    assert all(choices[s] == start[s] for s in start if not s.startswith(CAPACITY))
+    assert supernet_loss(net, choices, rows(space)) <= supernet_loss(net, start, rows(space)) + 5e-4
+
+
+def test_keep_capacity_stays_within_the_budget(setup):
+    space, net, table = setup
+    for g in CAPACITY:
+        net.scores[g].zero_()
+    start = space.smallest_choices()
+    grown, _ = keep_capacity(net, table, start, rows(space), budget_us=1e12, floor=0.0, groups=CAPACITY)
+    low, high = latency(net, table, start), latency(net, table, grown)
+    assert high > low
+    budget = low + 0.4 * (high - low)
+    choices, moves = keep_capacity(net, table, start, rows(space), budget_us=budget, floor=0.0, groups=CAPACITY)
+    assert moves and choices != grown
+    assert all(m["latency_us"] <= budget for m in moves) and latency(net, table, choices) <= budget

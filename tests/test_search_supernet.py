@@ -215,7 +215,7 @@ def test_a_largest_weight_step_moves_the_shallower_bottom_heads_only_when_aligni
     from search_fixtures import toy_lut
 
     space = SMALL_KAGGLE
-    config = SearchConfig(align_heads=align)
+    config = SearchConfig(align_heads=align, sandwich=True)
     search = Searcher(space, cost_tables(space, toy_lut(space, 64), 64, config), 1e9, config,
                       [torch.ones(c) for c in space.cardinalities])
     shallow = [h[0].weight.detach().clone() for h in search.net.bottom.heads[:-1]]
@@ -224,3 +224,35 @@ def test_a_largest_weight_step_moves_the_shallower_bottom_heads_only_when_aligni
     search.weight_step(dense, sparse, y, 1.0, step=0)  # step 0: the sandwich's largest arch
     moved = [not torch.equal(h[0].weight, w) for h, w in zip(search.net.bottom.heads[:-1], shallow)]
     assert all(moved) if align else not any(moved)
+
+
+def test_a_weight_step_follows_the_mean_gradient_of_its_paths():
+    """With paths_per_step 2 the step's gradient is the mean of two archs' gradients on the same batch, the
+    archs those the generator draws in turn, and the step returns their mean loss."""
+    from search.config import SearchConfig
+    from search.run import Searcher, cost_tables
+    from search_fixtures import toy_lut
+
+    space = SMALL_KAGGLE
+    config = SearchConfig(paths_per_step=2, sandwich=False, weight_grad_clip=None)
+    search = Searcher(space, cost_tables(space, toy_lut(space, 64), 64, config), 1e9, config,
+                      [torch.ones(c) for c in space.cardinalities])
+    dense, sparse = random_batch(space, 64, seed=5)
+    y = torch.rand(64, generator=torch.Generator().manual_seed(6)).round()
+    weights = [p for p in search.dense_weights]
+    start = search.generator.get_state()
+    expected, losses = [torch.zeros_like(p) for p in weights], []
+    for _ in range(2):
+        probs = search.sample(64, 1.0, detach=True, uniform=True)
+        probs = {g: search.extremes["largest"][g] if g in search.net.inherited_groups else p for g, p in probs.items()}
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(search.net(dense, sparse, probs), y)
+        for e, g in zip(expected, torch.autograd.grad(loss, weights, allow_unused=True)):
+            if g is not None:
+                e += g / 2
+        losses.append(loss.item())
+    search.generator.set_state(start)
+    for opt in search.weight_opts:
+        opt.step = lambda *a, **k: None  # keep the gradient to compare, not the update
+    assert search.weight_step(dense, sparse, y, 1.0, step=0) == pytest.approx(sum(losses) / 2)
+    for p, e in zip(weights, expected):
+        torch.testing.assert_close(p.grad if p.grad is not None else torch.zeros_like(p), e, rtol=1e-4, atol=1e-7)

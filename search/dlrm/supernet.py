@@ -102,6 +102,7 @@ class Supernet(SupernetBase):
     enumerated_groups = ("interaction",)
     inherited_groups = ("emb_rows",)
     refined_groups = ("bottom", "bottom_depth", "interaction", "interaction_dim", "top", "top_depth")
+    capacity_groups = ("emb_rows", "emb_dim")
 
     def __init__(self, space: SearchSpace):
         super().__init__(space)
