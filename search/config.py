@@ -64,7 +64,12 @@ class SearchConfig:
     # The sandwich rule (BigNAS): weight steps cycle through the largest arch, a sampled one,
     # the smallest, a sampled one, so the widest layers and longest dims are trained as often as
     # the narrow ones however the logits lean (table sizes: see `inherit_tables`). Choices
-    # without a size order (the interaction kind) are sampled in those steps too.
+    # without a size order (the interaction kind) are sampled in those steps too. Off by default:
+    # the largest arch is far from any budget's, and its steps pull the shared weights its way
+    # (benchmarks/RESULTS.md, `supernet_interference.py`: after one warm-up epoch on 150k planted
+    # rows, every choice drawn, the DLRM reference's choices scored 0.5785 validation logloss with it,
+    # 0.5595 without; whole searches at the reference's latency with 4 paths a step picked `cat`
+    # with it and `dot`, the kind that retrains better, without).
     # Table sizes are decided on the trained full tables: the weight steps hold every table at its
     # largest candidate, and a smaller candidate is the id-frequency-weighted hashed image of the
     # full one (`SupernetBase.inherit`), re-derived as the full table trains; an arch step then
@@ -99,12 +104,16 @@ class SearchConfig:
     # search sampling from the logits, the supernet scored the DLRM reference at 0.503 held-out
     # logloss (retrained: 0.436) and a top layer of 512 worse than one of 128 (0.444 vs 0.434).
     weight_sampling: str = knob("uniform", "The arch a weight step trains: drawn uniformly, or from the arch logits.", choices=WEIGHT_SAMPLING)
-    sandwich: bool = knob(True, "Weight steps cycle through the largest arch, a sampled one, the smallest, a sampled one.")
+    sandwich: bool = knob(False, "Weight steps cycle through the largest arch, a sampled one, the smallest, a sampled one.", flags="--sandwich/--no-sandwich")
     # Archs per weight step: each of `paths_per_step` archs is drawn and run on the whole batch, and
     # the step follows their mean gradient (BigNAS trains several children per batch). One arch per
     # step moves the shared weights towards that arch and the next undoes part of it; the mean over
-    # several is a step that serves them all. A weight step costs that many single-arch steps.
-    paths_per_step: int = knob(1, "Archs drawn per weight step, each run on the whole batch; the step follows their mean gradient.")
+    # several is a step that serves them all. On 150k planted rows, after one warm-up epoch with
+    # every choice drawn, one path a step left the supernet no better than the base rate (AUC
+    # 0.55-0.60 at the DLRM reference's choices and at random archs); four gave 0.65-0.67 at the
+    # reference and 0.59-0.64 at random archs (`supernet_interference.py`'s section of
+    # benchmarks/RESULTS.md). A weight step costs that many single-arch steps.
+    paths_per_step: int = knob(4, "Archs drawn per weight step, each run on the whole batch; the step follows their mean gradient.")
     # Clip the dense weights' gradient norm in weight steps (None: no clipping). With the
     # supernet's He-normal start (search/mixed.py) and a new random arch every batch, SGD at
     # 0.1 went non-finite at step 31 on synth1m; clipped at 1.0 it stayed finite (1,500 steps).

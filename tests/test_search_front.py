@@ -171,7 +171,7 @@ def test_bad_front_inputs_are_one_line_and_write_nothing(data, space, luts, tmp_
 
 def test_heads_share_the_weights_but_not_the_logits(data, space, luts):
     lut = luts[0]
-    config = SearchConfig(epochs=2, warmup_epochs=1, train_batch_size=64)
+    config = SearchConfig(epochs=2, warmup_epochs=1, train_batch_size=64, sandwich=True)
     tables = [cost_tables(space, lut, B, config)] * 3
     s = FrontSearcher(space, tables, [100.0, 200.0, 300.0], config, id_counts(PreparedData.open(data), config.split_fraction))
     weights = {id(p) for opt in s.weight_opts for g in opt.param_groups for p in g["params"]}

@@ -215,7 +215,7 @@ def test_a_largest_weight_step_moves_the_shallower_bottom_heads_only_when_aligni
     from search_fixtures import toy_lut
 
     space = SMALL_KAGGLE
-    config = SearchConfig(align_heads=align, sandwich=True)
+    config = SearchConfig(align_heads=align, sandwich=True, paths_per_step=1)
     search = Searcher(space, cost_tables(space, toy_lut(space, 64), 64, config), 1e9, config,
                       [torch.ones(c) for c in space.cardinalities])
     shallow = [h[0].weight.detach().clone() for h in search.net.bottom.heads[:-1]]
