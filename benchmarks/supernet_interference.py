@@ -4,8 +4,8 @@ A search's weight steps train a new arch every batch; its arch steps and its
 refinement then trust the supernet's loss at other archs. This script measures how
 much each kind of sampled choice costs the shared weights:
 
-1. For each setting, a fresh supernet (`search.run.Searcher`, the search's defaults
-   unless --sandwich) trains one warm-up epoch over the weight part of the train split.
+1. For each setting, a fresh supernet (`search.run.Searcher`, the search's defaults and
+   the --set fields) trains one warm-up epoch over the weight part of the train split.
    In a setting the named groups (`bottom`, `bottom_depth`, `emb_dim`, `interaction`,
    `interaction_dim`, `top`, `top_depth`) are drawn uniformly in every weight step and
    every other group is held at the DLRM Kaggle reference's choices (the table sizes are
@@ -18,7 +18,11 @@ much each kind of sampled choice costs the shared weights:
 3. The yardstick: the reference and its other-kind twin trained standalone (`dnas-hw
    train`'s recipe) for the same weight steps on the same rows, scored the same way.
 
-    .venv/bin/python benchmarks/supernet_interference.py --data DIR --lut LUT.csv --out DIR [--seeds 0,1]
+    .venv/bin/python benchmarks/supernet_interference.py --data DIR --lut LUT.csv --out DIR [--seeds 0,1] \
+        [--settings all,MLPs] [--set paths_per_step=1 --set sandwich=true]
+
+The held groups mean what they say only without the sandwich rule's largest and smallest
+steps (the search's default); with `--set sandwich=true` they apply to its sampled steps.
 
 The LUT only binds the search's cost tables (nothing here depends on latency). Each
 finished (setting, seed) is kept in OUT/<setting>-s<seed>.json, so a killed run
@@ -35,6 +39,7 @@ import random
 import statistics
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -48,7 +53,7 @@ from search.config import SearchConfig
 from search.rank import supernet_metrics
 from search.run import Searcher, cost_tables, id_counts, run_epoch
 
-from _run import open_run  # sibling module
+from _run import config_fields, open_run  # sibling module
 
 MLPS = ("bottom", "bottom_depth", "top", "top_depth")
 FEATURES = ("emb_dim", "interaction", "interaction_dim")
@@ -104,7 +109,8 @@ def main() -> None:
     ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names of SETTINGS")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--archs", type=int, default=8, help="random archs scored after each setting")
-    ap.add_argument("--sandwich", action="store_true", help="weight steps follow the sandwich rule (the search's default)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a SearchConfig field of the supernet's training (repeatable), e.g. --set paths_per_step=1")
     args = ap.parse_args()
     out, data, space = open_run(args)
     lut = Lut.load(args.lut)
@@ -126,9 +132,9 @@ def main() -> None:
             if record.exists():
                 rows.append(json.loads(record.read_text()))
                 continue
-            # One warm-up epoch of weight steps; the held groups only mean something without the sandwich's
-            # largest and smallest steps, so --sandwich applies to `all` as the search runs it.
-            config = SearchConfig(epochs=2, warmup_epochs=1, seed=seed, sandwich=args.sandwich)
+            # One warm-up epoch of weight steps.
+            config = SearchConfig.from_dict({**SearchConfig().to_dict(), **config_fields(args.set),
+                                             "epochs": 2, "warmup_epochs": 1, "seed": seed})
             searcher = Searcher(space, cost_tables(space, lut, 64, config), ref_us, config,
                                 id_counts(data, config.split_fraction))
             searcher.uniform_logits = held_logits(searcher, ref_choices, SETTINGS[name])
@@ -139,7 +145,7 @@ def main() -> None:
             at_twin = supernet_metrics(searcher.net, twin_choices, val)
             drawn_metrics = [supernet_metrics(searcher.net, c, val) for c in drawn]
             row = {
-                "setting": name, "sampled": list(SETTINGS[name]), "seed": seed, "sandwich": args.sandwich,
+                "setting": name, "sampled": list(SETTINGS[name]), "seed": seed, "config": config_fields(args.set),
                 "weight_steps": -(-int(len(train) * config.split_fraction) // config.train_batch_size),
                 "train_loss": epoch["task_loss"],
                 "reference_logloss": at_reference["logloss"], "reference_auc": at_reference["auc"],
@@ -161,10 +167,11 @@ def main() -> None:
                      for name, arch in ((reference.interaction, reference), (twin.interaction, twin))}
         yardstick_path.write_text(json.dumps(yardstick))
     # What predicting the training positive rate for every row scores: a supernet above it has learned nothing.
-    rate = float(torch.as_tensor(train.labels[:]).float().mean())
-    labels = torch.as_tensor(val.labels[:]).float()
+    rate = float(np.mean(train.labels))
+    labels = torch.from_numpy(np.asarray(val.labels, dtype=np.float32))
     base_rate = float(torch.nn.functional.binary_cross_entropy(torch.full_like(labels, rate), labels))
-    report = {"data": args.data, "val_rows": len(val), "archs": args.archs, "base_rate_logloss": base_rate,
+    report = {"data": args.data, "val_rows": len(val), "archs": args.archs, "config": config_fields(args.set),
+              "base_rate_logloss": base_rate,
               "standalone_val_logloss": yardstick, "rows": rows}
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(f"val logloss of the base rate: {base_rate:.4f}; standalone, the same steps: "
