@@ -65,13 +65,15 @@ from search.state import check_identity, load_state, save_state
 
 FRONT, FRONT_STATE = "front.json", "front_state.pt"
 FRONT_FORMAT = "dnas-hw-front/1"
-# Heads updated per arch batch. One search's epoch after the warm-up costs, per 4 weight steps
-# (largest, sampled, smallest, sampled: ~6.5 sampled-step units on dlrm-kaggle), one arch step
-# (~4 units, about a largest step: benchmarks/RESULTS.md, supernet_overhead.py). With 4 epochs
-# (1 warm-up), u updates per arch batch cost (6.5 + 3 * (6.5 + 4u)) / (6.5 + 3 * 10.5):
-# u = 2 is ~1.3x one search whatever K, u = 4 ~1.9x. Each head of a 4-target front then gets
-# half the arch steps of a dedicated search.
-DEFAULT_ARCH_UPDATES = 2
+# Heads updated per arch batch, at most. One search's epoch after the warm-up costs, per 4 weight
+# steps (4 archs each: ~16 sampled-arch units on dlrm-kaggle), one arch step (~4 units, about a
+# largest-arch step: benchmarks/RESULTS.md, supernet_overhead.py). With 4 epochs (1 warm-up), u
+# updates per arch batch cost (16 + 3 * (16 + 4u)) / (16 + 3 * 20) of one search: u = 4 about
+# 1.47x whatever the number of targets K, so a front of up to 4 targets gives each head every arch
+# step a dedicated search takes; with 2 (the default while a weight step trained one arch, when
+# 4 would have cost 1.9x) a 4-target front's points retrained 0.004-0.021 worse than dedicated
+# searches on 1M planted rows, each head having half their arch steps.
+DEFAULT_ARCH_UPDATES = 4
 
 
 @dataclass(frozen=True)
