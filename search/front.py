@@ -146,7 +146,9 @@ class FrontSearcher(Searcher):
     """
 
     def __init__(self, space: SearchSpace, tables: list[CostTables], budgets_us: list[float], config: SearchConfig,
-                 id_counts: list[torch.Tensor] | None = None, arch_updates: int = DEFAULT_ARCH_UPDATES):
+                 id_counts: list[torch.Tensor] | None = None, arch_updates: int | None = None):
+        """`arch_updates`: heads updated per arch batch (default: every head, at most `DEFAULT_ARCH_UPDATES`)."""
+        arch_updates = min(DEFAULT_ARCH_UPDATES, len(tables)) if arch_updates is None else arch_updates
         if not 1 <= arch_updates <= len(tables):
             raise UserError(f"arch updates per batch must lie in [1, {len(tables)}] (the number of targets), got {arch_updates}")
         super().__init__(space, tables[0], budgets_us[0], config, id_counts)

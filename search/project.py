@@ -2,8 +2,9 @@
 
 The search usually ends inside the band; when the argmax is over budget (or
 below the floor), this greedy step changes the slot whose switch costs the
-least log-probability per microsecond gained: down while over budget, then up
-while below the floor without crossing the budget. Every move is logged, so a
+least log-probability per microsecond gained: down while over budget (the least
+log-probability outright when a switch lands in the band), then up while below the
+floor without crossing the budget. Every move is logged, so a
 projected arch is never mistaken for the search's own argmax.
 """
 
@@ -22,8 +23,9 @@ def _latency(layout: Layout, table: CostTable, choices: dict[str, Choice]) -> fl
     return one_hot_cost(table, layout.one_hot(choices))
 
 
-def _best_move(layout, table, choices, probs, current_us, accept) -> tuple[str, Choice, float] | None:
-    """The single-slot change with the lowest log-prob loss per us moved, among those `accept(new_us)` allows."""
+def _best_move(layout, table, choices, probs, current_us, accept, per_us: bool = True) -> tuple[str, Choice, float] | None:
+    """The single-slot change with the lowest log-prob loss per us moved (with `per_us` False: the lowest
+    log-prob loss), among those `accept(new_us)` allows."""
     best, best_score = None, math.inf
     for g, grp in layout.groups.items():
         for i, slot in enumerate(grp.slots):
@@ -35,7 +37,7 @@ def _best_move(layout, table, choices, probs, current_us, accept) -> tuple[str, 
                 if not accept(new_us):
                     continue
                 loss = logp_now - math.log(max(float(probs[g][i, j]), 1e-30))
-                score = loss / abs(new_us - current_us)
+                score = loss / abs(new_us - current_us) if per_us else loss
                 if score < best_score:
                     best, best_score = (slot, alt, new_us), score
     return best
@@ -60,7 +62,10 @@ def project(
         choices[slot], current = alt, new_us
 
     while current > budget_us:
-        move = _best_move(layout, table, choices, probs, current, lambda us: us < current)
+        # A move that lands in the band ends it; the cheapest per us could overshoot below the floor into
+        # a region the coarse slots cannot climb back from without crossing the budget.
+        move = (_best_move(layout, table, choices, probs, current, lambda us: floor * budget_us <= us <= budget_us, per_us=False)
+                or _best_move(layout, table, choices, probs, current, lambda us: us < current))
         if move is None:
             break
         apply(move)

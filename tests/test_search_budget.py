@@ -129,6 +129,26 @@ def test_projection_steps_down_then_up_and_logs_each_move():
     assert 0.8 * budget <= lat <= budget and moves
 
 
+def test_projection_takes_a_move_that_lands_in_the_band_when_one_exists():
+    """Over budget, one switch lands in the band: the projection takes one such switch and stops, rather
+    than the cheapest per microsecond, which can overshoot below the floor where no single switch climbs
+    back within the budget."""
+    space = tiny_space()
+    lut, layout = toy_lut(space, B), Layout(space)
+    table = latency_table(space, lut, B)
+    probs = {g: torch.softmax(t, -1) for g, t in layout.init_logits().items()}
+    big = _choices_of(space, space.largest())
+    start = predict(lut, space.arch(big), B).total_us
+    drops = sorted(predict(lut, space.arch({**big, slot: alt}), B).total_us
+                   for g, grp in layout.groups.items() for i, slot in enumerate(grp.slots) for alt in grp.choices[i] if alt != big[slot])
+    large = [d for d in drops if d < 0.85 * start]
+    landing = large[len(large) // 2]  # a switch that takes a good part of the latency off
+    budget = landing / 0.9
+    choices, moves = project(layout, table, big, probs, budget, floor=0.8)
+    lat = predict(lut, space.arch(choices), B).total_us
+    assert len(moves) == 1 and 0.8 * budget <= lat <= budget
+
+
 def _choices_of(space, arch):
     """`{slot: choice}` of an extreme arch, recovered by search over the slots' extreme choices."""
     from dnas_hw.space import SKIP
