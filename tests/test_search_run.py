@@ -80,8 +80,11 @@ def test_search_writes_a_run_folder_within_budget(data, space, tmp_path, share):
 
 @pytest.mark.slow
 def test_a_budget_term_that_does_nothing_fails_the_band_check(data, space, tmp_path, monkeypatch):
-    """The check above tests the search, not the safety net: without the budget term's pull the
-    argmax lands outside the band (the projection then has to move it)."""
+    """The check above tests the search, not the safety net: without the budget term's pull the argmax
+    lands outside the band at one of the two budgets the end-to-end test searches (the projection then
+    has to move it). One budget alone is not enough: the task loss by itself may happen to end in its
+    band (with 4 archs per weight step it did at 0.6 of the range); the two bands do not overlap, so an
+    argmax the budget does not move cannot land in both."""
     import search.run
 
     def no_pull(tables, probs, **kw):
@@ -91,11 +94,17 @@ def test_a_budget_term_that_does_nothing_fails_the_band_check(data, space, tmp_p
     no_pull.__wrapped__ = search.run.cost_loss
     monkeypatch.setattr(search.run, "cost_loss", no_pull)
     lut = toy_lut(space, B)
-    budget = _budget(lut, space, 0.6)
     config = SearchConfig(**BAND)
-    summary = run_search(data, space, lut, budget_us=budget, batch_size=B, out=tmp_path / "run", config=config)
-    with pytest.raises(AssertionError):
-        assert_the_search_itself_landed_in_the_band(summary, budget)
+    landed = []
+    for share in (0.3, 0.6):  # the end-to-end test's budgets
+        budget = _budget(lut, space, share)
+        summary = run_search(data, space, lut, budget_us=budget, batch_size=B, out=tmp_path / f"run{share}", config=config)
+        try:
+            assert_the_search_itself_landed_in_the_band(summary, budget)
+            landed.append(share)
+        except AssertionError:
+            pass
+    assert len(landed) < 2, "without the budget term the argmax landed in both bands"
 
 
 @pytest.mark.slow
