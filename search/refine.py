@@ -87,10 +87,12 @@ def refine(
     max_moves: int = MAX_MOVES,
     recheck: int = RECHECK,
     groups: tuple[str, ...] | None = None,
+    avoid: tuple[tuple[str, Choice], ...] = (),
 ) -> tuple[dict[str, Choice], list[dict]]:
     """(refined choices, moves [{slot, from, to, latency_us, loss}]); `loss` is the held-out logloss
     after the move. Only archs whose latency under `table` lies in [floor, 1] x budget_us are
-    moved to; a start outside the band is left as it is (the projection's business)."""
+    moved to, and no (slot, choice) of `avoid` (`SupernetBase.refine_avoids`); a start outside the
+    band is left as it is (the projection's business)."""
     layout = net.layout
     was_training = net.training
     net.eval()
@@ -109,7 +111,7 @@ def refine(
         slots = [(slot, grp.choices[i]) for g, grp in layout.groups.items() if groups is None or g in groups
                  for i, slot in enumerate(grp.slots)]
         gains: dict[tuple[str, Choice], float] = {}  # the last measured gain of each move
-        to_score = [(s, alt) for s, alts in slots for alt in alts]
+        to_score = [(s, alt) for s, alts in slots for alt in alts if (s, alt) not in avoid]
         for _ in range(max_moves):
             best = None
             for slot, alt in to_score:
@@ -131,7 +133,8 @@ def refine(
             choices[slot], current = alt, loss
             gains.pop((slot, alt), None)
             ranked = sorted(gains, key=gains.get, reverse=True)[:recheck]
-            to_score = ranked + [(slot, a) for s, alts in slots if s == slot for a in alts if (slot, a) not in ranked]
+            to_score = ranked + [(slot, a) for s, alts in slots if s == slot for a in alts
+                                 if (slot, a) not in ranked and (slot, a) not in avoid]
         return choices, moves
     finally:
         net.train(was_training)

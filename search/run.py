@@ -498,7 +498,7 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
     refinement: list[dict] = []
     if config.refine and not status.startswith("infeasible"):
         choices, refinement = refine(search.net, search.tables.latency, choices, rows, budget_us, floor,
-                                     groups=search.net.refined_groups)
+                                     groups=search.net.refined_groups, avoid=search.net.refine_avoids)
     capacity: list[dict] = []
     if config.keep_capacity and search.net.capacity_groups and not status.startswith("infeasible"):
         choices, capacity = keep_capacity(search.net, search.tables.latency, choices, rows, budget_us, floor,

@@ -50,6 +50,10 @@ class SupernetBase(nn.Module):
     # Groups whose smaller candidates are derived from the largest (`inherit`) rather than trained:
     # with `SearchConfig.inherit_tables` the weight steps hold them at their largest choice.
     inherited_groups: tuple[str, ...] = ()
+    # (slot, choice) pairs `search.refine.refine` does not move to: paths the supernet scores too kindly
+    # against the rest. DLRM's depth 0 (an MLP reduced to its closing linear) shares no hidden layer
+    # with any other path, so weight sharing does not handicap it as it does every deeper path.
+    refine_avoids: tuple[tuple[str, object], ...] = ()
     # Groups whose smaller choices only compress what the largest holds (DLRM's table sizes and dims): after
     # the refinement they take their largest choice where the budget allows and the supernet sees no loss
     # (`search.refine.keep_capacity`, `SearchConfig.keep_capacity`).

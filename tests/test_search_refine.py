@@ -203,3 +203,17 @@ def test_keep_capacity_stays_within_the_budget(setup):
     choices, moves = keep_capacity(net, table, start, rows(space), budget_us=budget, floor=0.0, groups=CAPACITY)
     assert moves and choices != grown
     assert all(m["latency_us"] <= budget for m in moves) and latency(net, table, choices) <= budget
+
+
+def test_the_refinement_does_not_move_to_the_choices_it_avoids(setup):
+    """A move the supernet scores best is not taken when its (slot, choice) is avoided; the next best is."""
+    space, net, table = setup
+    start = space.smallest_choices()
+    groups = tuple(net.layout.groups)
+    choices, moves = refine(net, table, start, rows(space), budget_us=1e12, floor=0.0, min_gain=0.0, max_moves=1, groups=groups)
+    first = (moves[0]["slot"], moves[0]["to"])
+    avoided, again = refine(net, table, start, rows(space), budget_us=1e12, floor=0.0, min_gain=0.0, max_moves=200,
+                            groups=groups, avoid=(first,))
+    assert again and all((m["slot"], m["to"]) != first for m in again)
+    assert avoided[first[0]] != first[1] or start[first[0]] == first[1]
+
