@@ -68,12 +68,11 @@ FRONT_FORMAT = "dnas-hw-front/1"
 # Heads updated per arch batch, at most. One search's epoch after the warm-up costs, per 4 weight
 # steps (4 archs each: ~16 sampled-arch units on dlrm-kaggle), one arch step (~4 units, about a
 # largest-arch step: benchmarks/RESULTS.md, supernet_overhead.py). With 4 epochs (1 warm-up), u
-# updates per arch batch cost (16 + 3 * (16 + 4u)) / (16 + 3 * 20) of one search: u = 4 about
-# 1.47x whatever the number of targets K, so a front of up to 4 targets gives each head every arch
-# step a dedicated search takes; with 2 (the default while a weight step trained one arch, when
-# 4 would have cost 1.9x) a 4-target front's points retrained 0.004-0.021 worse than dedicated
-# searches on 1M planted rows, each head having half their arch steps.
-DEFAULT_ARCH_UPDATES = 4
+# updates per arch batch cost (16 + 3 * (16 + 4u)) / (16 + 3 * 20) of one search by that count:
+# u = 2 about 1.16x, u = 4 about 1.47x. Measured on 1M planted rows (loaded machine), a 4-target
+# front with u = 4 took 2.0x one search's CPU, finishing four points included, so the default stays
+# at 2 (each head of a 4-target front then gets half a dedicated search's arch steps).
+DEFAULT_ARCH_UPDATES = 2
 
 
 @dataclass(frozen=True)
@@ -147,7 +146,7 @@ class FrontSearcher(Searcher):
 
     def __init__(self, space: SearchSpace, tables: list[CostTables], budgets_us: list[float], config: SearchConfig,
                  id_counts: list[torch.Tensor] | None = None, arch_updates: int | None = None):
-        """`arch_updates`: heads updated per arch batch (default: every head, at most `DEFAULT_ARCH_UPDATES`)."""
+        """`arch_updates`: heads updated per arch batch (default: `DEFAULT_ARCH_UPDATES`, at most every head)."""
         arch_updates = min(DEFAULT_ARCH_UPDATES, len(tables)) if arch_updates is None else arch_updates
         if not 1 <= arch_updates <= len(tables):
             raise UserError(f"arch updates per batch must lie in [1, {len(tables)}] (the number of targets), got {arch_updates}")

@@ -68,7 +68,7 @@ def test_comma_budgets_give_one_run_folder_per_point_each_within_its_budget(data
     assert result.exit_code == 0, result.output
     front = json.loads((tmp_path / "front" / "front.json").read_text())
     names = [f"{b:g}ms" for b in budgets]
-    assert [p["name"] for p in front["points"]] == names and front["arch_updates_per_batch"] == min(4, len(budgets))
+    assert [p["name"] for p in front["points"]] == names and front["arch_updates_per_batch"] == min(2, len(budgets))
     assert {x.name for x in (tmp_path / "front").iterdir()} == {"front.json", *names}  # no checkpoint left
     predicted = []
     for p, budget in zip(front["points"], budgets):

@@ -31,7 +31,7 @@ from search.config import SearchConfig
                    "less the LUT's own error margin for it (summary.json: budget_margin).")
 @click.option("--allow-same-target", is_flag=True, help="A front: search several LUTs of one backend, device and thread count.")
 @click.option("--front-arch-updates", type=click.IntRange(min=1), default=None,
-              help="A front: heads (targets) whose logits each arch batch updates, in turn [default: every head, at most 4].")
+              help="A front: heads (targets) whose logits each arch batch updates, in turn [default: 2, or 1 for a front of one].")
 @config_options(SearchConfig, hidden=("stop_after",))
 def search(data_dir, space_name, lut_paths, budgets_us, batch_size, out, resume, backend, device, threads, force,
            budget_quantile, allow_same_target, front_arch_updates, **knobs) -> None:
