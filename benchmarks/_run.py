@@ -12,6 +12,18 @@ from dnas_hw.data.folder import PreparedData
 from dnas_hw.space import get_space
 
 
+def search_arguments(ap: argparse.ArgumentParser, lut_required: bool = True) -> argparse.ArgumentParser:
+    """The options every search benchmark takes: --data, --lut, --out, --space, and --set (repeatable) for
+    the `SearchConfig` fields its searches or supernets train with (`config_fields`)."""
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--lut", required=lut_required, default=None)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--space", default="dlrm-kaggle")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a SearchConfig field (repeatable), e.g. --set paths_per_step=1")
+    return ap
+
+
 def open_run(args: argparse.Namespace):
     """(out folder, created; the prepared data of `args.data`; `args.space` bound to it). Everything runs on
     one torch thread: the machine is shared, and CPU times compare only at one thread."""

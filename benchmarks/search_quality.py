@@ -55,7 +55,7 @@ from search.family_search import latency_table
 from search.layout import Layout
 from search.margin import run_search_within
 
-from _run import config_fields, open_run  # sibling module
+from _run import config_fields, open_run, search_arguments  # sibling module
 
 
 def timed(fn):
@@ -116,11 +116,7 @@ def capacity_by_role(arch, meta) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--space", default="dlrm-kaggle")
-    ap.add_argument("--lut", default=None)
+    ap = search_arguments(argparse.ArgumentParser(), lut_required=False)
     ap.add_argument("--batch-size", type=int, default=64, help="serving batch size of the budget")
     ap.add_argument("--budgets-x", default="0.5,1,2", help="budgets as multiples of the DLRM reference's LUT latency")
     ap.add_argument("--search-epochs", type=int, default=SearchConfig.epochs)
@@ -134,8 +130,6 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budget-quantile", default=DEFAULT_QUANTILE, choices=QUANTILES,
                     help="as `dnas-hw search`: the search aims at the budget less the LUT's margin for it")
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="a SearchConfig field of the searches (repeatable), e.g. --set paths_per_step=4")
     args = ap.parse_args()
     out, data, space = open_run(args)
     B = args.batch_size

@@ -53,7 +53,7 @@ from search.config import SearchConfig
 from search.rank import supernet_metrics
 from search.run import Searcher, cost_tables, id_counts, run_epoch
 
-from _run import config_fields, open_run  # sibling module
+from _run import config_fields, open_run, search_arguments  # sibling module
 
 MLPS = ("bottom", "bottom_depth", "top", "top_depth")
 FEATURES = ("emb_dim", "interaction", "interaction_dim")
@@ -101,16 +101,10 @@ def standalone(arch, data, rows: int, seed: int) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--lut", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--space", default="dlrm-kaggle")
+    ap = search_arguments(argparse.ArgumentParser())
     ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names of SETTINGS")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--archs", type=int, default=8, help="random archs scored after each setting")
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="a SearchConfig field of the supernet's training (repeatable), e.g. --set paths_per_step=1")
     args = ap.parse_args()
     out, data, space = open_run(args)
     lut = Lut.load(args.lut)

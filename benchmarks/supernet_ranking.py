@@ -43,7 +43,7 @@ from search.cost import one_hot_cost
 from search.rank import supernet_metrics
 from search.run import Searcher, cost_tables, id_counts, run_epoch
 
-from _run import config_fields, open_run  # sibling module
+from _run import config_fields, open_run, search_arguments  # sibling module
 
 
 def draw_across(space, table, layout, low_us: float, high_us: float, n: int, rng: random.Random, tries: int = 200_000):
@@ -63,11 +63,7 @@ def draw_across(space, table, layout, low_us: float, high_us: float, n: int, rng
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--lut", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--space", default="dlrm-kaggle")
+    ap = search_arguments(argparse.ArgumentParser())
     ap.add_argument("--batch-size", type=int, default=64, help="serving batch size of the LUT")
     ap.add_argument("--archs", type=int, default=12)
     ap.add_argument("--epochs", type=int, default=2, help="supernet training epochs (warm-up style)")
@@ -75,8 +71,6 @@ def main() -> None:
     ap.add_argument("--low", type=float, default=0.25, help="lowest latency, as a multiple of the reference's")
     ap.add_argument("--high", type=float, default=4.0, help="highest latency, as a multiple of the reference's")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="a SearchConfig field for the supernet's training (repeatable), e.g. --set sandwich=false")
     args = ap.parse_args()
     out, data, space = open_run(args)
     lut = Lut.load(args.lut)

@@ -335,6 +335,11 @@ def cost_loss(
     return loss, details
 
 
+def choices_cost(table: CostTable, layout, choices: dict) -> float:
+    """The price of the arch `choices` ({slot: choice}) under `layout` (a `search.layout.Layout`)."""
+    return one_hot_cost(table, layout.one_hot(choices))
+
+
 def one_hot_cost(table: CostTable, probs_one_hot: dict[str, torch.Tensor]) -> float:
     """The price of one arch (one-hot probabilities), as a float."""
     with torch.no_grad():

@@ -15,12 +15,8 @@ import math
 import torch
 
 from dnas_hw.space import Choice
-from search.cost import CostTable, one_hot_cost
+from search.cost import CostTable, choices_cost
 from search.layout import Layout
-
-
-def _latency(layout: Layout, table: CostTable, choices: dict[str, Choice]) -> float:
-    return one_hot_cost(table, layout.one_hot(choices))
 
 
 def _best_move(layout, table, choices, probs, current_us, accept, per_us: bool = True) -> tuple[str, Choice, float] | None:
@@ -33,7 +29,7 @@ def _best_move(layout, table, choices, probs, current_us, accept, per_us: bool =
             for j, alt in enumerate(grp.choices[i]):
                 if alt == choices[slot]:
                     continue
-                new_us = _latency(layout, table, {**choices, slot: alt})
+                new_us = choices_cost(table, layout, {**choices, slot: alt})
                 if not accept(new_us):
                     continue
                 loss = logp_now - math.log(max(float(probs[g][i, j]), 1e-30))
@@ -53,7 +49,7 @@ def project(
 ) -> tuple[dict[str, Choice], list[dict]]:
     """(projected choices, moves [{slot, from, to, latency_us}]). Stops when no move helps."""
     choices, moves = dict(choices), []
-    current = _latency(layout, table, choices)
+    current = choices_cost(table, layout, choices)
 
     def apply(move) -> None:
         nonlocal current

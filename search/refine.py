@@ -23,6 +23,7 @@ of a few moves costs about two full rounds.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,8 +31,9 @@ import torch
 from torch import nn
 
 from dnas_hw.data.folder import Split
-from dnas_hw.space import SKIP, Choice
-from search.cost import CostTable, one_hot_cost
+from dnas_hw.space import Choice
+from search.cost import CostTable, choices_cost
+from search.sandwich import choice_size
 from search.supernet import SupernetBase
 
 # Held-out rows the neighbours are scored on: the paired difference of two nearby archs over 50k
@@ -65,6 +67,17 @@ class HeldOut:
                    torch.from_numpy(np.asarray(split.labels[idx], dtype=np.float32)))
 
 
+@contextmanager
+def evaluating(net: SupernetBase):
+    """`net` in eval mode for the block, its training mode restored after."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
+
+
 @torch.no_grad()
 def supernet_loss(net: SupernetBase, choices: dict[str, Choice], rows: HeldOut, batch_size: int = 8192) -> float:
     """Mean logloss of the supernet at `choices` (one-hot, single path) on `rows`."""
@@ -94,17 +107,15 @@ def refine(
     moved to, and no (slot, choice) of `avoid` (`SupernetBase.refine_avoids`); a start outside the
     band is left as it is (the projection's business)."""
     layout = net.layout
-    was_training = net.training
-    net.eval()
     choices, moves = dict(choices), []
 
     def latency(c: dict[str, Choice]) -> float:
-        return one_hot_cost(table, layout.one_hot(c))
+        return choices_cost(table, layout, c)
 
     def in_band(us: float) -> bool:
         return floor * budget_us <= us <= budget_us
 
-    try:
+    with evaluating(net):
         if not in_band(latency(choices)):
             return choices, moves
         current = supernet_loss(net, choices, rows)
@@ -136,12 +147,6 @@ def refine(
             to_score = ranked + [(slot, a) for s, alts in slots if s == slot for a in alts
                                  if (slot, a) not in ranked and (slot, a) not in avoid]
         return choices, moves
-    finally:
-        net.train(was_training)
-
-
-def _size(choice: Choice) -> float:
-    return float("-inf") if choice == SKIP else float(choice)
 
 
 def keep_capacity(
@@ -162,32 +167,26 @@ def keep_capacity(
     only lose information the larger one holds, so it is worth taking for the latency it saves or for a
     gain the supernet measures, not by default. The logits of such slots learn from the task loss, whose
     signal per table is faint, and from a supernet that trains many archs at once, in which what learns
-    fastest looks best (a hashed table averages its rows' noise away): on planted data whose every table
-    carries signal the search hashed tables whose full size cost nothing in latency and retrained 0.004
-    test logloss better. The slots are tried in the order the supernet scores their moves (best first),
+    fastest looks best (a hashed table averages its rows' noise away). On the planted demo data, where a
+    table's size costs next to nothing in latency, the search hashed tables of features that carry signal
+    (docs/search.md). The slots are tried in the order the supernet scores their moves (best first),
     each against the arch the earlier moves left; the total loss never exceeds the start's by more than
     `tolerance`, the supernet's resolution on the held-out rows.
     """
     layout = net.layout
-    was_training = net.training
-    net.eval()
     choices, moves = dict(choices), []
-
-    def latency(c: dict[str, Choice]) -> float:
-        return one_hot_cost(table, layout.one_hot(c))
-
-    try:
+    with evaluating(net):
         start = supernet_loss(net, choices, rows)
-        largest = {slot: max(grp.choices[i], key=_size) for g, grp in layout.groups.items() if g in groups
+        largest = {slot: max(grp.choices[i], key=choice_size) for g, grp in layout.groups.items() if g in groups
                    for i, slot in enumerate(grp.slots)}
         scored = []
         for slot, top in largest.items():
-            if choices[slot] != top and latency({**choices, slot: top}) <= budget_us:
+            if choices[slot] != top and choices_cost(table, layout, {**choices, slot: top}) <= budget_us:
                 scored.append((supernet_loss(net, {**choices, slot: top}, rows), slot, top))
         # A move the supernet scores worse than the tolerance on its own is not tried again with others.
         for _, slot, top in sorted(t for t in scored if t[0] <= start + tolerance):
             moved = {**choices, slot: top}
-            us = latency(moved)
+            us = choices_cost(table, layout, moved)
             if not floor * budget_us <= us <= budget_us:
                 continue
             loss = supernet_loss(net, moved, rows)
@@ -195,5 +194,3 @@ def keep_capacity(
                 moves.append({"slot": slot, "from": choices[slot], "to": top, "latency_us": us, "loss": loss})
                 choices = moved
         return choices, moves
-    finally:
-        net.train(was_training)

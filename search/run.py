@@ -201,7 +201,7 @@ class Searcher:
         total = 0.0
         for k in range(paths):
             loss, weighted = self.path_loss(dense, sparse, y, tau, global_rows, step * paths + k)
-            (weighted / paths if paths > 1 else weighted).backward()
+            (weighted / paths).backward()
             total += loss.item()
         if self.inherits:
             self.steps_since_inherit += 1

@@ -18,7 +18,8 @@ from search.layout import Layout
 SCHEDULE = ("largest", "sampled", "smallest", "sampled")
 
 
-def _size(choice: Choice) -> float:
+def choice_size(choice: Choice) -> float:
+    """A choice's place in its slot's size order ("skip" smallest); a choice without one is an error."""
     if choice == SKIP:
         return float("-inf")
     if isinstance(choice, bool) or not isinstance(choice, (int, float)):
@@ -36,7 +37,7 @@ def extreme_probs(layout: Layout, unordered: tuple[str, ...]) -> dict[str, dict[
                 continue
             t = torch.zeros(len(grp.slots), grp.width)
             for i, choices in enumerate(grp.choices):
-                t[i, choices.index(pick(choices, key=_size))] = 1.0
+                t[i, choices.index(pick(choices, key=choice_size))] = 1.0
             probs[g] = t
         out[role] = probs
     return out
