@@ -273,40 +273,47 @@ def train_epoch(
     config: TrainConfig,
     epoch: int,
     label: str = "train",
+    local: bool = False,
 ) -> float:
     """One pass over `split`; returns the mean training loss.
 
     With several processes (`dnas_hw.distributed`), each takes its shard of every
-    global batch of `config.batch_size` rows, and the loss is the mean over all ranks.
+    global batch of `config.batch_size` rows, and the loss is the mean over all ranks;
+    with `local`, this process passes over the whole split alone.
     """
     model.train()
     loss_fn = nn.BCEWithLogitsLoss()
     total, count = 0.0, 0
-    rank, world = distributed.shard()
+    rank, world = (0, 1) if local else distributed.shard()
     steps = num_batches(len(split), config.batch_size, drop_last=False)
     label += f" epoch {epoch + 1}/{config.epochs}" + (f" rank {rank}/{world}" if world > 1 else "")
     batches = iterate_batches(split, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch, shard=(rank, world))
     with progress(steps * config.batch_size // world, label, "samples") as bar:
         for step, (dense, sparse, y) in enumerate(batches):
             global_rows = min(config.batch_size, len(split) - step * config.batch_size)
-            loss = train_step(model, optimizers, loss_fn, dense, sparse, y, distributed.loss_weight(len(y), global_rows))
+            loss = train_step(model, optimizers, loss_fn, dense, sparse, y, 1.0 if local else distributed.loss_weight(len(y), global_rows))
             value = loss.item()
             if world == 1 and not math.isfinite(value):  # several ranks decide together, at the end of the epoch
                 raise diverged(f"step {step + 1} of epoch {epoch + 1}", value, config.lr)
             total += value * len(y)
             count += len(y)
             bar.update(len(y), status=f"loss {total / count:.4f}")
-    total, count = distributed.all_reduce_sum([total, count])
+    if world > 1:
+        total, count = distributed.all_reduce_sum([total, count])
     return total / max(count, 1)
 
 
 def fit(
     model: nn.Module,
-    data: PreparedData,
+    data: PreparedData | None,
     config: TrainConfig,
     state_path: Path | None = None,
+    splits: tuple[Split, Split] | None = None,
 ) -> list[dict[str, Any]]:
     """Train `model` for `config.epochs` on the train split, validating after each epoch.
+
+    With `splits` (train, validation), on those rows instead (`data` is then not read), in this
+    process alone (no other rank takes part: the search's finalists train on the main process).
 
     With `state_path`, the model, optimizer and history are saved after every
     epoch and a run found there is resumed from its last finished epoch, so a
@@ -320,17 +327,19 @@ def fit(
     history: list[dict[str, Any]] = []
     if state_path is not None and state_path.exists():
         history = _load_state(state_path, model, optimizers, config)
-    train, val = data.split("train"), data.split("val")
-    stepped = distributed.data_parallel(model)
+    local = splits is not None
+    train, val = splits if local else (data.split("train"), data.split("val"))
+    stepped = model if local else distributed.data_parallel(model)
     for epoch in range(len(history), config.epochs):
         with updated_in_backward(model, optimizers) as still_stepped:
-            loss = train_epoch(stepped, still_stepped, train, config, epoch)
+            loss = train_epoch(stepped, still_stepped, train, config, epoch, label=train.name, local=local)
         if not math.isfinite(loss):
             raise diverged(f"epoch {epoch + 1}", loss, config.lr)
         history.append({"epoch": epoch + 1, "train_loss": loss, **{f"val_{k}": v for k, v in evaluate(model, val).items()}})
         if state_path is not None and distributed.is_main():
             _save_state(state_path, model, optimizers, config, history)
-        distributed.barrier()
+        if not local:
+            distributed.barrier()
     return history
 
 

@@ -96,6 +96,12 @@ class SearchConfig:
     # what the full one holds, and the supernet favours what learns fastest; on planted 150k rows, where the
     # table sizes cost next to nothing in latency, searches hashed tables of features that carry signal.
     keep_capacity: bool = knob(True, "After the refinement, move each table size and dim to its largest choice where the budget allows and the supernet sees no loss.", flags="--keep-capacity/--no-keep-capacity")
+    # Then the finalists (`search.finalists`): the argmax, the argmax with each other interaction kind and width,
+    # and the family's hand-designed incumbent (DLRM's Kaggle reference), each settled into the band as
+    # above, train one pass over the weight rows and the lowest logloss on the arch rows is returned.
+    # Near one budget the supernet's ranking is a coin toss between kinds (docs/search.md); a one-pass
+    # training costs a few percent of the supernet's four epochs per finalist.
+    finalists: bool = knob(True, "After the derivation, train the finalists (the search's arch, its other interaction kinds and widths, the incumbent, each settled into the band) one pass each and return the best on the arch rows.", flags="--finalists/--no-finalists")
     # Which arch a weight step trains (between the sandwich's extremes): one drawn uniformly
     # (single-path one-shot NAS, SPOS / once-for-all), or one drawn from the arch logits (FBNet).
     # From the logits, the choices the logits favour early are the ones trained, so they look

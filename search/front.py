@@ -58,6 +58,7 @@ from search.family_search import family_search
 from search.layout import Layout
 from search.margin import record_margin
 from search.rank import supernet_metrics
+from search.finalists import weight_and_arch_parts
 from search.run import (LOG, PROBS_LOG, SUMMARY, Searcher, _feasibility, _finish, arch_fields, budget_controller,
                         check_inputs, cost_tables, held_out, id_counts, run_epoch)
 from search.sandwich import role
@@ -305,13 +306,13 @@ def _front(data: PreparedData, space, points: list[Point], tables, identity, bat
                                        "elapsed_s": elapsed_before + time.perf_counter() - started, **search.state_dict()})
     if len(logs[0]) < config.epochs:
         return {"stopped_after_epoch": len(logs[0]), "epochs": config.epochs}
-    val, rows = data.split("val"), held_out(data, config)
+    val, rows, parts = data.split("val"), held_out(data, config), weight_and_arch_parts(data, config.split_fraction)
     finished = []
     for k, (p, (status, fastest_us, slowest_us)) in enumerate(zip(points, feasible)):
         search.use(k)
         folder = out / p.name
         summary = _finish(search, folder, logs[k], p.searched_us, batch_size, p.lut, status, fastest_us, slowest_us,
-                          elapsed_before + time.perf_counter() - started, {**identity, "point": p.name}, rows)
+                          elapsed_before + time.perf_counter() - started, {**identity, "point": p.name}, rows, parts)
         summary = record_margin(summary, folder, p.margin, p.budget_us, p.lut)
         metrics = supernet_metrics(search.net, summary["choices"], val)
         finished.append(point_record(p, summary, metrics))

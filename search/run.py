@@ -7,6 +7,7 @@ Run folder `out/`:
     arch_probs.json   {slot: {choice: p}}
     arch_probs_epochs.json  [{"epoch": e, "probs": {slot: {choice: p}}}] after each epoch (rewritten after each)
     derived_init.pt   the derived model holding the supernet's weights (a `model.pt`)
+    finalists.json    the finalists' one-pass trainings (`search.finalists`), when more than one settled in the band
     summary.json      written last: its presence marks a finished run
 
 Under torchrun (`dnas_hw.distributed`) the search runs data-parallel: each rank
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from dnas_hw import distributed
-from dnas_hw.data.folder import PreparedData, num_batches, shard_rows
+from dnas_hw.data.folder import PreparedData, Split, num_batches, shard_rows
 from dnas_hw.checkpoint import save_checkpoint
 from dnas_hw.dlrm.space import SearchSpace
 from dnas_hw.errors import UserError
@@ -41,14 +42,15 @@ from lut.predict import predict
 from lut.table import Lut, overhead_call
 from search.budget import BudgetController
 from search.config import SearchConfig
-from search.cost import CostTables, cost_loss, one_hot_cost
+from search.cost import CostTables, choices_cost, cost_loss, one_hot_cost
 from search.derive import derive
 from search.extremes import extreme_arch
 from search.family_search import family_search, flops_table, latency_table, param_bytes_table
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project
-from search.refine import HeldOut, keep_capacity, refine, supernet_loss
+from search.finalists import Settled, choose, distinct, settle, starting_points, weight_and_arch_parts
+from search.refine import HeldOut, evaluating, supernet_loss
 from search.sandwich import extreme_probs, role, sandwich_probs
 from search.shards import lockstep_batches
 from search.state import check_identity, load_state, save_state
@@ -463,7 +465,8 @@ def _search(data, space, lut, tables, identity, budget_us, batch_size, out: Path
         return {"stopped_after_epoch": len(log), "epochs": config.epochs}
     if distributed.is_main():
         summary = _finish(search, out, log, budget_us, batch_size, lut, status, fastest_us, slowest_us,
-                          elapsed_before + time.perf_counter() - started, identity, held_out(data, config))
+                          elapsed_before + time.perf_counter() - started, identity, held_out(data, config),
+                          weight_and_arch_parts(data, config.split_fraction))
     distributed.barrier()
     return summary if distributed.is_main() else read_json(out / SUMMARY, "summary")
 
@@ -482,31 +485,41 @@ def supernet_learned(net: SupernetBase, choices: dict, rows: HeldOut) -> dict[st
     return {"logloss": loss, "base_rate_logloss": base, "normalized_entropy": loss / base}
 
 
+def _echo_moves(settled: Settled) -> None:
+    for what, done in (("projection", settled.projection), ("refinement", settled.refinement), ("capacity", settled.capacity)):
+        for m in done:
+            loss = f"held-out logloss {m['loss']:.4f}, " if "loss" in m else ""
+            click.echo(f"search: {what} {m['slot']}: {m['from']} -> {m['to']} ({loss}predicted {m['latency_us'] / 1000:.3f}ms)", err=True)
+
+
 def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status, fastest_us, slowest_us, elapsed,
-            identity, rows: HeldOut) -> dict:
+            identity, rows: HeldOut, parts: tuple[Split, Split]) -> dict:
     space, config, layout = search.space, search.config, search.net.layout
     argmax, probs = derive(search.net)
     # A floor the slowest arch cannot reach is no floor: then the argmax stands unless over budget.
     floor = config.floor if status == "ok" else 0.0
-    choices, moves = project(layout, search.tables.latency, argmax, probs, budget_us, floor)
+    table = search.tables.latency
+    finalists: list[dict] = []
     if status.startswith("infeasible"):
-        fastest_us, fastest = extreme_arch(search.tables.latency, layout, cheapest=True)
+        moves = project(layout, table, argmax, probs, budget_us, floor)[1]
+        fastest_us, fastest = extreme_arch(table, layout, cheapest=True)
         moves.append({"slot": "*", "from": "projected argmax", "to": "the fastest arch", "latency_us": fastest_us})
-        choices = fastest
-    for m in moves:
-        click.echo(f"search: projection {m['slot']}: {m['from']} -> {m['to']} (predicted {m['latency_us'] / 1000:.3f}ms)", err=True)
-    refinement: list[dict] = []
-    if config.refine and not status.startswith("infeasible"):
-        choices, refinement = refine(search.net, search.tables.latency, choices, rows, budget_us, floor,
-                                     groups=search.net.refined_groups, avoid=search.net.refine_avoids)
-    capacity: list[dict] = []
-    if config.keep_capacity and search.net.capacity_groups and not status.startswith("infeasible"):
-        choices, capacity = keep_capacity(search.net, search.tables.latency, choices, rows, budget_us, floor,
-                                          groups=search.net.capacity_groups)
-    for what, done in (("refinement", refinement), ("capacity", capacity)):
-        for m in done:
-            click.echo(f"search: {what} {m['slot']}: {m['from']} -> {m['to']} (held-out logloss {m['loss']:.4f}, "
-                       f"predicted {m['latency_us'] / 1000:.3f}ms)", err=True)
+        chosen = own = Settled("search", fastest, moves, [], [])
+        _echo_moves(own)
+    else:
+        with evaluating(search.net):
+            chosen = own = settle(search.net, table, "search", argmax, probs, rows, budget_us, floor, config)
+            _echo_moves(own)
+            if config.finalists:
+                others = [settle(search.net, table, name, start, probs, rows, budget_us, floor, config, held)
+                          for name, start, held in starting_points(search.net, argmax)]
+                candidates = distinct([own] + [c for c in others if floor * budget_us <= choices_cost(table, layout, c.choices) <= budget_us])
+                if len(candidates) > 1:
+                    chosen, finalists = choose(search.net, table, candidates, parts, config, out)
+    choices, moves = chosen.choices, own.projection
+    if chosen is not own:
+        click.echo(f"search: returning the finalist {chosen.name}, which trained to a lower logloss on the arch rows "
+                   "than the search's own arch", err=True)
     learned = supernet_learned(search.net, choices, rows)
     if learned["normalized_entropy"] >= 1.0:
         click.echo(f"search: warning: the supernet scores the derived arch at {learned['logloss']:.4f} held-out logloss, "
@@ -539,9 +552,13 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
         "projection_needed": bool(moves),
         "projection": moves,
         # Then the moves to the neighbour the supernet scored best on held-out rows (`search.refine`).
-        "refinement": refinement,
+        "refinement": own.refinement,
         # Then each table size and dim to its largest where the supernet sees no loss (`search.refine.keep_capacity`).
-        "capacity": capacity,
+        "capacity": own.capacity,
+        # The finalists trained one pass each (`search.finalists`), the chosen one marked; empty when only the
+        # search's own arch settled in the band. `choices` is the chosen finalist's.
+        "finalists": finalists,
+        "chosen_finalist": chosen.name,
         # Whether the shared weights learned the data at all: an arch scored no better than the base rate was
         # chosen by weights that cannot tell candidates apart.
         "supernet_heldout": learned,

@@ -58,6 +58,10 @@ class SupernetBase(nn.Module):
     # the refinement they take their largest choice where the budget allows and the supernet sees no loss
     # (`search.refine.keep_capacity`, `SearchConfig.keep_capacity`).
     capacity_groups: tuple[str, ...] = ()
+    # Single-row groups each of whose other candidates starts a finalist from the argmax (`search.finalists`):
+    # choices the supernet compares through weights that read a different input under each, so its ranking
+    # among them is least like retraining's. None: `enumerated_groups`.
+    finalist_groups: tuple[str, ...] | None = None
 
     def __init__(self, space):
         super().__init__()
@@ -75,6 +79,11 @@ class SupernetBase(nn.Module):
         """An extra weight-step loss that keeps the outputs of candidates read by shared weights in
         one space (`SearchConfig.align_heads`), or None. None by default."""
         return None
+
+    def incumbents(self) -> dict[str, dict]:
+        """{name: choices} of the hand-designed archs this family knows that are points of this space
+        (`search.finalists`: each is a finalist, settled into the budget's band). None by default."""
+        return {}
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return list(self.arch_logits.values())

@@ -18,9 +18,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dnas_hw.dlrm.arch import dlrm_kaggle_reference
 from dnas_hw.dlrm.model import DLRM, build_model
 from dnas_hw.dlrm.space import SearchSpace
-from dnas_hw.space import Choice
+from dnas_hw.space import Choice, SpaceError
 from search.extract import copy_embeddings, copy_linear
 from search.mixed import ElasticMLP, InvSqrtWidth, MixedEmbeddings, fixed_choice, pad_to, prefix_masks
 from search.supernet import SupernetBase
@@ -107,6 +108,9 @@ class Supernet(SupernetBase):
     # 0.4298 -> 0.4657; on the demo data 0.5129 -> 0.5156): the supernet scored the lone closing layer,
     # which learns fast and alone, above the deeper paths its shared layers serve.
     refine_avoids = (("top_depth", 0),)
+    # The interaction's kind and width set what the top MLP's first layer reads: its shared weights see
+    # other columns (cat) or other pairs' dot products at another width under each candidate.
+    finalist_groups = ("interaction", "interaction_dim")
 
     def __init__(self, space: SearchSpace):
         super().__init__(space)
@@ -124,6 +128,13 @@ class Supernet(SupernetBase):
     def inherit(self, id_counts: list[torch.Tensor]) -> None:
         """Every smaller table candidate becomes the hashed image of the trained full table."""
         self.embeddings.inherit_from_largest(id_counts)
+
+    def incumbents(self) -> dict[str, dict[str, Choice]]:
+        """DLRM's Kaggle reference config, where the space holds it (`dlrm-kaggle` does)."""
+        try:
+            return {"dlrm-kaggle reference": self.space.choices_of(dlrm_kaggle_reference(self.space.cardinalities))}
+        except SpaceError:
+            return {}
 
     def alignment_loss(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         """Every bottom depth's output is dotted with the same embeddings: the shallower closing

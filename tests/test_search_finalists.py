@@ -1,0 +1,140 @@
+"""search.finalists: starting points settled into the band, trained one pass each, the best returned."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dnas_hw.data.folder import PreparedData
+from dnas_hw.dlrm.arch import Arch, dlrm_kaggle_reference
+from dnas_hw.family import build_model
+from dnas_hw.space import get_space
+from dnas_hw.train import evaluate
+from lut.predict import predict
+from search import finalists
+from search.config import SearchConfig
+from search.cost import choices_cost
+from search.dlrm.supernet import Supernet
+from search.family_search import latency_table
+from search.finalists import RECORDS, Settled, choose, distinct, settle, starting_points, weight_and_arch_parts
+from search.refine import HeldOut
+from search.run import run_search
+from search_fixtures import synth_data, tiny_space, toy_lut
+
+B = 64
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return synth_data(tmp_path_factory.mktemp("data") / "synth", rows=2000)
+
+
+def test_the_starting_points_are_each_other_kind_and_width_and_the_incumbent():
+    space = tiny_space()
+    net = Supernet(space)
+    argmax = space.smallest_choices()
+    starts = {name: (choices, held) for name, choices, held in starting_points(net, argmax)}
+    expected = {f"search, interaction {k}" for k in space.interactions if k != argmax["interaction"]}
+    expected |= {f"search, interaction_dim {d}" for d in space.interaction_dims if d != argmax["interaction_dim"]}
+    assert set(starts) == expected  # dlrm-tiny cannot hold the Kaggle reference: no incumbent
+    for name, (choices, held) in starts.items():
+        slot = name.split(", ")[1].split(" ")[0]
+        assert held == (slot,) and {s for s in choices if choices[s] != argmax[s]} == {slot}
+
+
+def test_the_kaggle_space_offers_the_reference_as_its_incumbent():
+    cards = tuple(100 + f for f in range(26))
+    space = get_space("dlrm-kaggle", cardinalities=cards)
+    incumbents = Supernet(space).incumbents()
+    assert list(incumbents) == ["dlrm-kaggle reference"]
+    assert space.arch(incumbents["dlrm-kaggle reference"]) == dlrm_kaggle_reference(cards)
+
+
+def test_a_held_group_keeps_its_choice_while_the_start_is_projected_into_the_band():
+    """The argmax's kind has all the probability; the start holds the other kind: the projection must bring it
+    into the band without switching the kind back."""
+    space = tiny_space()
+    net = Supernet(space)
+    table = latency_table(space, toy_lut(space, B), B)
+    largest = space.largest_choices()
+    other = next(k for k in space.interactions if k != largest["interaction"])
+    probs = {g: t.to(torch.float64) for g, t in net.layout.one_hot(largest).items()}
+    budget = 0.5 * choices_cost(table, net.layout, largest)
+    held = settle(net, table, "other kind", {**largest, "interaction": other}, probs, rows(space), budget, 0.5,
+                  SearchConfig(refine=False, keep_capacity=False), held=("interaction",))
+    assert held.choices["interaction"] == other and held.projection
+    assert choices_cost(table, net.layout, held.choices) <= budget
+
+
+def rows(space, n=8):
+    return HeldOut(torch.zeros(n, space.num_dense), torch.zeros(n, space.num_sparse, dtype=torch.long), torch.ones(n))
+
+
+def test_distinct_keeps_the_first_of_each_arch():
+    a, b = {"x": 1}, {"x": 2}
+    kept = distinct([Settled("search", a, [], [], []), Settled("kind", b, [], [], []), Settled("incumbent", dict(a), [], [], [])])
+    assert [c.name for c in kept] == ["search", "kind"]
+
+
+def test_choose_returns_the_lowest_proxy_logloss_and_a_rerun_trains_none_again(data, tmp_path, monkeypatch):
+    space = get_space("dlrm-tiny", cardinalities=PreparedData.open(data).cardinalities)
+    net = Supernet(space)
+    table = latency_table(space, toy_lut(space, B), B)
+    candidates = [Settled("small", space.smallest_choices(), [], [], []), Settled("large", space.largest_choices(), [], [], [])]
+    parts = weight_and_arch_parts(PreparedData.open(data), 0.8)
+    config = SearchConfig(train_batch_size=128)
+    chosen, records = choose(net, table, candidates, parts, config, tmp_path)
+    losses = [r["proxy"]["logloss"] for r in records]
+    assert chosen.name == candidates[losses.index(min(losses))].name
+    assert [r["chosen"] for r in records] == [c is chosen for c in candidates]
+    assert json.loads((tmp_path / RECORDS).read_text()) == records
+    # The proxy is a real training: each finalist scores below its own untrained start on the scored rows.
+    for c, r in zip(candidates, records):
+        untrained = evaluate(build_model(space.arch(c.choices), seed=config.seed), parts[1])["logloss"]
+        assert r["proxy"]["logloss"] < untrained and r["proxy"]["train_s"] > 0
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finalist with a record was trained again")
+
+    monkeypatch.setattr(finalists, "proxy_metrics", no_training)
+    again, records_again = choose(net, table, candidates, parts, config, tmp_path)
+    assert again.name == chosen.name and records_again == records
+
+
+def test_the_parts_split_the_train_split_where_the_supernet_does(data):
+    prepared = PreparedData.open(data)
+    train = prepared.split("train")
+    weights, arch = weight_and_arch_parts(prepared, 0.75)
+    cut = int(len(train) * 0.75)
+    assert len(weights) == cut and len(arch) == len(train) - cut
+    assert (arch.labels == train.labels[cut:]).all()
+
+
+def test_a_search_returns_its_chosen_finalist(data, tmp_path):
+    space = get_space("dlrm-tiny", cardinalities=PreparedData.open(data).cardinalities)
+    lut = toy_lut(space, B)
+    low, high = predict(lut, space.smallest(), B).total_us, predict(lut, space.largest(), B).total_us
+    budget = low + 0.5 * (high - low)
+    summary = run_search(data, space, lut, budget_us=budget, batch_size=B, out=tmp_path / "run",
+                         config=SearchConfig(epochs=2, train_batch_size=128))
+    records = summary["finalists"]
+    assert len(records) >= 2 and records[0]["name"] == "search"
+    chosen = [r for r in records if r["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["name"] == summary["chosen_finalist"]
+    assert chosen[0]["proxy"]["logloss"] == min(r["proxy"]["logloss"] for r in records)
+    assert summary["choices"] == chosen[0]["choices"]
+    assert Arch.load(tmp_path / "run" / "arch.json") == space.arch(chosen[0]["choices"])
+    for r in records:  # every finalist lies in the band the search was held to
+        assert 0.8 * budget <= r["predicted_latency_us"] <= budget
+
+
+def test_without_finalists_the_search_returns_its_own_arch(data, tmp_path):
+    space = get_space("dlrm-tiny", cardinalities=PreparedData.open(data).cardinalities)
+    lut = toy_lut(space, B)
+    low, high = predict(lut, space.smallest(), B).total_us, predict(lut, space.largest(), B).total_us
+    summary = run_search(data, space, lut, budget_us=low + 0.5 * (high - low), batch_size=B, out=tmp_path / "run",
+                         config=SearchConfig(epochs=2, train_batch_size=128, finalists=False))
+    assert summary["finalists"] == [] and summary["chosen_finalist"] == "search"
+    assert not (tmp_path / "run" / RECORDS).exists()
