@@ -120,10 +120,10 @@ def weight_and_arch_parts(data: PreparedData, split_fraction: float) -> tuple[Sp
     return part("finalist training", 0, cut), part("finalist scoring", cut, len(train))
 
 
-def proxy_metrics(net: SupernetBase, choices: dict[str, Choice], parts: tuple[Split, Split], config: SearchConfig) -> dict:
-    """Train the arch at `choices` from scratch one pass over `parts[0]` with the supernet's recipe; its
-    metrics on `parts[1]` ({logloss, auc, ...}) and the seconds it took."""
-    model = build_model(net.space.arch(choices), seed=config.seed)
+def proxy_metrics(space, choices: dict[str, Choice], parts: tuple[Split, Split], config: SearchConfig) -> dict:
+    """Train the arch at `choices` of `space` from scratch one pass over `parts[0]` with the supernet's
+    recipe; its metrics on `parts[1]` ({logloss, auc, ...}) and the seconds it took."""
+    model = build_model(space.arch(choices), seed=config.seed)
     recipe = TrainConfig(epochs=1, batch_size=config.train_batch_size, optimizer=config.weight_optimizer,
                          lr=config.weight_lr, seed=config.seed)
     started = time.perf_counter()
@@ -144,7 +144,7 @@ def choose(net: SupernetBase, table: CostTable, candidates: list[Settled], parts
     for c in candidates:
         record = done.get(_key(c.choices))
         if record is None:
-            metrics = proxy_metrics(net, c.choices, parts, config)
+            metrics = proxy_metrics(net.space, c.choices, parts, config)
             record = {"name": c.name, "choices": c.choices, "recipe": recipe,
                       "predicted_latency_us": choices_cost(table, net.layout, c.choices), "proxy": metrics}
         records.append({**record, "name": c.name})
