@@ -226,3 +226,7 @@ def test_the_report_tables_the_front_and_draws_it_through_the_searched_points(tm
     assert "did not learn this data" not in report
     unlearned = [{**m, "supernet_normalized_entropy": 1.02} if m["name"] == "budget-1ms" else m for m in models]
     assert "**The supernet did not learn this data** (NE >= 1 at the 1 budget(s) 1.000 ms)" in markdown({**results, "models": unlearned})
+    # A model the search returned from another finalist than its own argmax says which.
+    assert "(finalist `" not in report
+    settled = [{**m, "chosen_finalist": "incumbent dlrm-kaggle reference"} if m["name"] == "budget-1ms" else m for m in models]
+    assert "- **budget-1ms** (finalist `incumbent dlrm-kaggle reference`: settled into the band" in markdown({**results, "models": settled})

@@ -201,6 +201,16 @@ def _ms(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+def _finalist_note(model: dict) -> str:
+    """' (the search's finalist settled from the incumbent ...)' where the search returned a finalist of another
+    start than its own argmax (`search.finalists`); empty otherwise."""
+    chosen = model.get("chosen_finalist")
+    if not chosen or chosen == "search":
+        return ""
+    return (f" (finalist `{chosen}`: settled into the band from that start by the supernet, and trained to a lower "
+            "logloss on the arch rows than the search's own arch)")
+
+
 def _arch_line(arch: dict) -> str:
     dims = collections.Counter(arch["emb_dims"])
     dims_text = ", ".join(f"{n} of dim {d}" for d, n in sorted(dims.items()))
@@ -302,7 +312,7 @@ def markdown(results: dict[str, Any]) -> str:
     if any(m["predicted_ms"] is None for m in models if m["kind"] == "reference"):
         lines += ["", "LUT predicted n/a: the arch has ops outside the space (e.g. the DLRM reference in a space without its widths)."]
     lines += ["", "## Architectures", ""]
-    lines += [f"- **{m['name']}**: {_arch_line(m['arch'])}" for m in models]
+    lines += [f"- **{m['name']}**{_finalist_note(m)}: {_arch_line(m['arch'])}" for m in models]
     lines += [
         "",
         "## Plots",
