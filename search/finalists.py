@@ -20,9 +20,10 @@ points:
   interaction kind and width, which change what the top MLP's shared first layer
   reads), the group held at it while it is settled;
 - `incumbent {name}`: each hand-designed arch the family knows in this space
-  (`SupernetBase.incumbents`; DLRM's Kaggle reference config), settled into the
-  band: the design a user would ship without the search is a finalist, so the
-  search returns something else only when it trains better.
+  (`SupernetBase.incumbents`; DLRM's Kaggle reference config) and each the user
+  gives (`dnas-hw search --incumbent ARCH.json`, e.g. the model served today),
+  settled into the band: the design a user would ship without the search is a
+  finalist, so the search returns something else only when it trains better.
 
 A finalist trains one pass over the weight part of the train split with the
 supernet's recipe (optimizer, learning rate, batch size, seed; `dnas-hw train`'s
@@ -43,6 +44,7 @@ import click
 import torch
 
 from dnas_hw.data.folder import PreparedData, Split
+from dnas_hw.errors import UserError
 from dnas_hw.family import build_model
 from dnas_hw.files import read_json, write_json_atomic
 from dnas_hw.space import Choice
@@ -87,13 +89,27 @@ def settle(net: SupernetBase, table: CostTable, name: str, start: dict[str, Choi
     return Settled(name, choices, projection, refinement, capacity)
 
 
-def starting_points(net: SupernetBase, argmax: dict[str, Choice]) -> list[tuple[str, dict[str, Choice], tuple[str, ...]]]:
-    """(name, choices, held groups) of every starting point but the argmax itself (module docstring)."""
+def incumbent_choices(space, archs: dict[str, object]) -> dict[str, dict[str, Choice]]:
+    """{name: choices} of user-given incumbents (`dnas-hw search --incumbent`); a `UserError` naming the one
+    that is not a point of `space`."""
+    out = {}
+    for name, arch in archs.items():
+        try:
+            out[name] = space.choices_of(arch)
+        except UserError as e:
+            raise UserError(f"incumbent {name}: {e}") from None
+    return out
+
+
+def starting_points(net: SupernetBase, argmax: dict[str, Choice], incumbents: dict[str, dict[str, Choice]] | None = None,
+                    ) -> list[tuple[str, dict[str, Choice], tuple[str, ...]]]:
+    """(name, choices, held groups) of every starting point but the argmax itself (module docstring);
+    `incumbents` ({name: choices}) are the user's, beside the family's own."""
     layout, starts = net.layout, []
     for g in net.enumerated_groups if net.finalist_groups is None else net.finalist_groups:
         for slot, candidates in zip(layout.groups[g].slots, layout.groups[g].choices):
             starts += [(f"search, {slot} {alt}", {**argmax, slot: alt}, (g,)) for alt in candidates if alt != argmax[slot]]
-    starts += [(f"incumbent {name}", choices, ()) for name, choices in net.incumbents().items()]
+    starts += [(f"incumbent {name}", choices, ()) for name, choices in {**net.incumbents(), **(incumbents or {})}.items()]
     return starts
 
 

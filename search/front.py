@@ -58,7 +58,7 @@ from search.family_search import family_search
 from search.layout import Layout
 from search.margin import record_margin
 from search.rank import supernet_metrics
-from search.finalists import weight_and_arch_parts
+from search.finalists import incumbent_choices, weight_and_arch_parts
 from search.run import (LOG, PROBS_LOG, SUMMARY, Searcher, _feasibility, _finish, arch_fields, budget_controller,
                         check_inputs, cost_tables, held_out, id_counts, run_epoch)
 from search.sandwich import role
@@ -223,10 +223,12 @@ def run_front(
     budget_quantile: str = DEFAULT_QUANTILE,
     allow_same_target: bool = False,
     arch_updates: int | None = None,
+    incumbents: dict | None = None,
 ) -> dict:
     """Search `space` once for every (LUT, budget) point (`front_points`); returns front.json's content.
 
     `arch_updates`: heads updated per arch batch (default `min(DEFAULT_ARCH_UPDATES, points)`).
+    `incumbents` ({name: arch}): as `search.run.run_search`'s, a finalist's start at every point.
     Every input is checked before anything is written; `resume` continues from the last finished
     epoch, and a finished front searched with the same options returns its front.json.
     """
@@ -248,6 +250,7 @@ def run_front(
             if (out / p.name / SUMMARY).exists() or (out / p.name / "search_state.pt").exists():
                 raise UserError(f"{out / p.name} holds a search of its own; use a new --out")
     data = PreparedData.open(data_dir)
+    starts = incumbent_choices(space, incumbents or {})
     tables = []
     for p in points:
         check_inputs(data, space, p.lut, batch_size)
@@ -261,6 +264,7 @@ def run_front(
         "arch_updates": arch_updates,
         "batch_size": batch_size, "space": space.fingerprint(),
         "data": str(Path(data_dir).resolve()),
+        "incumbents": starts,
     }
     if (out / FRONT).exists():  # resuming a finished front: its result, if searched with these options
         front = read_json(out / FRONT, "front")
@@ -269,11 +273,11 @@ def run_front(
     require_memory(training_bytes(space.largest(), config.train_batch_size, config.weight_optimizer),
                    f"the supernet of space {space.name} (its largest arch: {space.largest().num_params():,} parameters)")
     with output_lock(out), removed_if_left_empty(out):
-        return _front(data, space, points, tables, identity, batch_size, out, config, resume, arch_updates, budget_quantile)
+        return _front(data, space, points, tables, identity, batch_size, out, config, resume, arch_updates, budget_quantile, starts)
 
 
 def _front(data: PreparedData, space, points: list[Point], tables, identity, batch_size: int, out: Path, config: SearchConfig,
-           resume: bool, arch_updates: int, quantile: str) -> dict:
+           resume: bool, arch_updates: int, quantile: str, incumbents: dict[str, dict]) -> dict:
     layout = Layout(space)
     feasible = [_feasibility(t, layout, p.searched_us, config.floor) for p, t in zip(points, tables)]
     for p, (status, fastest_us, slowest_us) in zip(points, feasible):
@@ -312,7 +316,7 @@ def _front(data: PreparedData, space, points: list[Point], tables, identity, bat
         search.use(k)
         folder = out / p.name
         summary = _finish(search, folder, logs[k], p.searched_us, batch_size, p.lut, status, fastest_us, slowest_us,
-                          elapsed_before + time.perf_counter() - started, {**identity, "point": p.name}, rows, parts)
+                          elapsed_before + time.perf_counter() - started, {**identity, "point": p.name}, rows, parts, incumbents)
         summary = record_margin(summary, folder, p.margin, p.budget_us, p.lut)
         metrics = supernet_metrics(search.net, summary["choices"], val)
         finished.append(point_record(p, summary, metrics))

@@ -37,12 +37,13 @@ def run_search_within(
     config: SearchConfig,
     resume: bool = False,
     budget_quantile: str = DEFAULT_QUANTILE,
+    incumbents: dict | None = None,
 ) -> dict:
     """`search.run.run_search` against `budget_us` less the LUT's margin for `budget_quantile`; returns
     summary.json's content with `budget_margin` and `lut_ids` added (see the module docstring)."""
     margin = budget_margin(lut, batch_size, budget_quantile)
     summary = run_search(data_dir, space, lut, budget_us=margin.effective_budget_us(budget_us), batch_size=batch_size,
-                         out=out, config=config, resume=resume)
+                         out=out, config=config, resume=resume, incumbents=incumbents)
     if "stopped_after_epoch" in summary or not distributed.is_main():
         return summary
     return record_margin(summary, out, margin, budget_us, lut)

@@ -49,7 +49,7 @@ from search.family_search import family_search, flops_table, latency_table, para
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project
-from search.finalists import Settled, choose, distinct, settle, starting_points, weight_and_arch_parts
+from search.finalists import Settled, choose, distinct, incumbent_choices, settle, starting_points, weight_and_arch_parts
 from search.refine import HeldOut, evaluating, supernet_loss
 from search.sandwich import extreme_probs, role, sandwich_probs
 from search.shards import lockstep_batches
@@ -396,9 +396,11 @@ def run_search(
     out,
     config: SearchConfig,
     resume: bool = False,
+    incumbents: dict | None = None,
 ) -> dict:
     """Search `space` on `data_dir` for the best arch whose LUT latency at `batch_size` fits `budget_us`.
 
+    `incumbents` ({name: arch}): hand-designed archs of the space, each a finalist's start (`search.finalists`).
     Writes the run folder `out` (see the module docstring) and returns summary.json's content.
     """
     out = Path(out)
@@ -414,12 +416,14 @@ def run_search(
     check_writable(out, "folder")
     data = PreparedData.open(data_dir)
     check_inputs(data, space, lut, batch_size)
+    starts = incumbent_choices(space, incumbents or {})
     tables = cost_tables(space, lut, batch_size, config)
     identity = {
         "config": {k: v for k, v in config.to_dict().items() if k != "stop_after"},
         "budget_us": budget_us, "batch_size": batch_size, "space": space.fingerprint(),
         "lut": tables.latency.fingerprint(),
         "data": str(Path(data_dir).resolve()),
+        "incumbents": starts,
     }
     if (out / SUMMARY).exists():  # resuming a finished run: its result, if it was run with these options
         summary = read_json(out / SUMMARY, "summary")
@@ -428,10 +432,10 @@ def run_search(
     require_memory(training_bytes(space.largest(), config.train_batch_size, config.weight_optimizer),
                    f"the supernet of space {space.name} (its largest arch: {space.largest().num_params():,} parameters)")
     with (output_lock(out) if distributed.is_main() else contextlib.nullcontext()), removed_if_left_empty(out):
-        return _search(data, space, lut, tables, identity, budget_us, batch_size, out, config, resume)
+        return _search(data, space, lut, tables, identity, budget_us, batch_size, out, config, resume, starts)
 
 
-def _search(data, space, lut, tables, identity, budget_us, batch_size, out: Path, config, resume) -> dict:
+def _search(data, space, lut, tables, identity, budget_us, batch_size, out: Path, config, resume, incumbents) -> dict:
     status, fastest_us, slowest_us = _feasibility(tables, Layout(space), budget_us, config.floor)
     if status != "ok" and distributed.is_main():
         click.echo(f"search: budget {budget_us / 1000:.3f}ms is {status} "
@@ -466,7 +470,7 @@ def _search(data, space, lut, tables, identity, budget_us, batch_size, out: Path
     if distributed.is_main():
         summary = _finish(search, out, log, budget_us, batch_size, lut, status, fastest_us, slowest_us,
                           elapsed_before + time.perf_counter() - started, identity, held_out(data, config),
-                          weight_and_arch_parts(data, config.split_fraction))
+                          weight_and_arch_parts(data, config.split_fraction), incumbents)
     distributed.barrier()
     return summary if distributed.is_main() else read_json(out / SUMMARY, "summary")
 
@@ -493,7 +497,7 @@ def _echo_moves(settled: Settled) -> None:
 
 
 def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status, fastest_us, slowest_us, elapsed,
-            identity, rows: HeldOut, parts: tuple[Split, Split]) -> dict:
+            identity, rows: HeldOut, parts: tuple[Split, Split], incumbents: dict[str, dict]) -> dict:
     space, config, layout = search.space, search.config, search.net.layout
     argmax, probs = derive(search.net)
     # A floor the slowest arch cannot reach is no floor: then the argmax stands unless over budget.
@@ -512,7 +516,7 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
             _echo_moves(own)
             if config.finalists:
                 others = [settle(search.net, table, name, start, probs, rows, budget_us, floor, config, held)
-                          for name, start, held in starting_points(search.net, argmax)]
+                          for name, start, held in starting_points(search.net, argmax, incumbents)]
                 candidates = distinct([own] + [c for c in others if floor * budget_us <= choices_cost(table, layout, c.choices) <= budget_us])
                 if len(candidates) > 1:
                     chosen, finalists = choose(search.net, table, candidates, parts, config, out)

@@ -39,6 +39,9 @@ def test_the_starting_points_are_each_other_kind_and_width_and_the_incumbent():
     expected = {f"search, interaction {k}" for k in space.interactions if k != argmax["interaction"]}
     expected |= {f"search, interaction_dim {d}" for d in space.interaction_dims if d != argmax["interaction_dim"]}
     assert set(starts) == expected  # dlrm-tiny cannot hold the Kaggle reference: no incumbent
+    served = space.choices_of(space.largest())
+    with_user = starting_points(net, argmax, {"served": served})
+    assert with_user[-1] == ("incumbent served", served, ())
     for name, (choices, held) in starts.items():
         slot = name.split(", ")[1].split(" ")[0]
         assert held == (slot,) and {s for s in choices if choices[s] != argmax[s]} == {slot}
@@ -138,3 +141,27 @@ def test_without_finalists_the_search_returns_its_own_arch(data, tmp_path):
                          config=SearchConfig(epochs=2, train_batch_size=128, finalists=False))
     assert summary["finalists"] == [] and summary["chosen_finalist"] == "search"
     assert not (tmp_path / "run" / RECORDS).exists()
+
+
+def test_an_incumbent_the_user_gives_starts_a_finalist_and_one_outside_the_space_is_refused(data, tmp_path):
+    from cli_checks import one_error_line, run
+
+    space = get_space("dlrm-tiny", cardinalities=PreparedData.open(data).cardinalities)
+    lut = toy_lut(space, B)
+    lut.save(tmp_path / "toy.csv")
+    low, high = predict(lut, space.smallest(), B).total_us, predict(lut, space.largest(), B).total_us
+    budget_ms = (low + 0.5 * (high - low)) / 1000
+    common = ["search", "--data", data, "--space", "dlrm-tiny", "--lut", tmp_path / "toy.csv", "--batch-size", B,
+              "--latency-budget", f"{budget_ms:.4f}ms", "--epochs", 2, "--train-batch-size", 128]
+    served = space.largest()
+    served.save(tmp_path / "served.json")
+    outside = Arch(**{**served.to_dict(), "top_mlp": (24,)})  # 24 is no width of dlrm-tiny
+    outside.save(tmp_path / "outside.json")
+    one_error_line(*run(*common, "--out", tmp_path / "refused", "--incumbent", tmp_path / "outside.json"), "incumbent outside")
+    assert not (tmp_path / "refused").exists()
+    code, output = run(*common, "--out", tmp_path / "run", "--incumbent", tmp_path / "served.json")
+    assert code == 0, output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["identity"]["incumbents"] == {"served": space.choices_of(served)}
+    # Resumed without it, the finished search is another search: refused, naming the difference.
+    one_error_line(*run(*common, "--out", tmp_path / "run", "--resume"), "incumbents")

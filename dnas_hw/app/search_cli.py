@@ -32,9 +32,11 @@ from search.config import SearchConfig
 @click.option("--allow-same-target", is_flag=True, help="A front: search several LUTs of one backend, device and thread count.")
 @click.option("--front-arch-updates", type=click.IntRange(min=1), default=None,
               help="A front: heads (targets) whose logits each arch batch updates, in turn [default: 2, or 1 for a front of one].")
+@click.option("--incumbent", "incumbent_paths", multiple=True, type=click.Path(),
+              help="An arch JSON of the space (e.g. the model served today) that starts a finalist at every budget; repeatable.")
 @config_options(SearchConfig, hidden=("stop_after",))
 def search(data_dir, space_name, lut_paths, budgets_us, batch_size, out, resume, backend, device, threads, force,
-           budget_quantile, allow_same_target, front_arch_updates, **knobs) -> None:
+           budget_quantile, allow_same_target, front_arch_updates, incumbent_paths, **knobs) -> None:
     """Search SPACE on DATA for the best arch whose LUT latency at --batch-size fits --latency-budget.
 
     The search aims at the budget less the margin by which the LUT under-predicted
@@ -47,10 +49,16 @@ def search(data_dir, space_name, lut_paths, budgets_us, batch_size, out, resume,
     Several budgets (--latency-budget 0.5ms,1ms,2ms) or LUTs (--lut a.csv --lut b.csv) search
     one front: the supernet is trained once, with one set of logits per (budget, LUT), and
     --out gets front.json and one run folder per point (search.front).
+
+    The derived arch competes with finalists (search.finalists): its other interaction kinds and
+    widths, the DLRM Kaggle reference and every --incumbent, each settled into the budget, trained one
+    pass; the best on held-out train rows is returned.
     """
     from dnas_hw import distributed
     from dnas_hw.data.folder import PreparedData
     from dnas_hw.data.ids import data_source, mismatch
+    from dnas_hw.errors import UserError
+    from dnas_hw.family import load_arch
     from dnas_hw.space import get_space
     from lut.margin import budget_margin
     from lut.table import Lut
@@ -61,14 +69,17 @@ def search(data_dir, space_name, lut_paths, budgets_us, batch_size, out, resume,
     for lut in luts:
         lut.check_target(force=force, backend=backend, device=device, threads=threads)
     space = get_space(space_name, cardinalities=PreparedData.open(data_dir).cardinalities)
+    incumbents = {Path(p).stem: load_arch(p) for p in incumbent_paths}
+    if len(incumbents) < len(incumbent_paths):
+        raise UserError("--incumbent: two files of one name; give each incumbent its own file name")
     if len(luts) > 1 or len(budgets_us) > 1:
         return _front(data_dir, space, luts, budgets_us, batch_size, out, config, resume, budget_quantile,
-                      allow_same_target, front_arch_updates)
+                      allow_same_target, front_arch_updates, incumbents)
     (lut,), (budget_us,), (lut_path,) = luts, budgets_us, lut_paths
     margin = budget_margin(lut, batch_size, budget_quantile)
     with distributed.session():
         summary = run_search_within(data_dir, space, lut, budget_us=budget_us, batch_size=batch_size, out=out,
-                                    config=config, resume=resume, budget_quantile=budget_quantile)
+                                    config=config, resume=resume, budget_quantile=budget_quantile, incumbents=incumbents)
         if not distributed.is_main() or "stopped_after_epoch" in summary:
             return
     # Said after the search, not before: an error in the search's own checks must stay the only line.
@@ -85,13 +96,15 @@ def search(data_dir, space_name, lut_paths, budgets_us, batch_size, out, resume,
     click.echo(f"wrote {Path(out) / 'arch.json'}, arch_probs.json, search_log.csv, summary.json")
 
 
-def _front(data_dir, space, luts, budgets_us, batch_size, out, config, resume, quantile, allow_same_target, arch_updates) -> None:
+def _front(data_dir, space, luts, budgets_us, batch_size, out, config, resume, quantile, allow_same_target, arch_updates,
+           incumbents) -> None:
     """Several budgets or LUTs: one front search (search.front), one line per point."""
     from dnas_hw.data.ids import data_source, mismatch
     from search.front import run_front
 
     front = run_front(data_dir, space, luts, budgets_us=list(budgets_us), batch_size=batch_size, out=out, config=config,
-                      resume=resume, budget_quantile=quantile, allow_same_target=allow_same_target, arch_updates=arch_updates)
+                      resume=resume, budget_quantile=quantile, allow_same_target=allow_same_target, arch_updates=arch_updates,
+                      incumbents=incumbents)
     if "stopped_after_epoch" in front:
         return
     for lut in luts:
