@@ -9,21 +9,24 @@ retrains worse lost up to 0.04 test logloss. Near one budget a short standalone
 training compares archs as retraining does, for the price of a few one-pass
 trainings, small beside the supernet's four epochs.
 
-Each starting point is settled as the search's own argmax is (`settle`:
-projected into [floor, 1] x budget, refined by the supernet, tables and dims
-given their capacity); the distinct results are the finalists. The starting
-points:
+The finalists:
 
-- `search`: the search's argmax;
-- `search, {slot} {choice}`: the argmax with another candidate of a group the
-  supernet compares least like retraining (`SupernetBase.finalist_groups`; DLRM's
-  interaction kind and width, which change what the top MLP's shared first layer
-  reads), the group held at it while it is settled;
+- `search`: the search's own arch (its argmax settled: projected into
+  [floor, 1] x budget, refined by the supernet, tables and dims given their
+  capacity; `settle`);
+- `search, {slot} {choice}`: that arch with one slot of a group the supernet
+  compares least like retraining switched to each other candidate
+  (`SupernetBase.finalist_groups`; DLRM: the interaction kind and width, which
+  change what the top MLP's shared first layer reads, and each MLP's depth,
+  which changes what its closing layer reads), projected under the budget where
+  the switch goes over it. No floor: a cheaper arch that trains better is the
+  better answer (on 1M planted rows the search's arch at half the reference's
+  latency trained better than its arch at the reference's latency);
 - `incumbent {name}`: each hand-designed arch the family knows in this space
   (`SupernetBase.incumbents`; DLRM's Kaggle reference config) and each the user
   gives (`dnas-hw search --incumbent ARCH.json`, e.g. the model served today),
-  settled into the band: the design a user would ship without the search is a
-  finalist, so the search returns something else only when it trains better.
+  settled as the argmax is: the design a user would ship without the search is
+  a finalist, so the search returns something else only when it trains better.
 
 A finalist trains one pass over the weight part of the train split with the
 supernet's recipe (optimizer, learning rate, batch size, seed; `dnas-hw train`'s
@@ -70,22 +73,16 @@ class Settled:
 
 
 def settle(net: SupernetBase, table: CostTable, name: str, start: dict[str, Choice], probs: dict[str, torch.Tensor],
-           rows: HeldOut, budget_us: float, floor: float, config: SearchConfig, held: tuple[str, ...] = ()) -> Settled:
-    """`start` projected into [floor, 1] x budget_us (by `probs`), refined and given capacity as `config` says;
-    the groups in `held` keep their choice throughout."""
-    layout = net.layout
-    if held:  # the projection weighs a move by its log-probability: a held group's other choices get none
-        at_start = layout.one_hot(start)
-        probs = {g: at_start[g].to(p.dtype) if g in held else p for g, p in probs.items()}
-    choices, projection = project(layout, table, start, probs, budget_us, floor)
+           rows: HeldOut, budget_us: float, floor: float, config: SearchConfig) -> Settled:
+    """`start` projected into [floor, 1] x budget_us (by `probs`), then refined and given capacity in the
+    supernet as `config` says: how the search's argmax becomes its arch, and an incumbent a finalist."""
+    choices, projection = project(net.layout, table, start, probs, budget_us, floor)
     refinement: list[dict] = []
     if config.refine:
-        groups = tuple(g for g in (net.refined_groups or tuple(layout.groups)) if g not in held)
-        choices, refinement = refine(net, table, choices, rows, budget_us, floor, groups=groups, avoid=net.refine_avoids)
+        choices, refinement = refine(net, table, choices, rows, budget_us, floor, groups=net.refined_groups, avoid=net.refine_avoids)
     capacity: list[dict] = []
     if config.keep_capacity and net.capacity_groups:
-        choices, capacity = keep_capacity(net, table, choices, rows, budget_us, floor,
-                                          groups=tuple(g for g in net.capacity_groups if g not in held))
+        choices, capacity = keep_capacity(net, table, choices, rows, budget_us, floor, groups=net.capacity_groups)
     return Settled(name, choices, projection, refinement, capacity)
 
 
@@ -101,16 +98,33 @@ def incumbent_choices(space, archs: dict[str, object]) -> dict[str, dict[str, Ch
     return out
 
 
-def starting_points(net: SupernetBase, argmax: dict[str, Choice], incumbents: dict[str, dict[str, Choice]] | None = None,
-                    ) -> list[tuple[str, dict[str, Choice], tuple[str, ...]]]:
-    """(name, choices, held groups) of every starting point but the argmax itself (module docstring);
-    `incumbents` ({name: choices}) are the user's, beside the family's own."""
-    layout, starts = net.layout, []
+def candidates(net: SupernetBase, table: CostTable, own: Settled, probs: dict[str, torch.Tensor], rows: HeldOut,
+               budget_us: float, floor: float, config: SearchConfig, incumbents: dict[str, dict[str, Choice]] | None = None,
+               ) -> list[Settled]:
+    """The finalists (module docstring): `own` (the search's settled arch), its switches and the settled
+    incumbents (the family's and `incumbents`, {name: choices}), distinct and within `budget_us`."""
+    found = [own] + switches(net, table, own.choices, probs, budget_us)
+    for name, choices in {**net.incumbents(), **(incumbents or {})}.items():
+        found.append(settle(net, table, f"incumbent {name}", choices, probs, rows, budget_us, floor, config))
+    return distinct([c for c in found if choices_cost(table, net.layout, c.choices) <= budget_us])
+
+
+def switches(net: SupernetBase, table: CostTable, choices: dict[str, Choice], probs: dict[str, torch.Tensor],
+             budget_us: float) -> list[Settled]:
+    """`choices` with one slot of a finalist group (`SupernetBase.finalist_groups`) switched to each other
+    candidate, projected (the switched group held) under `budget_us` where the switch goes over it. No
+    floor: a cheaper arch that trains better is the better answer, and the floor only steers the logits."""
+    layout, out = net.layout, []
     for g in net.enumerated_groups if net.finalist_groups is None else net.finalist_groups:
-        for slot, candidates in zip(layout.groups[g].slots, layout.groups[g].choices):
-            starts += [(f"search, {slot} {alt}", {**argmax, slot: alt}, (g,)) for alt in candidates if alt != argmax[slot]]
-    starts += [(f"incumbent {name}", choices, ()) for name, choices in {**net.incumbents(), **(incumbents or {})}.items()]
-    return starts
+        for slot, alternatives in zip(layout.groups[g].slots, layout.groups[g].choices):
+            for alt in alternatives:
+                if alt != choices[slot]:
+                    start = {**choices, slot: alt}
+                    at_start = layout.one_hot(start)
+                    held = {k: at_start[k].to(p.dtype) if k == g else p for k, p in probs.items()}
+                    moved, projection = project(layout, table, start, held, budget_us, 0.0)
+                    out.append(Settled(f"search, {slot} {alt}", moved, projection, [], []))
+    return out
 
 
 def distinct(candidates: list[Settled]) -> list[Settled]:

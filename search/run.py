@@ -42,14 +42,14 @@ from lut.predict import predict
 from lut.table import Lut, overhead_call
 from search.budget import BudgetController
 from search.config import SearchConfig
-from search.cost import CostTables, choices_cost, cost_loss, one_hot_cost
+from search.cost import CostTables, cost_loss, one_hot_cost
 from search.derive import derive
 from search.extremes import extreme_arch
 from search.family_search import family_search, flops_table, latency_table, param_bytes_table
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project
-from search.finalists import Settled, choose, distinct, incumbent_choices, settle, starting_points, weight_and_arch_parts
+from search.finalists import Settled, candidates, choose, incumbent_choices, settle, weight_and_arch_parts
 from search.refine import HeldOut, evaluating, supernet_loss
 from search.sandwich import extreme_probs, role, sandwich_probs
 from search.shards import lockstep_batches
@@ -515,11 +515,9 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
             chosen = own = settle(search.net, table, "search", argmax, probs, rows, budget_us, floor, config)
             _echo_moves(own)
             if config.finalists:
-                others = [settle(search.net, table, name, start, probs, rows, budget_us, floor, config, held)
-                          for name, start, held in starting_points(search.net, argmax, incumbents)]
-                candidates = distinct([own] + [c for c in others if floor * budget_us <= choices_cost(table, layout, c.choices) <= budget_us])
-                if len(candidates) > 1:
-                    chosen, finalists = choose(search.net, table, candidates, parts, config, out)
+                found = candidates(search.net, table, own, probs, rows, budget_us, floor, config, incumbents)
+                if len(found) > 1:
+                    chosen, finalists = choose(search.net, table, found, parts, config, out)
     choices, moves = chosen.choices, own.projection
     if chosen is not own:
         click.echo(f"search: returning the finalist {chosen.name}, which trained to a lower logloss on the arch rows "

@@ -108,9 +108,11 @@ class Supernet(SupernetBase):
     # 0.4298 -> 0.4657; on the demo data 0.5129 -> 0.5156): the supernet scored the lone closing layer,
     # which learns fast and alone, above the deeper paths its shared layers serve.
     refine_avoids = (("top_depth", 0),)
-    # The interaction's kind and width set what the top MLP's first layer reads: its shared weights see
-    # other columns (cat) or other pairs' dot products at another width under each candidate.
-    finalist_groups = ("interaction", "interaction_dim")
+    # Each of these sets what a shared layer reads: the interaction's kind and width, the top MLP's first
+    # layer (other columns, or other pairs' dot products at another width); an MLP's depth, its closing
+    # layer (the output of another hidden layer). The refinement moved the top depth to 0 in three searches,
+    # each time for the worse on retraining (`refine_avoids`); a finalist is judged by training instead.
+    finalist_groups = ("interaction", "interaction_dim", "bottom_depth", "top_depth")
 
     def __init__(self, space: SearchSpace):
         super().__init__(space)
