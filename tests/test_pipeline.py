@@ -229,4 +229,4 @@ def test_the_report_tables_the_front_and_draws_it_through_the_searched_points(tm
     # A model the search returned from another finalist than its own argmax says which.
     assert "(finalist `" not in report
     settled = [{**m, "chosen_finalist": "incumbent dlrm-kaggle reference"} if m["name"] == "budget-1ms" else m for m in models]
-    assert "- **budget-1ms** (finalist `incumbent dlrm-kaggle reference`: settled into the band" in markdown({**results, "models": settled})
+    assert "- **budget-1ms** (finalist `incumbent dlrm-kaggle reference`: it trained to a lower logloss" in markdown({**results, "models": settled})

@@ -202,13 +202,12 @@ def _ms(v: float | None) -> str:
 
 
 def _finalist_note(model: dict) -> str:
-    """' (the search's finalist settled from the incumbent ...)' where the search returned a finalist of another
-    start than its own argmax (`search.finalists`); empty otherwise."""
+    """' (finalist `incumbent ...`: ...)' where the search returned another finalist than its own arch
+    (`search.finalists`); empty otherwise."""
     chosen = model.get("chosen_finalist")
     if not chosen or chosen == "search":
         return ""
-    return (f" (finalist `{chosen}`: settled into the band from that start by the supernet, and trained to a lower "
-            "logloss on the arch rows than the search's own arch)")
+    return f" (finalist `{chosen}`: it trained to a lower logloss on held-out train rows than the search's own arch)"
 
 
 def _arch_line(arch: dict) -> str:
