@@ -61,6 +61,12 @@ def search(data, luts, budgets, out, *extra):
     return CliRunner().invoke(main, args)
 
 
+def own_ms(summary: dict) -> float:
+    """The LUT latency of the search's own arch (before another finalist may have replaced it)."""
+    own = [f["predicted_latency_us"] / 1000 for f in summary["finalists"] if f["name"] == "search"]
+    return own[0] if own else summary["predicted_latency_ms"]
+
+
 def test_comma_budgets_give_one_run_folder_per_point_each_within_its_budget(data, space, luts, tmp_path):
     lut = luts[0]
     budgets = budgets_ms(lut, space)
@@ -79,12 +85,14 @@ def test_comma_budgets_give_one_run_folder_per_point_each_within_its_budget(data
         # The point's arch is priced as the front says, and within its budget (the toy LUT leaves no margin).
         assert predict(lut, arch, B).total_us / 1000 == pytest.approx(p["predicted_latency_ms"]) == pytest.approx(summary["predicted_latency_ms"])
         assert p["budget_ms"] == p["searched_against_ms"] == pytest.approx(budget) and p["margin"] == 0
-        assert 0.8 * budget <= p["predicted_latency_ms"] <= budget and p["within_budget"] and p["budget_status"] == "ok"
+        # Within its budget; the search's own arch in the band (a finalist that trained better may use less).
+        assert p["predicted_latency_ms"] <= budget and p["within_budget"] and p["budget_status"] == "ok"
+        assert 0.8 * budget <= own_ms(summary) <= budget
         assert summary["budget_margin"]["requested_budget_ms"] == pytest.approx(budget)
         assert 0.3 < p["supernet_val_logloss"] < 0.8 and p["supernet_val"]["rows"] == PreparedData.open(data).split("val").__len__()
         log = pd.read_csv(folder / "search_log.csv")
         assert len(log) == 2 and log["latency_budget_ms"].tolist() == pytest.approx([budget] * 2)
-        predicted.append(p["predicted_latency_ms"])
+        predicted.append(own_ms(summary))
     assert predicted == sorted(predicted) and len(set(predicted)) == 3
     # The heads share the weights' training (one task loss per epoch) but not their logits.
     logs = [pd.read_csv(tmp_path / "front" / n / "search_log.csv") for n in names]
