@@ -63,7 +63,7 @@ RECORDS = "finalists.json"
 
 @dataclass(frozen=True)
 class Settled:
-    """A starting point moved into the band: its choices and the moves of each step (as in summary.json)."""
+    """A finalist candidate: its choices and the moves of each step that made them (as in summary.json)."""
 
     name: str
     choices: dict[str, Choice]
@@ -127,10 +127,10 @@ def switches(net: SupernetBase, table: CostTable, choices: dict[str, Choice], pr
     return out
 
 
-def distinct(candidates: list[Settled]) -> list[Settled]:
+def distinct(found: list[Settled]) -> list[Settled]:
     """The first of each set of candidates that settled on the same choices."""
     seen, kept = set(), []
-    for c in candidates:
+    for c in found:
         key = _key(c.choices)
         if key not in seen:
             seen.add(key)
@@ -161,7 +161,7 @@ def proxy_metrics(space, choices: dict[str, Choice], parts: tuple[Split, Split],
     return {**evaluate(model, parts[1]), "train_s": round(time.perf_counter() - started, 3)}
 
 
-def choose(net: SupernetBase, table: CostTable, candidates: list[Settled], parts: tuple[Split, Split],
+def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts: tuple[Split, Split],
            config: SearchConfig, folder: Path) -> tuple[Settled, list[dict]]:
     """(the finalist with the lowest proxy logloss, every finalist's record). Records found in
     `folder`/finalists.json for the same choices and recipe are reused; each new one is written as it
@@ -171,7 +171,7 @@ def choose(net: SupernetBase, table: CostTable, candidates: list[Settled], parts
     old = read_json(path, "finalists") if path.exists() else []
     done = {_key(r["choices"]): r for r in old if isinstance(r, dict) and r.get("recipe") == recipe and "choices" in r}
     records = []
-    for c in candidates:
+    for c in finalists:
         record = done.get(_key(c.choices))
         if record is None:
             metrics = proxy_metrics(net.space, c.choices, parts, config)
@@ -181,8 +181,8 @@ def choose(net: SupernetBase, table: CostTable, candidates: list[Settled], parts
         write_json_atomic(path, records)
         click.echo(f"search: finalist {c.name}: proxy logloss {record['proxy']['logloss']:.4f} "
                    f"(predicted {record['predicted_latency_us'] / 1000:.3f}ms)", err=True)
-    best = min(range(len(candidates)), key=lambda i: records[i]["proxy"]["logloss"])
+    best = min(range(len(finalists)), key=lambda i: records[i]["proxy"]["logloss"])
     for i, r in enumerate(records):
         r["chosen"] = i == best
     write_json_atomic(path, records)
-    return candidates[best], records
+    return finalists[best], records
