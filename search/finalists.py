@@ -1,4 +1,4 @@
-"""The finalists: in-band archs derived from a few starting points, each trained briefly as it will be retrained; the best is returned.
+"""The finalists: the search's arch, its one-slot switches and the incumbents, each trained briefly as it will be retrained; the best is returned.
 
 The trained supernet ranks archs across the budget range well (Kendall tau
 0.79 over 12 archs on 1M planted rows, benchmarks/RESULTS.md), but one budget's

@@ -55,10 +55,10 @@ from search.budget import BudgetController
 from search.config import SearchConfig
 from search.cost import CostTables
 from search.family_search import family_search
+from search.finalists import incumbent_choices, weight_and_arch_parts
 from search.layout import Layout
 from search.margin import record_margin
 from search.rank import supernet_metrics
-from search.finalists import incumbent_choices, weight_and_arch_parts
 from search.run import (LOG, PROBS_LOG, SUMMARY, Searcher, _feasibility, _finish, arch_fields, budget_controller,
                         check_inputs, cost_tables, held_out, id_counts, run_epoch)
 from search.sandwich import role

@@ -7,7 +7,7 @@ Run folder `out/`:
     arch_probs.json   {slot: {choice: p}}
     arch_probs_epochs.json  [{"epoch": e, "probs": {slot: {choice: p}}}] after each epoch (rewritten after each)
     derived_init.pt   the derived model holding the supernet's weights (a `model.pt`)
-    finalists.json    the finalists' one-pass trainings (`search.finalists`), when more than one settled in the band
+    finalists.json    the finalists' one-pass trainings (`search.finalists`), when there is more than one
     summary.json      written last: its presence marks a finished run
 
 Under torchrun (`dnas_hw.distributed`) the search runs data-parallel: each rank
@@ -46,10 +46,10 @@ from search.cost import CostTables, cost_loss, one_hot_cost
 from search.derive import derive
 from search.extremes import extreme_arch
 from search.family_search import family_search, flops_table, latency_table, param_bytes_table
+from search.finalists import Settled, candidates, choose, incumbent_choices, settle, weight_and_arch_parts
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project
-from search.finalists import Settled, candidates, choose, incumbent_choices, settle, weight_and_arch_parts
 from search.refine import HeldOut, evaluating, supernet_loss
 from search.sandwich import extreme_probs, role, sandwich_probs
 from search.shards import lockstep_batches
@@ -559,8 +559,8 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
         "refinement": own.refinement,
         # Then each table size and dim to its largest where the supernet sees no loss (`search.refine.keep_capacity`).
         "capacity": own.capacity,
-        # The finalists trained one pass each (`search.finalists`), the chosen one marked; empty when only the
-        # search's own arch settled in the band. `choices` is the chosen finalist's.
+        # The finalists trained one pass each (`search.finalists`), the chosen one marked; empty when the
+        # search's own arch is the only one within the budget. `choices` is the chosen finalist's.
         "finalists": finalists,
         "chosen_finalist": chosen.name,
         # Whether the shared weights learned the data at all: an arch scored no better than the base rate was

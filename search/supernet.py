@@ -58,7 +58,7 @@ class SupernetBase(nn.Module):
     # the refinement they take their largest choice where the budget allows and the supernet sees no loss
     # (`search.refine.keep_capacity`, `SearchConfig.keep_capacity`).
     capacity_groups: tuple[str, ...] = ()
-    # Single-row groups each of whose other candidates starts a finalist from the argmax (`search.finalists`):
+    # Groups each of whose other candidates, switched into the search's arch, is a finalist (`search.finalists`):
     # choices the supernet compares through weights that read a different input under each, so its ranking
     # among them is least like retraining's. None: `enumerated_groups`.
     finalist_groups: tuple[str, ...] | None = None
@@ -82,7 +82,7 @@ class SupernetBase(nn.Module):
 
     def incumbents(self) -> dict[str, dict]:
         """{name: choices} of the hand-designed archs this family knows that are points of this space
-        (`search.finalists`: each is a finalist, settled into the budget's band). None by default."""
+        (`search.finalists`: each is a finalist, settled into the budget's band). Empty by default."""
         return {}
 
     def arch_parameters(self) -> list[nn.Parameter]:

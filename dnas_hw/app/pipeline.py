@@ -356,7 +356,7 @@ def record(cand: Candidate, lut, metrics: dict, bench_report: dict, opts: Pipeli
         "search_status": cand.search.get("budget_status"),
         # The supernet's held-out logloss at the arch over the base rate's (`search.run.supernet_learned`).
         "supernet_normalized_entropy": cand.search.get("supernet_heldout", {}).get("normalized_entropy"),
-        # Which finalist the search returned (`search.finalists`): its own arch, or one settled from another start.
+        # Which finalist the search returned (`search.finalists`): its own arch, a switch of it, or an incumbent.
         "chosen_finalist": cand.search.get("chosen_finalist"),
     }
 

@@ -50,9 +50,9 @@ def search(data_dir, space_name, lut_paths, budgets_us, batch_size, out, resume,
     one front: the supernet is trained once, with one set of logits per (budget, LUT), and
     --out gets front.json and one run folder per point (search.front).
 
-    The derived arch competes with finalists (search.finalists): its other interaction kinds and
-    widths, the DLRM Kaggle reference and every --incumbent, each settled into the budget, trained one
-    pass; the best on held-out train rows is returned.
+    The derived arch competes with finalists (search.finalists): itself with another interaction
+    kind, width or MLP depth, the DLRM Kaggle reference and every --incumbent, each within the budget
+    and trained one pass; the best on held-out train rows is returned.
     """
     from dnas_hw import distributed
     from dnas_hw.data.folder import PreparedData
