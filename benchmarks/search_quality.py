@@ -201,7 +201,7 @@ def main() -> None:
                          "projection_needed": summary["projection_needed"], "argmax_ms": summary["argmax_latency_ms"],
                          "searched_against_ms": summary["latency_budget_ms"], "refinement": summary.get("refinement", []),
                          "chosen_finalist": summary.get("chosen_finalist"),
-                         "finalists": [{k: f[k] for k in ("name", "predicted_latency_us", "proxy", "chosen")}
+                         "finalists": [{k: f[k] for k in ("name", "predicted_latency_us", "screen", "proxy", "chosen") if k in f}
                                        for f in summary.get("finalists", [])],
                          **searched, "arch": arch.to_dict()},
             "searched_warm_start": warm,
@@ -268,7 +268,9 @@ def finalists_text(finalists: list[dict]) -> str:
     chosen = next(f for f in finalists if f["chosen"])
     own = next(f for f in finalists if f["name"] == "search")
     text = f"{len(finalists)}; chosen `{chosen['name']}` {chosen['proxy']['logloss']:.4f}"
-    return text if chosen is own else text + f" (own {own['proxy']['logloss']:.4f})"
+    if chosen is own:
+        return text
+    return text + (f" (own {own['proxy']['logloss']:.4f})" if "proxy" in own else " (own screened out)")
 
 
 def markdown(report: dict) -> str:

@@ -103,6 +103,12 @@ class SearchConfig:
     # arch rows is returned. On 1M planted rows `dot` against `cat` was a coin toss in the supernet and
     # cost up to 0.04 test logloss; a one-pass training costs a few percent of the supernet's epochs.
     finalists: bool = knob(True, "After the derivation, train the finalists (the search's arch, it with another interaction kind, width or MLP depth, the incumbents) one pass each and return the best on the arch rows.", flags="--finalists/--no-finalists")
+    # A front trains the finalists of every point; screening them (successive halving's first rung:
+    # all on the first share of the weight rows, the best `finalist_keep` on all of them) keeps its
+    # cost near one search's. `search.finalists` says why a quarter: after 1/8 of the rows the smallest
+    # arch led. Unset: a front screens on 1/4 (`search.finalists.FRONT_SCREEN`), a single search does not.
+    finalist_screen: float | None = knob(None, "Screen the finalists on this share of the weight rows first and train only the best --finalist-keep on all of them (1: no screening) [unset: 0.25 in a front of several budgets, 1 in a single search].")
+    finalist_keep: int = knob(2, "Finalists kept after the screening, each then trained on all the weight rows.")
     # Which arch a weight step trains (between the sandwich's extremes): one drawn uniformly
     # (single-path one-shot NAS, SPOS / once-for-all), or one drawn from the arch logits (FBNet).
     # From the logits, the choices the logits favour early are the ones trained, so they look
@@ -193,6 +199,10 @@ class SearchConfig:
             bad("flops_weight and param_bytes_weight must be non-negative")
         if self.weight_grad_clip is not None and self.weight_grad_clip <= 0:
             bad("weight_grad_clip must be positive")
+        if self.finalist_screen is not None and not 0 < self.finalist_screen <= 1:
+            bad(f"finalist_screen must lie in (0, 1], got {self.finalist_screen}")
+        if self.finalist_keep < 1:
+            bad("finalist_keep must be positive")
         if self.stop_after is not None and self.stop_after < 1:
             bad("stop_after must be positive")
 

@@ -34,6 +34,17 @@ defaults) and is scored by its logloss on the arch part, which no finalist train
 on; the validation and test splits stay untouched. `finalists.json` in the run
 folder holds every finalist's record as it finishes, so a resumed search trains
 none twice.
+
+Screening (successive halving's first rung): with a share s < 1
+(`SearchConfig.finalist_screen`), every finalist first trains one pass over the
+first s of the weight part, and only the `finalist_keep` best on the arch part
+train the whole pass; n finalists then cost n * s + keep whole trainings instead
+of n. A front screens by default (`screen_share`): it trains the finalists of
+every point, and on 1M planted rows the points' finalists alone cost about twice
+one search's supernet. Early in training small archs lead (after 1/8 of the
+weight rows every finalist of a budget scored within 0.008 and the smallest led);
+after 1/4 the three best of 11 were the three best after the whole pass at the
+0.5x and 1x budgets (benchmarks/RESULTS.md, `front_quality.py`).
 """
 
 from __future__ import annotations
@@ -59,6 +70,8 @@ from search.refine import HeldOut, keep_capacity, refine
 from search.supernet import SupernetBase
 
 RECORDS = "finalists.json"
+# The share of the weight rows a front's finalists are screened on (module docstring).
+FRONT_SCREEN = 0.25
 
 
 @dataclass(frozen=True)
@@ -150,6 +163,14 @@ def weight_and_arch_parts(data: PreparedData, split_fraction: float) -> tuple[Sp
     return part("finalist training", 0, cut), part("finalist scoring", cut, len(train))
 
 
+def screen_share(config: SearchConfig, points: int) -> float:
+    """The share of the weight rows the finalists are screened on: the config's, else `FRONT_SCREEN` in a
+    front of several points and 1 (no screening) in a single search."""
+    if config.finalist_screen is not None:
+        return config.finalist_screen
+    return FRONT_SCREEN if points > 1 else 1.0
+
+
 def proxy_metrics(space, choices: dict[str, Choice], parts: tuple[Split, Split], config: SearchConfig) -> dict:
     """Train the arch at `choices` of `space` from scratch one pass over `parts[0]` with the supernet's
     recipe; its metrics on `parts[1]` ({logloss, auc, ...}) and the seconds it took."""
@@ -162,26 +183,50 @@ def proxy_metrics(space, choices: dict[str, Choice], parts: tuple[Split, Split],
 
 
 def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts: tuple[Split, Split],
-           config: SearchConfig, folder: Path) -> tuple[Settled, list[dict]]:
-    """(the finalist with the lowest proxy logloss, every finalist's record). Records found in
-    `folder`/finalists.json for the same choices and recipe are reused; each new one is written as it
-    finishes. Ties keep the earlier finalist (the search's own first)."""
+           config: SearchConfig, folder: Path, screen: float = 1.0, known: dict[str, dict] | None = None,
+           ) -> tuple[Settled, list[dict]]:
+    """(the finalist with the lowest proxy logloss, every finalist's record).
+
+    With `screen` < 1 and more than `config.finalist_keep` finalists, each first trains on the first
+    `screen` of the weight part (its record's `screen`), and only the `finalist_keep` best train the
+    whole part (`proxy`; the others' records have none). Records found in `folder`/finalists.json or
+    in `known` ({choices key: record}, e.g. another point's of a front; the new ones are added to it)
+    for the same choices and recipe are reused; each new one is written as it finishes. Ties keep the
+    earlier finalist (the search's own first).
+    """
     recipe = {f: getattr(config, f) for f in ("seed", "train_batch_size", "weight_optimizer", "weight_lr", "split_fraction")}
     path = folder / RECORDS
     old = read_json(path, "finalists") if path.exists() else []
-    done = {_key(r["choices"]): r for r in old if isinstance(r, dict) and r.get("recipe") == recipe and "choices" in r}
-    records = []
-    for c in finalists:
-        record = done.get(_key(c.choices))
-        if record is None:
-            metrics = proxy_metrics(net.space, c.choices, parts, config)
-            record = {"name": c.name, "choices": c.choices, "recipe": recipe,
-                      "predicted_latency_us": choices_cost(table, net.layout, c.choices), "proxy": metrics}
-        records.append({**record, "name": c.name})
+    known = {} if known is None else known
+    done = {**known, **{_key(r["choices"]): r for r in old if isinstance(r, dict) and r.get("recipe") == recipe and "choices" in r}}
+    records = [{"name": c.name, "choices": c.choices, "recipe": recipe,
+                "predicted_latency_us": choices_cost(table, net.layout, c.choices)} for c in finalists]
+
+    def measure(i: int, what: str, rows: tuple[Split, Split]) -> None:
+        """records[i][what] (`screen` or `proxy`): reused from `done`, else trained on `rows`."""
+        c, r = finalists[i], records[i]
+        earlier = done.get(_key(c.choices), {})
+        if what in earlier and (what == "proxy" or earlier.get("screen_share") == screen):
+            r[what] = earlier[what]
+        else:
+            r[what] = proxy_metrics(net.space, c.choices, rows, config)
+        if what == "screen":
+            r["screen_share"] = screen
+        known[_key(c.choices)] = {**done.get(_key(c.choices), {}), **r}
         write_json_atomic(path, records)
-        click.echo(f"search: finalist {c.name}: proxy logloss {record['proxy']['logloss']:.4f} "
-                   f"(predicted {record['predicted_latency_us'] / 1000:.3f}ms)", err=True)
-    best = min(range(len(finalists)), key=lambda i: records[i]["proxy"]["logloss"])
+        click.echo(f"search: finalist {c.name}: {'screened on ' + format(screen, '.0%') + ' of the rows, ' if what == 'screen' else ''}"
+                   f"logloss {r[what]['logloss']:.4f} (predicted {r['predicted_latency_us'] / 1000:.3f}ms)", err=True)
+
+    kept = range(len(finalists))
+    if screen < 1 and len(finalists) > config.finalist_keep:
+        train = parts[0]
+        first = Split(f"{train.name}, first {screen:.0%}", *(a[: int(len(train) * screen)] for a in (train.dense, train.sparse, train.labels)))
+        for i in kept:
+            measure(i, "screen", (first, parts[1]))
+        kept = sorted(kept, key=lambda i: records[i]["screen"]["logloss"])[: config.finalist_keep]
+    for i in sorted(kept):
+        measure(i, "proxy", parts)
+    best = min(sorted(kept), key=lambda i: records[i]["proxy"]["logloss"])
     for i, r in enumerate(records):
         r["chosen"] = i == best
     write_json_atomic(path, records)

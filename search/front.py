@@ -55,7 +55,7 @@ from search.budget import BudgetController
 from search.config import SearchConfig
 from search.cost import CostTables
 from search.family_search import family_search
-from search.finalists import incumbent_choices, weight_and_arch_parts
+from search.finalists import incumbent_choices, screen_share, weight_and_arch_parts
 from search.layout import Layout
 from search.margin import record_margin
 from search.rank import supernet_metrics
@@ -311,12 +311,14 @@ def _front(data: PreparedData, space, points: list[Point], tables, identity, bat
     if len(logs[0]) < config.epochs:
         return {"stopped_after_epoch": len(logs[0]), "epochs": config.epochs}
     val, rows, parts = data.split("val"), held_out(data, config), weight_and_arch_parts(data, config.split_fraction)
-    finished = []
+    finished, trained = [], {}  # trained: the finalists' records of every point, so a finalist two points share trains once
+    screen = screen_share(config, len(points))
     for k, (p, (status, fastest_us, slowest_us)) in enumerate(zip(points, feasible)):
         search.use(k)
         folder = out / p.name
         summary = _finish(search, folder, logs[k], p.searched_us, batch_size, p.lut, status, fastest_us, slowest_us,
-                          elapsed_before + time.perf_counter() - started, {**identity, "point": p.name}, rows, parts, incumbents)
+                          elapsed_before + time.perf_counter() - started, {**identity, "point": p.name}, rows, parts, incumbents,
+                          screen, trained)
         summary = record_margin(summary, folder, p.margin, p.budget_us, p.lut)
         metrics = supernet_metrics(search.net, summary["choices"], val)
         finished.append(point_record(p, summary, metrics))
@@ -351,6 +353,7 @@ def point_record(p: Point, summary: dict, metrics: dict) -> dict:
         "within_budget": summary["within_budget"],
         "budget_status": summary["budget_status"],
         "projection_needed": summary["projection_needed"],
+        "chosen_finalist": summary["chosen_finalist"],
         "arch": f"{p.name}/arch.json",
         "run": p.name,
         "supernet_val_logloss": metrics["logloss"],

@@ -120,6 +120,45 @@ def test_choose_returns_the_lowest_proxy_logloss_and_a_rerun_trains_none_again(d
     assert again.name == chosen.name and records_again == records
 
 
+def test_screening_trains_every_finalist_on_the_first_rows_and_the_best_on_all(data, tmp_path, monkeypatch):
+    space = get_space("dlrm-tiny", cardinalities=PreparedData.open(data).cardinalities)
+    net = Supernet(space)
+    table = latency_table(space, toy_lut(space, B), B)
+    found = [Settled(f"f{i}", c, [], [], []) for i, c in enumerate(
+        [space.smallest_choices(), space.largest_choices(),
+         {**space.smallest_choices(), "top_depth": space.largest_choices()["top_depth"]}])]
+    parts = weight_and_arch_parts(PreparedData.open(data), 0.8)
+    config = SearchConfig(train_batch_size=128, finalist_keep=2)
+    seen = []  # (finalist, rows trained on) per training
+    real = finalists.proxy_metrics
+
+    def counted(space_, choices, rows, config_):
+        seen.append((next(c.name for c in found if c.choices == choices), len(rows[0])))
+        return real(space_, choices, rows, config_)
+
+    monkeypatch.setattr(finalists, "proxy_metrics", counted)
+    known: dict = {}
+    chosen, records = choose(net, table, found, parts, config, tmp_path, screen=0.25, known=known)
+    screened = int(len(parts[0]) * 0.25)
+    assert seen[:3] == [(c.name, screened) for c in found]
+    kept = sorted(range(3), key=lambda i: records[i]["screen"]["logloss"])[:2]
+    assert sorted(seen[3:]) == sorted((found[i].name, len(parts[0])) for i in kept)
+    assert all(("proxy" in r) == (i in kept) and r["screen_share"] == 0.25 for i, r in enumerate(records))
+    assert chosen is found[min(kept, key=lambda i: records[i]["proxy"]["logloss"])]
+    # Another point of a front holding one of these finalists trains it no more (`known`).
+    seen.clear()
+    again, _ = choose(net, table, [found[kept[0]]], parts, config, tmp_path / "other", screen=0.25, known=known)
+    assert seen == [] and again is found[kept[0]]
+
+
+def test_a_front_screens_its_finalists_and_a_single_search_does_not():
+    assert finalists.screen_share(SearchConfig(), 1) == 1.0
+    assert finalists.screen_share(SearchConfig(), 4) == finalists.FRONT_SCREEN < 1
+    assert finalists.screen_share(SearchConfig(finalist_screen=1.0), 4) == 1.0
+    with pytest.raises(Exception, match="finalist_screen"):
+        SearchConfig(finalist_screen=0.0)
+
+
 def test_the_parts_split_the_train_split_where_the_supernet_does(data):
     prepared = PreparedData.open(data)
     train = prepared.split("train")
