@@ -41,10 +41,14 @@ first s of the weight part, and only the `finalist_keep` best on the arch part
 train the whole pass; n finalists then cost n * s + keep whole trainings instead
 of n. A front screens by default (`screen_share`): it trains the finalists of
 every point, and on 1M planted rows the points' finalists alone cost about twice
-one search's supernet. Early in training small archs lead (after 1/8 of the
-weight rows every finalist of a budget scored within 0.008 and the smallest led);
-after 1/4 the three best of 11 were the three best after the whole pass at the
-0.5x and 1x budgets (benchmarks/RESULTS.md, `front_quality.py`).
+one search's supernet. The screen reads at least `MIN_SCREEN_ROWS` (where the share
+holds fewer, that many; where the weight part holds no more, no screening): early
+in training the archs that learn fastest lead, not those that end best. Measured
+(benchmarks/RESULTS.md, `finalist_screening.py`): on 1M planted rows a quarter of
+the weight rows (160k) ranked the whole pass's winner first at 0.5x, 1x and 2x
+the reference's latency (Kendall tau 0.62-0.78 over 11 finalists), an eighth
+(80k) at tau 0.02-0.47; on the demo's 150k rows a quarter (24k) ranked it 5th and
+7th (tau 0.53 and -0.05), where the whole pass is cheap anyway.
 """
 
 from __future__ import annotations
@@ -70,8 +74,10 @@ from search.refine import HeldOut, keep_capacity, refine
 from search.supernet import SupernetBase
 
 RECORDS = "finalists.json"
-# The share of the weight rows a front's finalists are screened on (module docstring).
+# The share of the weight rows a front's finalists are screened on, and the fewest rows a screening
+# reads (module docstring): with fewer the screen ranks by how fast an arch starts to learn.
 FRONT_SCREEN = 0.25
+MIN_SCREEN_ROWS = 150_000
 
 
 @dataclass(frozen=True)
@@ -188,8 +194,9 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
     """(the finalist with the lowest proxy logloss, every finalist's record).
 
     With `screen` < 1 and more than `config.finalist_keep` finalists, each first trains on the first
-    `screen` of the weight part (its record's `screen`), and only the `finalist_keep` best train the
-    whole part (`proxy`; the others' records have none). Records found in `folder`/finalists.json or
+    `screen` of the weight part, at least `MIN_SCREEN_ROWS` (its record's `screen`; none where that is
+    the whole part), and only the `finalist_keep` best train the whole part (`proxy`; the others'
+    records have none). Records found in `folder`/finalists.json or
     in `known` ({choices key: record}, e.g. another point's of a front; the new ones are added to it)
     for the same choices and recipe are reused; each new one is written as it finishes. Ties keep the
     earlier finalist (the search's own first).
@@ -206,21 +213,21 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
         """records[i][what] (`screen` or `proxy`): reused from `done`, else trained on `rows`."""
         c, r = finalists[i], records[i]
         earlier = done.get(_key(c.choices), {})
-        if what in earlier and (what == "proxy" or earlier.get("screen_share") == screen):
+        if what in earlier and (what == "proxy" or earlier.get("screen_rows") == screened_rows):
             r[what] = earlier[what]
         else:
             r[what] = proxy_metrics(net.space, c.choices, rows, config)
         if what == "screen":
-            r["screen_share"] = screen
+            r["screen_rows"] = screened_rows
         known[_key(c.choices)] = {**done.get(_key(c.choices), {}), **r}
         write_json_atomic(path, records)
-        click.echo(f"search: finalist {c.name}: {'screened on ' + format(screen, '.0%') + ' of the rows, ' if what == 'screen' else ''}"
+        click.echo(f"search: finalist {c.name}: {f'screened on {screened_rows:,} rows, ' if what == 'screen' else ''}"
                    f"logloss {r[what]['logloss']:.4f} (predicted {r['predicted_latency_us'] / 1000:.3f}ms)", err=True)
 
-    kept = range(len(finalists))
-    if screen < 1 and len(finalists) > config.finalist_keep:
-        train = parts[0]
-        first = Split(f"{train.name}, first {screen:.0%}", *(a[: int(len(train) * screen)] for a in (train.dense, train.sparse, train.labels)))
+    kept, train = range(len(finalists)), parts[0]
+    screened_rows = max(int(len(train) * screen), MIN_SCREEN_ROWS)
+    if screen < 1 and len(finalists) > config.finalist_keep and screened_rows < len(train):
+        first = Split(f"{train.name}, first {screened_rows:,} rows", *(a[:screened_rows] for a in (train.dense, train.sparse, train.labels)))
         for i in kept:
             measure(i, "screen", (first, parts[1]))
         kept = sorted(kept, key=lambda i: records[i]["screen"]["logloss"])[: config.finalist_keep]

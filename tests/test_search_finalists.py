@@ -137,18 +137,29 @@ def test_screening_trains_every_finalist_on_the_first_rows_and_the_best_on_all(d
         return real(space_, choices, rows, config_)
 
     monkeypatch.setattr(finalists, "proxy_metrics", counted)
+    monkeypatch.setattr(finalists, "MIN_SCREEN_ROWS", 100)  # the test data's weight part: 1,280 rows
     known: dict = {}
     chosen, records = choose(net, table, found, parts, config, tmp_path, screen=0.25, known=known)
     screened = int(len(parts[0]) * 0.25)
     assert seen[:3] == [(c.name, screened) for c in found]
     kept = sorted(range(3), key=lambda i: records[i]["screen"]["logloss"])[:2]
     assert sorted(seen[3:]) == sorted((found[i].name, len(parts[0])) for i in kept)
-    assert all(("proxy" in r) == (i in kept) and r["screen_share"] == 0.25 for i, r in enumerate(records))
+    assert all(("proxy" in r) == (i in kept) and r["screen_rows"] == screened for i, r in enumerate(records))
     assert chosen is found[min(kept, key=lambda i: records[i]["proxy"]["logloss"])]
     # Another point of a front holding one of these finalists trains it no more (`known`).
     seen.clear()
     again, _ = choose(net, table, [found[kept[0]]], parts, config, tmp_path / "other", screen=0.25, known=known)
     assert seen == [] and again is found[kept[0]]
+    # Where a quarter of the weight rows is under MIN_SCREEN_ROWS, the screen reads that many; where that
+    # is the whole weight part, every finalist trains the whole pass.
+    seen.clear()
+    monkeypatch.setattr(finalists, "MIN_SCREEN_ROWS", 500)
+    choose(net, table, found, parts, config, tmp_path / "min", screen=0.25)
+    assert [n for _, n in seen[:3]] == [500] * 3
+    seen.clear()
+    monkeypatch.setattr(finalists, "MIN_SCREEN_ROWS", len(parts[0]))
+    _, records = choose(net, table, found, parts, config, tmp_path / "none", screen=0.25)
+    assert seen and {n for _, n in seen} == {len(parts[0])} and len(seen) == 3 and all("screen" not in r for r in records)
 
 
 def test_a_front_screens_its_finalists_and_a_single_search_does_not():
