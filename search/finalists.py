@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -117,14 +117,25 @@ def incumbent_choices(space, archs: dict[str, object]) -> dict[str, dict[str, Ch
     return out
 
 
+@dataclass
+class FrontShare:
+    """What the points of a front share in their finalists: every record trained so far ({choices key:
+    record}, so a finalist two points hold trains once) and each finished point's chosen arch."""
+
+    records: dict[str, dict] = field(default_factory=dict)
+    chosen: dict[str, dict[str, Choice]] = field(default_factory=dict)  # {point name: choices}
+
+
 def candidates(net: SupernetBase, table: CostTable, own: Settled, probs: dict[str, torch.Tensor], rows: HeldOut,
                budget_us: float, floor: float, config: SearchConfig, incumbents: dict[str, dict[str, Choice]] | None = None,
-               ) -> list[Settled]:
-    """The finalists (module docstring): `own` (the search's settled arch), its switches and the settled
-    incumbents (the family's and `incumbents`, {name: choices}), distinct and within `budget_us`."""
+               borrowed: dict[str, dict[str, Choice]] | None = None) -> list[Settled]:
+    """The finalists (module docstring): `own` (the search's settled arch), its switches, the settled
+    incumbents (the family's and `incumbents`, {name: choices}) and, as they are, the archs other points
+    of a front chose (`borrowed`, {point name: choices}), distinct and within `budget_us`."""
     found = [own] + switches(net, table, own.choices, probs, budget_us)
     for name, choices in {**net.incumbents(), **(incumbents or {})}.items():
         found.append(settle(net, table, f"incumbent {name}", choices, probs, rows, budget_us, floor, config))
+    found += [Settled(f"point {name}", choices, [], [], []) for name, choices in (borrowed or {}).items()]
     return distinct([c for c in found if choices_cost(table, net.layout, c.choices) <= budget_us])
 
 
@@ -196,7 +207,7 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
     With `screen` < 1 and more than `config.finalist_keep` finalists, each first trains on the first
     `screen` of the weight part, at least `MIN_SCREEN_ROWS` (its record's `screen`; none where that is
     the whole part), and only the `finalist_keep` best train the whole part (`proxy`; the others'
-    records have none). Records found in `folder`/finalists.json or
+    records have none); one with a whole-part record already joins them unscreened. Records found in `folder`/finalists.json or
     in `known` ({choices key: record}, e.g. another point's of a front; the new ones are added to it)
     for the same choices and recipe are reused; each new one is written as it finishes. Ties keep the
     earlier finalist (the search's own first).
@@ -224,16 +235,19 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
         click.echo(f"search: finalist {c.name}: {f'screened on {screened_rows:,} rows, ' if what == 'screen' else ''}"
                    f"logloss {r[what]['logloss']:.4f} (predicted {r['predicted_latency_us'] / 1000:.3f}ms)", err=True)
 
-    kept, train = range(len(finalists)), parts[0]
+    # A finalist trained on the whole part already (another point's, or before a kill) needs no screen.
+    whole = [i for i, c in enumerate(finalists) if "proxy" in done.get(_key(c.choices), {})]
+    kept, train = [i for i in range(len(finalists)) if i not in whole], parts[0]
     screened_rows = max(int(len(train) * screen), MIN_SCREEN_ROWS)
-    if screen < 1 and len(finalists) > config.finalist_keep and screened_rows < len(train):
+    if screen < 1 and len(kept) > config.finalist_keep and screened_rows < len(train):
         first = Split(f"{train.name}, first {screened_rows:,} rows", *(a[:screened_rows] for a in (train.dense, train.sparse, train.labels)))
         for i in kept:
             measure(i, "screen", (first, parts[1]))
         kept = sorted(kept, key=lambda i: records[i]["screen"]["logloss"])[: config.finalist_keep]
-    for i in sorted(kept):
+    kept = sorted(kept + whole)
+    for i in kept:
         measure(i, "proxy", parts)
-    best = min(sorted(kept), key=lambda i: records[i]["proxy"]["logloss"])
+    best = min(kept, key=lambda i: records[i]["proxy"]["logloss"])
     for i, r in enumerate(records):
         r["chosen"] = i == best
     write_json_atomic(path, records)

@@ -55,7 +55,7 @@ from search.budget import BudgetController
 from search.config import SearchConfig
 from search.cost import CostTables
 from search.family_search import family_search
-from search.finalists import incumbent_choices, screen_share, weight_and_arch_parts
+from search.finalists import FrontShare, incumbent_choices, screen_share, weight_and_arch_parts
 from search.layout import Layout
 from search.margin import record_margin
 from search.rank import supernet_metrics
@@ -311,17 +311,22 @@ def _front(data: PreparedData, space, points: list[Point], tables, identity, bat
     if len(logs[0]) < config.epochs:
         return {"stopped_after_epoch": len(logs[0]), "epochs": config.epochs}
     val, rows, parts = data.split("val"), held_out(data, config), weight_and_arch_parts(data, config.split_fraction)
-    finished, trained = [], {}  # trained: the finalists' records of every point, so a finalist two points share trains once
+    finished, shared = {}, FrontShare()
     screen = screen_share(config, len(points))
-    for k, (p, (status, fastest_us, slowest_us)) in enumerate(zip(points, feasible)):
+    # Cheapest first: a point's finalists include the archs the points finished before it chose, where
+    # they fit its budget (trained already, they cost nothing), so no point returns an arch that trained
+    # worse than a cheaper point's.
+    for k in sorted(range(len(points)), key=lambda k: points[k].searched_us):
+        p, (status, fastest_us, slowest_us) = points[k], feasible[k]
         search.use(k)
         folder = out / p.name
         summary = _finish(search, folder, logs[k], p.searched_us, batch_size, p.lut, status, fastest_us, slowest_us,
                           elapsed_before + time.perf_counter() - started, {**identity, "point": p.name}, rows, parts, incumbents,
-                          screen, trained)
+                          screen, shared)
         summary = record_margin(summary, folder, p.margin, p.budget_us, p.lut)
+        shared.chosen[p.name] = summary["choices"]
         metrics = supernet_metrics(search.net, summary["choices"], val)
-        finished.append(point_record(p, summary, metrics))
+        finished[k] = point_record(p, summary, metrics)
     front = {
         "format": FRONT_FORMAT,
         "space": space.name,
@@ -331,7 +336,7 @@ def _front(data: PreparedData, space, points: list[Point], tables, identity, bat
         "seed": config.seed,
         "arch_updates_per_batch": arch_updates,
         "elapsed_s": round(elapsed_before + time.perf_counter() - started, 3),
-        "points": finished,
+        "points": [finished[k] for k in range(len(points))],
         "config": config.to_dict(),
         "identity": identity,
     }

@@ -46,7 +46,7 @@ from search.cost import CostTables, cost_loss, one_hot_cost
 from search.derive import derive
 from search.extremes import extreme_arch
 from search.family_search import family_search, flops_table, latency_table, param_bytes_table
-from search.finalists import Settled, candidates, choose, incumbent_choices, screen_share, settle, weight_and_arch_parts
+from search.finalists import FrontShare, Settled, candidates, choose, incumbent_choices, screen_share, settle, weight_and_arch_parts
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project
@@ -498,9 +498,10 @@ def _echo_moves(settled: Settled) -> None:
 
 def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status, fastest_us, slowest_us, elapsed,
             identity, rows: HeldOut, parts: tuple[Split, Split], incumbents: dict[str, dict], screen: float = 1.0,
-            known: dict[str, dict] | None = None) -> dict:
-    """The search's arch (derived, settled, its finalists chosen; `screen` and `known` as
-    `search.finalists.choose`'s) and every file of the run folder but the log; summary.json's content."""
+            shared: FrontShare | None = None) -> dict:
+    """The search's arch (derived, settled, its finalists chosen: `screen` as `search.finalists.choose`'s;
+    in a front, `shared` lends the records and the chosen archs of its other points) and every file of
+    the run folder but the log; summary.json's content."""
     space, config, layout = search.space, search.config, search.net.layout
     argmax, probs = derive(search.net)
     # A floor the slowest arch cannot reach is no floor: then the argmax stands unless over budget.
@@ -518,9 +519,11 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
             chosen = own = settle(search.net, table, "search", argmax, probs, rows, budget_us, floor, config)
             _echo_moves(own)
             if config.finalists:
-                found = candidates(search.net, table, own, probs, rows, budget_us, floor, config, incumbents)
+                found = candidates(search.net, table, own, probs, rows, budget_us, floor, config, incumbents,
+                                   shared.chosen if shared else None)
                 if len(found) > 1:
-                    chosen, finalists = choose(search.net, table, found, parts, config, out, screen, known)
+                    chosen, finalists = choose(search.net, table, found, parts, config, out, screen,
+                                               shared.records if shared else None)
     choices, moves = chosen.choices, own.projection
     if chosen is not own:
         click.echo(f"search: returning the finalist {chosen.name}, which trained to a lower logloss on the arch rows "
