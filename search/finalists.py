@@ -27,6 +27,10 @@ The finalists:
   gives (`dnas-hw search --incumbent ARCH.json`, e.g. the model served today),
   settled as the argmax is: the design a user would ship without the search is
   a finalist, so the search returns something else only when it trains better.
+- `point {name}`: in a front (`search.front`), the arch each point finished
+  before this one chose, as it is, where it fits this budget: trained already,
+  it costs nothing, and no point returns an arch that trained worse than a
+  cheaper point's.
 
 A finalist trains one pass over the weight part of the train split with the
 supernet's recipe (optimizer, learning rate, batch size, seed; `dnas-hw train`'s

@@ -17,9 +17,13 @@ unchanged:
   one search's arch-step compute, not K times, and each head gets
   `arch_updates / K` of a dedicated search's arch steps (`DEFAULT_ARCH_UPDATES`;
   the cost is measured by benchmarks/front_quality.py);
-- finishing: per head, `search.run._finish` (projection, refinement, arch.json,
-  derived_init.pt, summary.json) into the point's folder, and the supernet's
-  validation metrics at the point's choices (`search.rank.supernet_metrics`).
+- finishing: per head, cheapest point first, `search.run._finish` (projection,
+  refinement, the finalists, arch.json, derived_init.pt, summary.json) into the
+  point's folder, and the supernet's validation metrics at the point's choices
+  (`search.rank.supernet_metrics`). The finalists are screened (a quarter of the
+  weight rows, `search.finalists.screen_share`), their records shared between the
+  points, and the archs the cheaper points chose join each point's finalists
+  (`search.finalists.FrontShare`).
 
 Run folder `out/`:
     front_state.pt      checkpoint after each epoch (removed when the front is finished)
