@@ -44,15 +44,16 @@ Screening (successive halving's first rung): with a share s < 1
 first s of the weight part, and only the `finalist_keep` best on the arch part
 train the whole pass; n finalists then cost n * s + keep whole trainings instead
 of n. A front screens by default (`screen_share`): it trains the finalists of
-every point, and on 1M planted rows the points' finalists alone cost about twice
-one search's supernet. The screen reads at least `MIN_SCREEN_ROWS` (where the share
-holds fewer, that many; where the weight part holds no more, no screening): early
-in training the archs that learn fastest lead, not those that end best. Measured
-(benchmarks/RESULTS.md, `finalist_screening.py`): on 1M planted rows a quarter of
-the weight rows (160k) ranked the whole pass's winner first at 0.5x, 1x and 2x
-the reference's latency (Kendall tau 0.62-0.78 over 11 finalists), an eighth
-(80k) at tau 0.02-0.47; on the demo's 150k rows a quarter (24k) ranked it 5th and
-7th (tau 0.53 and -0.05), where the whole pass is cheap anyway.
+every point, and on 1M planted rows the whole-pass finalists of 4 budgets (0.5x-4x
+the reference's latency) cost about three times one search's supernet. The screen
+reads at least `MIN_SCREEN_ROWS` (where the share holds fewer, that many; where the
+weight part holds no more, no screening): early in training the archs that learn
+fastest lead, not those that end best. Measured (benchmarks/RESULTS.md,
+`finalist_screening.py`): on 1M planted rows a quarter of the weight rows (160k)
+kept the whole pass's winner among its best 2 at 0.5x, 1x and 2x the reference's
+latency (Kendall tau 0.60-0.78 over 11 finalists); an eighth (80k) kept it too
+but ordered the rest at tau 0.02-0.45; on the demo's 150k rows a quarter (24k)
+ranked it 5th and 7th (tau 0.53 and -0.05), where the whole pass is cheap anyway.
 """
 
 from __future__ import annotations
@@ -211,10 +212,10 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
     With `screen` < 1 and more than `config.finalist_keep` finalists, each first trains on the first
     `screen` of the weight part, at least `MIN_SCREEN_ROWS` (its record's `screen`; none where that is
     the whole part), and only the `finalist_keep` best train the whole part (`proxy`; the others'
-    records have none); one with a whole-part record already joins them unscreened. Records found in `folder`/finalists.json or
-    in `known` ({choices key: record}, e.g. another point's of a front; the new ones are added to it)
-    for the same choices and recipe are reused; each new one is written as it finishes. Ties keep the
-    earlier finalist (the search's own first).
+    records have none); one with a whole-part record already joins them unscreened. Records found
+    in `folder`/finalists.json or in `known` ({choices key: record}, e.g. another point's of a front;
+    the new ones are added to it) for the same choices and recipe are reused; each new one is written
+    as it finishes. Ties keep the earlier finalist (the search's own first).
     """
     recipe = {f: getattr(config, f) for f in ("seed", "train_batch_size", "weight_optimizer", "weight_lr", "split_fraction")}
     path = folder / RECORDS
