@@ -212,7 +212,7 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
     With `screen` < 1 and more than `config.finalist_keep` finalists, each first trains on the first
     `screen` of the weight part, at least `MIN_SCREEN_ROWS` (its record's `screen`; none where that is
     the whole part), and only the `finalist_keep` best train the whole part (`proxy`; the others'
-    records have none); one with a whole-part record already joins them unscreened. Records found
+    records have none); one with a whole-part record in `known` joins them unscreened. Records found
     in `folder`/finalists.json or in `known` ({choices key: record}, e.g. another point's of a front;
     the new ones are added to it) for the same choices and recipe are reused; each new one is written
     as it finishes. Ties keep the earlier finalist (the search's own first).
@@ -240,8 +240,9 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
         click.echo(f"search: finalist {c.name}: {f'screened on {screened_rows:,} rows, ' if what == 'screen' else ''}"
                    f"logloss {r[what]['logloss']:.4f} (predicted {r['predicted_latency_us'] / 1000:.3f}ms)", err=True)
 
-    # A finalist trained on the whole part already (another point's, or before a kill) needs no screen.
-    whole = [i for i, c in enumerate(finalists) if "proxy" in done.get(_key(c.choices), {})]
+    # A finalist another point trained on the whole part needs no screen. Only `known` counts here, not
+    # this folder's records: a resumed run then keeps what the uninterrupted run kept.
+    whole = [i for i, c in enumerate(finalists) if "proxy" in known.get(_key(c.choices), {})]
     kept, train = [i for i in range(len(finalists)) if i not in whole], parts[0]
     screened_rows = max(int(len(train) * screen), MIN_SCREEN_ROWS)
     if screen < 1 and len(kept) > config.finalist_keep and screened_rows < len(train):

@@ -146,6 +146,14 @@ def test_screening_trains_every_finalist_on_the_first_rows_and_the_best_on_all(d
     assert sorted(seen[3:]) == sorted((found[i].name, len(parts[0])) for i in kept)
     assert all(("proxy" in r) == (i in kept) and r["screen_rows"] == screened for i, r in enumerate(records))
     assert chosen is found[min(kept, key=lambda i: records[i]["proxy"]["logloss"])]
+    # Killed before the second whole pass: the resumed run trains that one and no other.
+    cut = [dict(r) for r in records]
+    cut[kept[1]].pop("proxy")
+    (tmp_path / RECORDS).write_text(json.dumps(cut))
+    seen.clear()
+    resumed, resumed_records = choose(net, table, found, parts, config, tmp_path, screen=0.25)
+    assert seen == [(found[kept[1]].name, len(parts[0]))] and resumed is chosen
+    assert [i for i, r in enumerate(resumed_records) if "proxy" in r] == sorted(kept)
     # Another point of a front holding one of these finalists trains it no more (`known`).
     seen.clear()
     again, _ = choose(net, table, [found[kept[0]]], parts, config, tmp_path / "other", screen=0.25, known=known)
