@@ -23,16 +23,10 @@ from pathlib import Path
 import torch
 
 from dnas_hw.data.folder import PreparedData, Split
+from dnas_hw.metrics import kendall_tau
 from dnas_hw.space import get_space
 from search.config import SearchConfig
 from search.finalists import proxy_metrics, weight_and_arch_parts
-
-
-def kendall(a: list[float], b: list[float]) -> float:
-    """Kendall's tau-a of two equally long lists (ties count as neither concordant nor discordant)."""
-    pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))]
-    s = sum((a[i] - a[j]) * (b[i] - b[j]) > 0 for i, j in pairs) - sum((a[i] - a[j]) * (b[i] - b[j]) < 0 for i, j in pairs)
-    return s / len(pairs)
 
 
 def main() -> None:
@@ -61,7 +55,7 @@ def main() -> None:
             order = sorted(range(len(records)), key=lambda i: screened[i])
             winner = min(range(len(records)), key=lambda i: whole[i])
             lost = min(whole[i] for i in order[: args.keep]) - whole[winner]
-            rows.append({"run": str(run), "share": share, "finalists": len(records), "tau": kendall(screened, whole),
+            rows.append({"run": str(run), "share": share, "finalists": len(records), "tau": kendall_tau(screened, whole),
                          "winner": records[winner]["name"], "winner_rank": order.index(winner) + 1, "lost": lost})
             measured[f"{run} {share}"] = [{"name": r["name"], "whole": w, "screened": s} for r, w, s in zip(records, whole, screened)]
             print(json.dumps(rows[-1]), flush=True)

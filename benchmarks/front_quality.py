@@ -10,7 +10,7 @@ in ms), this script runs:
 1. the front: `search.front.run_front` over all budgets (one supernet);
 2. per budget, the dedicated search: `search.margin.run_search_within` (the CLI's
    single-budget path, the same margin);
-3. per budget, both archs retrained from scratch (`train_arch`, the same TrainConfig) on
+3. per budget, both archs retrained from scratch (`search_quality.retrained`, the same TrainConfig) on
    every seed of --retrain-seeds, and their median test logloss compared (--no-retrain:
    the time ratio only): one arch's retraining varies by up to 0.02 between seeds on 1M
    planted rows, more than the 0.003 the comparison is about.
@@ -38,7 +38,7 @@ from pathlib import Path
 
 
 from dnas_hw.dlrm.arch import Arch, dlrm_kaggle_reference
-from dnas_hw.train import TrainConfig, train_arch
+from dnas_hw.train import TrainConfig
 from lut.predict import predict
 from lut.table import Lut
 from search.config import SearchConfig

@@ -105,9 +105,9 @@ class SearchConfig:
     finalists: bool = knob(True, "After the derivation, train the finalists (the search's arch, it with another interaction kind, width or MLP depth, the incumbents) one pass each and return the best on the arch rows.", flags="--finalists/--no-finalists")
     # A front trains the finalists of every point; screening them (successive halving's first rung:
     # all on the first share of the weight rows, the best `finalist_keep` on all of them) cut a 4-point
-    # front's finalists on 1M planted rows from ~2,900 s (whole passes) to 1,261 s. `search.finalists` says why a quarter and at least 150,000 rows: with
-    # fewer, the archs that learn fastest lead. Unset: a front screens on 1/4
-    # (`search.finalists.FRONT_SCREEN`), a single search does not.
+    # front's finalists on 1M planted rows from ~2,900 s (whole passes) to 1,261 s. `search.finalists`
+    # says why a quarter and at least 150,000 rows: with fewer, the archs that learn fastest lead.
+    # Unset: a front screens on 1/4 (`search.finalists.FRONT_SCREEN`), a single search does not.
     finalist_screen: float | None = knob(None, "Screen the finalists on this share of the weight rows (at least 150,000) first and train only the best --finalist-keep on all of them (1: no screening) [unset: 0.25 in a front of several budgets, 1 in a single search].")
     finalist_keep: int = knob(2, "Finalists kept after the screening, each then trained on all the weight rows.")
     # Which arch a weight step trains (between the sandwich's extremes): one drawn uniformly
