@@ -24,7 +24,7 @@ of a few moves costs about two full rounds.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -47,11 +47,15 @@ MAX_MOVES = 12
 
 @dataclass(frozen=True)
 class HeldOut:
-    """Rows the supernet scores archs on: dense [N, num_dense], sparse [N, F] int64, labels [N]."""
+    """Rows the supernet scores archs on: dense [N, num_dense], sparse [N, F] int64, labels [N].
+
+    `memo` ({(first row, rows) of a batch: dict}) is what `SupernetBase.score` keeps of each batch from one
+    arch's scoring to the next."""
 
     dense: torch.Tensor
     sparse: torch.Tensor
     labels: torch.Tensor
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def base_rate_logloss(self) -> float:
         """The logloss of predicting these rows' own positive rate for every row (their label entropy)."""
@@ -84,7 +88,8 @@ def supernet_loss(net: SupernetBase, choices: dict[str, Choice], rows: HeldOut, 
     probs = {g: t.float() for g, t in net.layout.one_hot(choices).items()}
     total = 0.0
     for i in range(0, len(rows.labels), batch_size):
-        logits = net(rows.dense[i : i + batch_size], rows.sparse[i : i + batch_size], probs)
+        logits = net.score(rows.dense[i : i + batch_size], rows.sparse[i : i + batch_size], probs,
+                           rows.memo.setdefault((i, batch_size), {}))
         total += float(nn.functional.binary_cross_entropy_with_logits(logits, rows.labels[i : i + batch_size], reduction="sum"))
     return total / len(rows.labels)
 

@@ -85,6 +85,14 @@ class SupernetBase(nn.Module):
         (`search.finalists`: each is a finalist, settled into the budget's band). Empty by default."""
         return {}
 
+    def score(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor], memo: dict) -> torch.Tensor:
+        """Logits [B] as `forward`, without gradient, when many archs are scored on the same rows
+        (`search.refine.supernet_loss`): `memo` is one dict per batch of those rows, kept by the caller
+        from call to call, in which a family may keep what it computed of them that later archs share
+        (keyed by the choices and the weights' versions, so a weight changed in place is not served
+        stale). The default keeps nothing."""
+        return self(dense, sparse, probs)
+
     def arch_parameters(self) -> list[nn.Parameter]:
         return list(self.arch_logits.values())
 

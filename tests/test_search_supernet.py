@@ -256,3 +256,38 @@ def test_a_weight_step_follows_the_mean_gradient_of_its_paths():
     assert search.weight_step(dense, sparse, y, 1.0, step=0) == pytest.approx(sum(losses) / 2)
     for p, e in zip(weights, expected):
         torch.testing.assert_close(p.grad if p.grad is not None else torch.zeros_like(p), e, rtol=1e-4, atol=1e-7)
+
+
+def test_scoring_with_the_bottom_memo_equals_a_fresh_forward_and_reuses_the_bottom(monkeypatch):
+    """Archs scored on the same held-out rows (`search.refine.supernet_loss`) compute the bottom MLP once per
+    bottom they share, get the losses a fresh forward gives, and a bottom weight changed in place is not
+    served from the memo."""
+    from torch import nn
+
+    from search.refine import HeldOut, evaluating, supernet_loss
+
+    space = SMALL_KAGGLE
+    net = trained_like(Supernet(space), 2)
+    dense, sparse = random_batch(space, 300)
+    labels = (torch.arange(300) % 3 == 0).float()
+    rows = HeldOut(dense, sparse, labels)
+    base = space.sample_choices(random.Random(4))
+    moves = [(slot, alt) for g in ("emb_rows", "emb_dim", "top_depth") for slot, alts in
+             zip(net.layout.groups[g].slots, net.layout.groups[g].choices) for alt in alts if alt != base[slot]]
+    archs = [base] + [{**base, slot: alt} for slot, alt in moves[::7]]  # tables, dims and the top: one bottom
+    calls = []
+    bottom_forward = net.bottom.forward
+    monkeypatch.setattr(net.bottom, "forward", lambda *a, **k: calls.append(1) or bottom_forward(*a, **k))
+
+    def fresh(choices):
+        probs = {g: t.float() for g, t in net.layout.one_hot(choices).items()}
+        with torch.no_grad():
+            return float(nn.functional.binary_cross_entropy_with_logits(net(dense, sparse, probs), labels))
+
+    with evaluating(net):
+        scored = [supernet_loss(net, c, rows, batch_size=128) for c in archs]
+        assert len(archs) > 5 and len(calls) == 3  # one bottom, three batches of rows
+        assert scored == pytest.approx([fresh(c) for c in archs], rel=1e-5)
+        with torch.no_grad():
+            next(net.bottom.parameters()).mul_(1.5)
+        assert supernet_loss(net, base, rows, batch_size=128) == pytest.approx(fresh(base), rel=1e-5) != scored[0]

@@ -27,6 +27,11 @@ from search.mixed import ElasticMLP, InvSqrtWidth, MixedEmbeddings, fixed_choice
 from search.supernet import SupernetBase
 
 
+# Bottom MLP outputs `Supernet.score` keeps per batch of rows: the refinement's bottom moves each
+# bring a new one, and the arch they leave goes on scoring its own.
+BOTTOM_MEMO = 2
+
+
 def interaction_columns(kind: str, num_sparse: int, dim: int, max_dim: int) -> list[int]:
     """Where the `kind` interaction's output at width `dim` lies in its output at `max_dim`.
 
@@ -147,19 +152,46 @@ class Supernet(SupernetBase):
         x, embedded = self.features(dense, sparse, probs)
         return self.head(x, embedded, probs["interaction"][..., 0, :], probs)
 
-    def features(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def score(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor], memo: dict) -> torch.Tensor:
+        """`forward`, with the bottom MLP's output kept in `memo` (`SupernetBase.score`): the settling's
+        moves change the tables, dims and top far more often than the bottom, and a wide bottom MLP cost
+        ~3/4 of a scoring pass on 1M planted rows (benchmarks/RESULTS.md, settle_cost.py)."""
+        x, embedded = self.features(dense, sparse, probs, memo)
+        return self.head(x, embedded, probs["interaction"][..., 0, :], probs)
+
+    def features(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor],
+                 memo: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(bottom MLP output [B, D], embedded [B, F, D]): everything before the interaction, at the
-        chosen D, or at the widest with the coordinates beyond D masked by its probabilities."""
+        chosen D, or at the widest with the coordinates beyond D masked by its probabilities. With
+        `memo` (`score`), a fixed bottom's output is taken from it or kept in it."""
         p_dim = probs["interaction_dim"][..., 0, :]
         j = fixed_choice(p_dim)
-        x = self.bottom(dense, probs["bottom"], probs["bottom_depth"][..., 0, :], self.space.num_dense**-0.5,
-                        out_features=None if j is None else self.dims[j])
+        key = self._bottom_key(probs, j) if memo is not None and not torch.is_grad_enabled() else None
+        x = memo.get(key) if key is not None else None
+        if x is None:
+            x = self.bottom(dense, probs["bottom"], probs["bottom_depth"][..., 0, :], self.space.num_dense**-0.5,
+                            out_features=None if j is None else self.dims[j])
+            if key is not None:
+                while len(memo) >= BOTTOM_MEMO:
+                    memo.pop(next(iter(memo)))  # the oldest: dicts keep insertion order
+                memo[key] = x
         embedded = self.embeddings(sparse, probs["emb_rows"], probs["emb_dim"])
         if j is not None:
             d = self.dims[j]
             return x[:, :d], pad_to(embedded, d)[..., :d]
         mask = p_dim @ self.dim_masks
         return x * mask, pad_to(embedded, mask.shape[-1]) * mask[..., None, :]
+
+    def _bottom_key(self, probs: dict[str, torch.Tensor], j: int | None) -> tuple | None:
+        """What the bottom MLP's output depends on, at fixed choices: its depth, its widths, the output
+        width index j and its weights' versions (bumped by every in-place change); None when a choice is mixed."""
+        depth = fixed_choice(probs["bottom_depth"][..., 0, :])
+        if depth is None or j is None:
+            return None
+        widths = tuple(fixed_choice(row) for row in probs["bottom"].reshape(-1, probs["bottom"].shape[-1]))
+        if None in widths[: self.bottom.depths[depth]]:
+            return None
+        return ("bottom", depth, widths[: self.bottom.depths[depth]], j, tuple(p._version for p in self.bottom.parameters()))
 
     def head(self, x: torch.Tensor, embedded: torch.Tensor, p_inter: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The interaction under p_inter ([K] or [B, K]) and the top MLP under probs: logits [B]."""
