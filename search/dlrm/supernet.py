@@ -154,8 +154,9 @@ class Supernet(SupernetBase):
 
     def score(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor], memo: dict) -> torch.Tensor:
         """`forward`, with the bottom MLP's output kept in `memo` (`SupernetBase.score`): the settling's
-        moves change the tables, dims and top far more often than the bottom, and a wide bottom MLP cost
-        ~3/4 of a scoring pass on 1M planted rows (benchmarks/RESULTS.md, settle_cost.py)."""
+        moves change the tables, dims and top far more often than the bottom, and a wide bottom MLP is
+        most of a scoring pass (settling a 4x point's arch on 1M planted rows: 3.76x less CPU;
+        benchmarks/RESULTS.md, settle_cost.py)."""
         x, embedded = self.features(dense, sparse, probs, memo)
         return self.head(x, embedded, probs["interaction"][..., 0, :], probs)
 
