@@ -22,8 +22,6 @@ import argparse
 import json
 import time
 
-import torch
-
 from _run import open_run, search_arguments
 from dnas_hw.dlrm.arch import dlrm_kaggle_reference
 from dnas_hw.files import load_torch
