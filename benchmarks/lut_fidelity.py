@@ -8,6 +8,10 @@ OUT/summary.json, and prints a table against the targets (within +-10% >= 95%,
 median |error| <= 5%, Spearman >= 0.95). Where the LUT has a whole-arch
 correction (`lut.correction`), the same measurements are also scored against the
 plain sum (`additive` columns): before and after the correction, in one run.
+The validation also times the profile's reference models again (`profiler.drift`):
+the `drift%` column is how much slower the host ran them than during the profile
+(median over the references), and `net` the errors with the predictions scaled
+by that drift. The targets are read on the errors as measured.
 
 With `--repeat-archs N`, the same run also measures the host's own
 repeatability (`timing_repeatability.py`'s two passes over the first N of the
@@ -105,18 +109,23 @@ def main() -> None:
                 "meets_targets": meets(report, repeat.get(b)),
                 "whole_arch_correction": report["whole_arch_correction"],
                 "additive": {**additive, "meets_targets": meets(additive, repeat.get(b))} if additive else None,
+                # The profile's reference models timed again after the validation (`profiler.drift`): how far
+                # the host moved between the profile and the validation, and the errors net of it.
+                "host_drift": report.get("host_drift"),
                 "profile_s": round(profile_s, 1), "validate_s": round(validate_s, 1)})
         write_json_atomic(args.out / "summary.json", summary)
     print(f"{'backend':12} {'batch':>5} {'repeat10':>8} {'within10':>9} {'med|err|%':>9} {'spearman':>8} {'bias%':>7} "
-          f"{'max%':>7}  targets   | plain sum: within10 med|err|% spearman targets")
+          f"{'max%':>7}  targets   | drift% net: within10 med|err|% | plain sum: within10 med|err|% spearman targets")
     for r in summary["runs"]:
         rep = "-" if r["repeatability_within_10pct"] is None else f"{r['repeatability_within_10pct']:.0%}"
         a = r["additive"]
         plain = (f"{a['within_10pct']:9.0%} {a['median_abs_error_pct']:9.2f} {a['spearman']:8.3f} "
                  f"{'met' if a['meets_targets'] else 'MISSED'}") if a else "(no correction at this batch size)"
+        d = r["host_drift"]
+        drift = f"{d['pct']:+6.1f} {d['net']['within_10pct']:13.0%} {d['net']['median_abs_error_pct']:9.2f}" if d else f"{'-':>6} {'':23}"
         print(f"{r['backend']:12} {r['batch_size']:5d} {rep:>8} {r['within_10pct']:9.0%} {r['median_abs_error_pct']:9.2f} "
               f"{r['spearman']:8.3f} {r['mean_error_pct']:7.2f} {r['max_abs_error_pct']:7.1f}  "
-              f"{'met' if r['meets_targets'] else 'MISSED':8}  | {plain}")
+              f"{'met' if r['meets_targets'] else 'MISSED':8}  | {drift} | {plain}")
 
 
 if __name__ == "__main__":

@@ -66,8 +66,7 @@ from dnas_hw.timing import TimingStats
 from lut.correction import FEATURES, Correction, arch_features
 from profiler.correction_fit import MIN_GAIN, choose_correction
 from profiler.environment import cache_sizes
-from profiler.runners import time_archs
-from profiler.validate import GROUP
+from profiler.runners import GROUP, time_archs
 
 REFERENCE_SAMPLES = 16
 PERCENTILES = ("p10_us", "p50_us", "p90_us")

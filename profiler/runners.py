@@ -57,6 +57,10 @@ DEVICES = ("cpu", "cuda")
 
 # Rounds per latency; the best round's statistics are kept.
 ROUNDS = 7
+# Whole models timed together (`time_archs`), by `lut validate` and the profiler's references: their
+# rounds interleave (so a burst of load spoils one round of each, not all rounds of one), and their
+# models are in memory at once.
+GROUP = 4
 # One round of a whole-model timing: short, so that the rounds can be many and spread.
 MODEL_TIMER = dict(warmup=10, min_repeats=20, max_repeats=5000, min_time_s=0.05, max_time_s=0.5, rel_tol=0.02)
 

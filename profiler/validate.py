@@ -21,11 +21,9 @@ from dnas_hw.metrics import spearman
 from dnas_hw.progress import progress
 from lut.predict import predict
 from lut.table import Lut, overhead_call
-from profiler.runners import time_archs
+from profiler.drift import host_drift
+from profiler.runners import GROUP, time_archs
 
-# Archs timed together: their rounds interleave (so a burst of load spoils one
-# round of each, not all rounds of one), and their models are in memory at once.
-GROUP = 4
 WORST = 5
 
 
@@ -50,8 +48,12 @@ def sample_archs(space, samples: int, seed: int = 0) -> list:
 
 def validate_many(
     lut: Lut, space, *, samples: int, batch_sizes: Sequence[int], seed: int = 0, ids: IdSource | None = None,
+    with_drift: bool = True,
 ) -> dict[int, dict]:
     """`validate_lut` at several batch sizes, each model built (and exported) once: `{batch_size: report}`.
+
+    `with_drift`: also time the LUT's reference models again (`profiler.drift`; a third of the 50 archs'
+    time), for each report's `host_drift` where the LUT records them.
 
     `ids`: the ids the models see (`dnas_hw.data.ids`; None: spread); the caller
     checks that they are the LUT's (`Lut.check_ids`)."""
@@ -69,8 +71,9 @@ def validate_many(
             group = archs[start : start + GROUP]
             measured += time_archs(group, batch_sizes=sizes, cardinalities=space.cardinalities, seed=seed, ids=ids, **target)
             bar.update(len(group))
+    drift = host_drift(lut, space, sizes, ids) if with_drift else {}
     sources = {"ids": ids.describe(), "lut_ids": lut.id_source.describe()}
-    return {b: {**_report(lut, space, archs, [m[b] for m in measured], b, target), **sources} for b in sizes}
+    return {b: {**_report(lut, space, archs, [m[b] for m in measured], b, target, drift.get(b)), **sources} for b in sizes}
 
 
 def validate_lut(lut: Lut, space, *, samples: int, batch_size: int, seed: int = 0, ids: IdSource | None = None) -> dict:
@@ -82,12 +85,14 @@ def validate_lut(lut: Lut, space, *, samples: int, batch_size: int, seed: int = 
     statistics of the plain sum), `archs` (each arch's predicted, with a
     correction also `additive_ms`, and measured ms), `worst` (the largest
     errors, with arch and breakdown), `ids` and `lut_ids` (the ids the models
-    saw, and those the LUT was profiled with).
+    saw, and those the LUT was profiled with), and where the LUT records its
+    reference models `host_drift` (`profiler.drift`: `references`, `ratio`,
+    `pct`, and `net`: the statistics with the predictions scaled by the ratio).
     """
     return validate_many(lut, space, samples=samples, batch_sizes=[batch_size], seed=seed, ids=ids)[int(batch_size)]
 
 
-def _report(lut: Lut, space, archs: list, measured: list, batch_size: int, target: dict) -> dict:
+def _report(lut: Lut, space, archs: list, measured: list, batch_size: int, target: dict, drift: dict | None = None) -> dict:
     predictions = [predict(lut, a, batch_size) for a in archs]
     pred_us = [p.total_us for p in predictions]
     meas_us = [m.p50_us for m in measured]
@@ -106,6 +111,8 @@ def _report(lut: Lut, space, archs: list, measured: list, batch_size: int, targe
     ]
     # The same measurements against the plain sum, where the LUT corrects it: what the correction changed.
     additive = {"additive": fidelity([p.additive_us for p in predictions], meas_us)} if corrected else {}
+    # The LUT's error at the host's speed of today: what is left once the host's drift since the profile is out.
+    drifted = {"host_drift": {**drift, "net": fidelity([p * drift["ratio"] for p in pred_us], meas_us)}} if drift else {}
     worst = sorted(rows, key=lambda r: -abs(r["error_pct"]))[:WORST]
     return {
         "lut": lut.path,
@@ -115,6 +122,7 @@ def _report(lut: Lut, space, archs: list, measured: list, batch_size: int, targe
         **fidelity(pred_us, meas_us),
         "whole_arch_correction": corrected,
         **additive,
+        **drifted,
         "archs": rows,
         "worst": [
             {**r, "arch": archs[r["index"]].to_dict(), "breakdown": _by_part(predictions[r["index"]].breakdown)}

@@ -132,9 +132,38 @@ def test_validate_reports_on_the_profiled_lut(tiny_lut, tmp_path):
     worst = report["worst"][0]
     assert set(worst["breakdown"]["parts_us"]) == {"bottom", "emb", "interaction", "top", "overhead"}
     assert all(a["measured_ms"] > 0 and a["predicted_ms"] > 0 for a in report["archs"])
+    drift = report["host_drift"]  # the profile's reference models timed again
+    assert drift["references"] == REFERENCE_SAMPLES + 1 and drift["pct"] == pytest.approx((drift["ratio"] - 1) * 100)
+    assert 0.5 < drift["ratio"] < 2 and drift["net"]["samples"] == 3
     code, out = run("lut", "validate", path, "--space", "dlrm-tiny", "--samples", 2, "--batch-size", B,
                     "--out", tmp_path / "report.json")
-    assert code == 0 and "within 10%" in out and (tmp_path / "report.json").is_file(), out
+    assert code == 0 and "within 10%" in out and "reference models run" in out and (tmp_path / "report.json").is_file(), out
+
+
+@pytest.mark.slow
+def test_host_drift_is_the_median_ratio_of_the_references_now_to_their_profile(tiny_lut, monkeypatch):
+    """Timed again at 1.3x their recorded latencies, the references give a drift of +30%; a LUT whose
+    records are not this space's references (another count or other features) gives none."""
+    import copy
+
+    from dnas_hw.timing import TimingStats
+    from profiler import drift as drift_module
+
+    _, lut, _ = tiny_lut
+    space = get_space("dlrm-tiny")
+    recorded = iter([r["whole_us"] for r in lut.meta["model_overhead"][str(B)]])
+
+    def timed_again(archs, **options):
+        return [{B: TimingStats(*(1.3 * next(recorded),) * 3, repeats=7)} for _ in archs]
+
+    monkeypatch.setattr(drift_module, "time_archs", timed_again)
+    drift = drift_module.host_drift(lut, space, [B])
+    assert drift[B]["ratio"] == pytest.approx(1.3) and drift[B]["pct"] == pytest.approx(30.0)
+    other = copy.deepcopy(lut)
+    other.meta["model_overhead"][str(B)][3]["features"]["ops"] += 1
+    assert drift_module.host_drift(other, space, [B]) == {}
+    other.meta["model_overhead"][str(B)] = other.meta["model_overhead"][str(B)][:-1]
+    assert drift_module.host_drift(other, space, [B]) == {}
 
 
 @pytest.mark.slow

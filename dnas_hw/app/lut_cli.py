@@ -153,9 +153,12 @@ def validate(lut_path, space_name, data_dir, samples, batch_size, seed, out, ids
         plain = report.get("additive")
         without = (f" (plain sum, without the whole-arch correction: {plain['median_abs_error_pct']:.2f}%, "
                    f"{plain['within_10pct']:.0%}, {plain['spearman']:.3f})") if plain else ""
+        drift = report.get("host_drift")
+        drifted = (f"; the LUT's {drift['references']} reference models run {drift['pct']:+.1f}% against the profile, "
+                   f"net of that: {drift['net']['median_abs_error_pct']:.2f}%, {drift['net']['within_10pct']:.0%}") if drift else ""
         click.echo(
             f"batch {b}: {report['samples']} archs, median |error| {report['median_abs_error_pct']:.2f}%, "
-            f"within 10%: {report['within_10pct']:.0%}, Spearman {report['spearman']:.3f}{without} -> {path}"
+            f"within 10%: {report['within_10pct']:.0%}, Spearman {report['spearman']:.3f}{without}{drifted} -> {path}"
         )
 
 
