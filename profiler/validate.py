@@ -48,12 +48,11 @@ def sample_archs(space, samples: int, seed: int = 0) -> list:
 
 def validate_many(
     lut: Lut, space, *, samples: int, batch_sizes: Sequence[int], seed: int = 0, ids: IdSource | None = None,
-    with_drift: bool = True,
 ) -> dict[int, dict]:
     """`validate_lut` at several batch sizes, each model built (and exported) once: `{batch_size: report}`.
 
-    `with_drift`: also time the LUT's reference models again (`profiler.drift`; a third of the 50 archs'
-    time), for each report's `host_drift` where the LUT records them.
+    After the sampled archs, the LUT's reference models are timed again (`profiler.drift`; a third of
+    50 archs' time) for each report's `host_drift`, where the LUT records them.
 
     `ids`: the ids the models see (`dnas_hw.data.ids`; None: spread); the caller
     checks that they are the LUT's (`Lut.check_ids`)."""
@@ -71,7 +70,7 @@ def validate_many(
             group = archs[start : start + GROUP]
             measured += time_archs(group, batch_sizes=sizes, cardinalities=space.cardinalities, seed=seed, ids=ids, **target)
             bar.update(len(group))
-    drift = host_drift(lut, space, sizes, ids) if with_drift else {}
+    drift = host_drift(lut, space, sizes, ids)
     sources = {"ids": ids.describe(), "lut_ids": lut.id_source.describe()}
     return {b: {**_report(lut, space, archs, [m[b] for m in measured], b, target, drift.get(b)), **sources} for b in sizes}
 

@@ -148,8 +148,10 @@ class Supernet(SupernetBase):
         layers learn to give the deepest one's output (`ElasticMLP.head_alignment`)."""
         return self.bottom.head_alignment(dense, self.space.num_dense**-0.5)
 
-    def forward(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
-        x, embedded = self.features(dense, sparse, probs)
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor],
+                memo: dict | None = None) -> torch.Tensor:
+        """Logits [B]; `memo`: as `score`'s (None: nothing kept)."""
+        x, embedded = self.features(dense, sparse, probs, memo)
         return self.head(x, embedded, probs["interaction"][..., 0, :], probs)
 
     def score(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor], memo: dict) -> torch.Tensor:
@@ -157,8 +159,7 @@ class Supernet(SupernetBase):
         moves change the tables, dims and top far more often than the bottom, and a wide bottom MLP is
         most of a scoring pass (settling a 4x point's arch on 1M planted rows: 3.76x less CPU;
         benchmarks/RESULTS.md, settle_cost.py)."""
-        x, embedded = self.features(dense, sparse, probs, memo)
-        return self.head(x, embedded, probs["interaction"][..., 0, :], probs)
+        return self(dense, sparse, probs, memo)
 
     def features(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor],
                  memo: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
