@@ -23,6 +23,7 @@ of a few moves costs about two full rounds.
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -50,12 +51,15 @@ class HeldOut:
     """Rows the supernet scores archs on: dense [N, num_dense], sparse [N, F] int64, labels [N].
 
     `memo` ({(first row, rows) of a batch: dict}) is what `SupernetBase.score` keeps of each batch from one
-    arch's scoring to the next."""
+    arch's scoring to the next; `losses` ({(supernet, choices, weights' versions, batch): logloss}) every
+    arch's loss scored so far (`supernet_loss`): the settlings of one search (its argmax, the incumbents)
+    and of a front's points walk through many of the same neighbours on the same rows."""
 
     dense: torch.Tensor
     sparse: torch.Tensor
     labels: torch.Tensor
     memo: dict = field(default_factory=dict, compare=False, repr=False)
+    losses: dict = field(default_factory=dict, compare=False, repr=False)
 
     def base_rate_logloss(self) -> float:
         """The logloss of predicting these rows' own positive rate for every row (their label entropy)."""
@@ -84,14 +88,20 @@ def evaluating(net: SupernetBase):
 
 @torch.no_grad()
 def supernet_loss(net: SupernetBase, choices: dict[str, Choice], rows: HeldOut, batch_size: int = 8192) -> float:
-    """Mean logloss of the supernet at `choices` (one-hot, single path) on `rows`."""
+    """Mean logloss of the supernet at `choices` (one-hot, single path) on `rows`; an arch scored before
+    on `rows` by the same supernet with the same weights (their in-place versions) is not scored again."""
+    key = (id(net), net.training, json.dumps(choices, sort_keys=True), tuple(p._version for p in net.weight_parameters()),
+           batch_size)
+    if key in rows.losses:
+        return rows.losses[key]
     probs = {g: t.float() for g, t in net.layout.one_hot(choices).items()}
     total = 0.0
     for i in range(0, len(rows.labels), batch_size):
         logits = net.score(rows.dense[i : i + batch_size], rows.sparse[i : i + batch_size], probs,
                            rows.memo.setdefault((i, batch_size), {}))
         total += float(nn.functional.binary_cross_entropy_with_logits(logits, rows.labels[i : i + batch_size], reduction="sum"))
-    return total / len(rows.labels)
+    rows.losses[key] = total / len(rows.labels)
+    return rows.losses[key]
 
 
 def refine(

@@ -291,3 +291,26 @@ def test_scoring_with_the_bottom_memo_equals_a_fresh_forward_and_reuses_the_bott
         with torch.no_grad():
             next(net.bottom.parameters()).mul_(1.5)
         assert supernet_loss(net, base, rows, batch_size=128) == pytest.approx(fresh(base), rel=1e-5) != scored[0]
+
+
+def test_an_arch_scored_again_on_the_same_rows_is_not_computed_again(monkeypatch):
+    """`supernet_loss` keeps each arch's loss in its `HeldOut` (the settlings of one search and of a front's
+    points walk through the same neighbours); other rows, or a weight changed in place, are scored afresh."""
+    from search.refine import HeldOut, evaluating, supernet_loss
+
+    space = SMALL_KAGGLE
+    net = trained_like(Supernet(space), 2)
+    dense, sparse = random_batch(space, 200)
+    rows = HeldOut(dense, sparse, (torch.arange(200) % 3 == 0).float())
+    calls = []
+    score = net.score
+    monkeypatch.setattr(net, "score", lambda *a, **k: calls.append(1) or score(*a, **k))
+    a, b = space.sample_choices(random.Random(1)), space.sample_choices(random.Random(2))
+    with evaluating(net):
+        first = [supernet_loss(net, c, rows) for c in (a, b)]
+        assert [supernet_loss(net, c, rows) for c in (a, b)] == first and len(calls) == 2
+        supernet_loss(net, a, HeldOut(dense, sparse, rows.labels))
+        assert len(calls) == 3
+        with torch.no_grad():
+            next(net.top.parameters()).mul_(1.5)
+        assert supernet_loss(net, a, rows) != first[0] and len(calls) == 4
