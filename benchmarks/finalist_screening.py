@@ -1,32 +1,66 @@
-"""Does a one-pass training on the first share of the weight rows rank a search's finalists as the whole pass does?
+"""Does a short training rank a search's finalists as the whole pass does, from scratch or from the supernet's weights?
 
 The finalists of a search (`search.finalists`) are trained one pass over the weight
 part of the train split; screening trains each on the first s of those rows and keeps
 the best `finalist_keep` for the whole pass. For every search folder given (its
-finalists.json, each record's `proxy` from the whole pass), this script trains every
-finalist again on the first s of the weight rows for each --shares value, with the same
-recipe and seed, and reports per search and share: Kendall tau between the screened and
-the whole-pass logloss, the whole pass's winner's rank among the screened, and the
-largest whole-pass logloss lost by keeping the best k screened (0 where the winner is
-kept).
+finalists.json and summary.json; a front's point folders too), this script ranks every
+finalist by each screen and compares with the whole pass:
+
+- `scratch s`: one pass from scratch over the first s of the weight rows (--shares),
+  the screen `search.finalists.choose` runs;
+- `inherited s` (with --state, the run's trained supernet: a search_state.pt or a
+  front_state.pt copied before the search finished): the finalist's model extracted
+  from the supernet (its family's `extract`), trained one pass over the first s of the
+  weight rows (--inherit-shares; 0: scored as extracted).
+
+Every screen scores on the arch part of the train split, which no weight trained on,
+with the search's recipe and seed. A finalist whose record holds no whole pass (a
+screened-out finalist of a front) is trained the whole pass here with --train-missing,
+else left out. Per search and screen: Kendall tau between the screened and the
+whole-pass logloss, the whole pass's winner's rank among the screened, the whole-pass
+logloss lost keeping the best --keep, and the screen's mean CPU seconds per finalist.
+Every measurement is kept in --out (JSON) as it finishes, and a restart with the same
+--out reuses it.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/finalist_screening.py --data DIR \\
-        --runs RUN [RUN ...] [--shares 0.125,0.25] [--keep 2]
+        --runs RUN [RUN ...] [--shares 0.125,0.25] [--state CKPT --inherit-shares 0,0.0625] \\
+        [--train-missing] [--keep 2] [--out measured.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import torch
 
 from dnas_hw.data.folder import PreparedData, Split
+from dnas_hw.files import load_torch
 from dnas_hw.metrics import kendall_tau
 from dnas_hw.space import get_space
+from dnas_hw.train import TrainConfig, evaluate, fit
 from search.config import SearchConfig
+from search.family_search import family_search
 from search.finalists import proxy_metrics, weight_and_arch_parts
+from search.state import FORMAT
+
+
+def first_rows(split: Split, n: int) -> Split:
+    return Split(f"{split.name}, first {n:,} rows", split.dense[:n], split.sparse[:n], split.labels[:n])
+
+
+def inherited_metrics(space, net, choices: dict, parts: tuple[Split, Split], config: SearchConfig) -> dict:
+    """The model at `choices` extracted from the trained supernet `net`, trained one pass over `parts[0]`
+    (none where it holds no rows) with the search's recipe; its metrics on `parts[1]` and the seconds."""
+    started = time.perf_counter()
+    model = family_search(space).extract(net, choices)
+    if len(parts[0].labels):
+        recipe = TrainConfig(epochs=1, batch_size=config.train_batch_size, optimizer=config.weight_optimizer,
+                             lr=config.weight_lr, seed=config.seed)
+        fit(model, None, recipe, splits=parts)
+    return {**evaluate(model, parts[1]), "train_s": round(time.perf_counter() - started, 3)}
 
 
 def main() -> None:
@@ -34,38 +68,73 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--runs", nargs="+", required=True, help="search run folders holding finalists.json and summary.json")
     ap.add_argument("--space", default="dlrm-kaggle")
-    ap.add_argument("--shares", default="0.125,0.25")
+    ap.add_argument("--shares", default="0.125,0.25", help="shares of the weight rows screened from scratch ('' for none)")
+    ap.add_argument("--state", default=None, help="the runs' trained supernet checkpoint, for the inherited screens")
+    ap.add_argument("--inherit-shares", default="0,0.0625", help="shares of the weight rows screened from the supernet's weights")
+    ap.add_argument("--train-missing", action="store_true", help="train the whole pass of finalists whose record has none")
     ap.add_argument("--keep", type=int, default=SearchConfig.finalist_keep)
-    ap.add_argument("--out", default=None, help="a JSON file for every measured logloss")
+    ap.add_argument("--out", default=None, help="a JSON file of every measured logloss, reused by a restart")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = PreparedData.open(args.data)
     space = get_space(args.space, cardinalities=data.cardinalities)
-    rows, measured = [], {}
+    net = None
+    if args.state:
+        net = family_search(space).supernet(space)
+        net.load_state_dict(load_torch(args.state, FORMAT, "search checkpoint")["supernet"])
+        net.eval()
+    out = Path(args.out) if args.out else None
+    measured: dict[str, dict] = json.loads(out.read_text()) if out and out.exists() else {}
+
+    def measure(key: str, fn) -> dict:
+        if key not in measured:
+            measured[key] = fn()
+            if out:
+                out.write_text(json.dumps(measured, indent=1))
+        return measured[key]
+
+    screens = [("scratch", float(s)) for s in args.shares.split(",") if s]
+    screens += [("inherited", float(s)) for s in args.inherit_shares.split(",") if s] if net is not None else []
+    rows = []
     for run in map(Path, args.runs):
         summary = json.loads((run / "summary.json").read_text())
         config = SearchConfig.from_dict({**summary["config"], "stop_after": None})
-        records = [r for r in json.loads((run / "finalists.json").read_text()) if "proxy" in r]
         weights, scored = weight_and_arch_parts(data, config.split_fraction)
-        whole = [r["proxy"]["logloss"] for r in records]
-        for share in (float(s) for s in args.shares.split(",")):
+        records, seen = [], set()
+        for r in json.loads((run / "finalists.json").read_text()):
+            key = json.dumps(r["choices"], sort_keys=True)
+            if key not in seen and ("proxy" in r or args.train_missing):
+                seen.add(key)
+                records.append(r)
+        whole = [measure(f"{run} whole {r['name']}", lambda r=r: r.get("proxy") or proxy_metrics(space, r["choices"], (weights, scored), config))
+                 for r in records]
+        winner = min(range(len(records)), key=lambda i: whole[i]["logloss"])
+        for how, share in screens:
             n = int(len(weights) * share)
-            first = Split(weights.name, weights.dense[:n], weights.sparse[:n], weights.labels[:n])
-            screened = [proxy_metrics(space, r["choices"], (first, scored), config)["logloss"] for r in records]
-            order = sorted(range(len(records)), key=lambda i: screened[i])
-            winner = min(range(len(records)), key=lambda i: whole[i])
-            lost = min(whole[i] for i in order[: args.keep]) - whole[winner]
-            rows.append({"run": str(run), "share": share, "finalists": len(records), "tau": kendall_tau(screened, whole),
-                         "winner": records[winner]["name"], "winner_rank": order.index(winner) + 1, "lost": lost})
-            measured[f"{run} {share}"] = [{"name": r["name"], "whole": w, "screened": s} for r, w, s in zip(records, whole, screened)]
+            part = (first_rows(weights, n), scored)
+
+            def screen(r, how=how, n=n, part=part):
+                if how == "scratch" and "screen" in r and r.get("screen_rows") == n:
+                    return r["screen"]  # the search's own screen on these rows
+                if how == "scratch":
+                    return proxy_metrics(space, r["choices"], part, config)
+                return inherited_metrics(space, net, r["choices"], part, config)
+
+            got = [measure(f"{run} {how} {share:g} {r['name']}", lambda r=r: screen(r)) for r in records]
+            order = sorted(range(len(records)), key=lambda i: got[i]["logloss"])
+            rows.append({"run": str(run), "screen": f"{how} {share:g}", "rows": n, "finalists": len(records),
+                         "tau": kendall_tau([g["logloss"] for g in got], [w["logloss"] for w in whole]),
+                         "winner": records[winner]["name"], "winner_rank": order.index(winner) + 1,
+                         "lost": min(whole[i]["logloss"] for i in order[: args.keep]) - whole[winner]["logloss"],
+                         "screen_s": sum(g["train_s"] for g in got) / len(got),
+                         "whole_s": sum(w["train_s"] for w in whole) / len(whole)})
             print(json.dumps(rows[-1]), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(measured, indent=1))
-    print(f"\n| search | share of the weight rows | finalists | Kendall tau, screened vs whole pass | whole pass's winner "
-          f"| its rank screened | logloss lost keeping the best {args.keep} |")
-    print("| --- | ---: | ---: | ---: | --- | ---: | ---: |")
+    print(f"\n| search | screen (rows) | finalists | Kendall tau, screened vs whole pass | whole pass's winner "
+          f"| its rank screened | logloss lost keeping the best {args.keep} | CPU s per finalist, screen / whole pass |")
+    print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['run']} | {r['share']:g} | {r['finalists']} | {r['tau']:.2f} | `{r['winner']}` | {r['winner_rank']} | {r['lost']:.4f} |")
+        print(f"| {r['run']} | {r['screen']} ({r['rows']:,}) | {r['finalists']} | {r['tau']:.2f} | `{r['winner']}` "
+              f"| {r['winner_rank']} | {r['lost']:.4f} | {r['screen_s']:.1f} / {r['whole_s']:.1f} |")
 
 
 if __name__ == "__main__":
