@@ -74,6 +74,7 @@ from dnas_hw.space import Choice
 from dnas_hw.train import TrainConfig, evaluate, fit
 from search.config import SearchConfig
 from search.cost import CostTable, choices_cost
+from search.family_search import family_search
 from search.project import project
 from search.refine import HeldOut, keep_capacity, refine
 from search.supernet import SupernetBase
@@ -193,13 +194,18 @@ def screen_share(config: SearchConfig, points: int) -> float:
     return FRONT_SCREEN if points > 1 else 1.0
 
 
-def proxy_metrics(space, choices: dict[str, Choice], parts: tuple[Split, Split], config: SearchConfig) -> dict:
-    """Train the arch at `choices` of `space` from scratch one pass over `parts[0]` with the supernet's
-    recipe; its metrics on `parts[1]` ({logloss, auc, ...}) and the seconds it took."""
-    model = build_model(space.arch(choices), seed=config.seed)
+def proxy_metrics(space, choices: dict[str, Choice], parts: tuple[Split, Split], config: SearchConfig,
+                  supernet: SupernetBase | None = None) -> dict:
+    """Train the arch at `choices` of `space` one pass over `parts[0]` with the supernet's recipe, from
+    scratch or, with `supernet`, from the weights its family extracts from it; its metrics on `parts[1]`
+    ({logloss, auc, ...}) and the seconds it took."""
+    started = time.perf_counter()
+    if supernet is None:
+        model = build_model(space.arch(choices), seed=config.seed)
+    else:
+        model = family_search(space).extract(supernet, choices)
     recipe = TrainConfig(epochs=1, batch_size=config.train_batch_size, optimizer=config.weight_optimizer,
                          lr=config.weight_lr, seed=config.seed)
-    started = time.perf_counter()
     fit(model, None, recipe, splits=parts)
     return {**evaluate(model, parts[1]), "train_s": round(time.perf_counter() - started, 3)}
 

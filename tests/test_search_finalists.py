@@ -17,7 +17,7 @@ from search import finalists
 from search.config import SearchConfig
 from search.cost import choices_cost
 from search.dlrm.supernet import Supernet
-from search.family_search import latency_table
+from search.family_search import family_search, latency_table
 from search.finalists import RECORDS, Settled, candidates, choose, distinct, switches, weight_and_arch_parts
 from search.refine import HeldOut
 from search.run import run_search
@@ -237,3 +237,19 @@ def test_an_incumbent_the_user_gives_starts_a_finalist_and_one_outside_the_space
     assert summary["identity"]["incumbents"] == {"served": space.choices_of(served)}
     # Resumed without it, the finished search is another search: refused, naming the difference.
     one_error_line(*run(*common, "--out", tmp_path / "run", "--resume"), "incumbents")
+
+
+def test_a_proxy_from_the_supernet_starts_from_the_weights_it_extracts(data, monkeypatch):
+    """`proxy_metrics` with a supernet (benchmarks/finalist_screening.py's screens from the supernet's weights)
+    trains the model its family extracts, the derived model's weights, not a fresh one."""
+    space = get_space("dlrm-tiny", cardinalities=PreparedData.open(data).cardinalities)
+    net = Supernet(space)
+    with torch.no_grad():
+        for p in net.weight_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    parts = weight_and_arch_parts(PreparedData.open(data), 0.8)
+    choices = space.largest_choices()
+    monkeypatch.setattr(finalists, "fit", lambda *a, **k: None)  # the start itself, untrained
+    inherited = finalists.proxy_metrics(space, choices, parts, SearchConfig(), net)["logloss"]
+    assert inherited == pytest.approx(evaluate(family_search(space).extract(net, choices), parts[1])["logloss"])
+    assert inherited != pytest.approx(finalists.proxy_metrics(space, choices, parts, SearchConfig())["logloss"])
