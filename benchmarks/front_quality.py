@@ -17,7 +17,8 @@ in ms), this script runs:
 
 With --dedicated-from, a budget's dedicated search and its retrainings are read from a
 `benchmarks/search_quality.py` output folder (its `x{share}` entry) where that folder holds
-one for the same budget, LUT, data and search config, instead of being run again.
+one for the same budget, LUT, data and search config, instead of being run again (its arch
+retrained here where that folder retrained with another recipe, e.g. --train-epochs).
 
 Times are CPU seconds of this process (one torch thread; a shared machine's
 load does not tilt the ratio) and wall seconds beside them. The ratio that
@@ -100,7 +101,7 @@ def main() -> None:
     train_cfg = TrainConfig(epochs=args.train_epochs, seed=args.seed)
 
     seeds = [int(x) for x in args.retrain_seeds.split(",")]
-    given = dedicated_searches(Path(args.dedicated_from), budgets, space, lut, B, config) if args.dedicated_from else {}
+    given = dedicated_searches(Path(args.dedicated_from), budgets, space, lut, B, config, train_cfg) if args.dedicated_from else {}
 
     def single(budget: float):
         tag = budget_label(budget)
@@ -128,8 +129,9 @@ def main() -> None:
         if not args.no_retrain:
             runs = {"front": retrained(args.data, Arch.load(out / "front" / point["arch"]), out / "retrain" / "front" / tag,
                                        train_cfg, seeds)}
-            runs["single"] = (given[budget]["retrained"] if budget in given else
-                              retrained(args.data, Arch.load(out / "single" / tag / "arch.json"), out / "retrain" / "single" / tag,
+            single_run = given[budget]["run"] if budget in given else out / "single" / tag
+            runs["single"] = (given[budget]["retrained"] if budget in given and given[budget]["retrained"] is not None else
+                              retrained(args.data, Arch.load(single_run / "arch.json"), out / "retrain" / "single" / tag,
                                         train_cfg, seeds))
             for kind, r in runs.items():
                 row[kind].update(test_logloss=r["median_test_logloss"], seeds=seed_text(r))
@@ -166,11 +168,15 @@ def main() -> None:
     print(markdown(report))
 
 
-def dedicated_searches(folder: Path, budgets: list[float], space, lut: Lut, batch_size: int, config: SearchConfig
-                       ) -> dict[float, dict]:
+def dedicated_searches(folder: Path, budgets: list[float], space, lut: Lut, batch_size: int, config: SearchConfig,
+                       train_cfg: TrainConfig) -> dict[float, dict]:
     """{budget: {summary, cpu_s, retrained, run}} of the dedicated searches in `folder` (a search_quality.py
-    output) at these budgets; one searched with another LUT or config is refused, a missing one left out."""
+    output) at these budgets; one searched with another LUT or config is refused, a missing one left out.
+    `retrained` is None where that folder retrained with another recipe than `train_cfg` (e.g. epochs)."""
     lut_fingerprint = cost_tables(space, lut, batch_size, config).latency.fingerprint()
+    report = json.loads((folder / "report.json").read_text())
+    theirs_train = {**asdict(TrainConfig()), **report.get("train_config", {})}
+    same_recipe = {k: v for k, v in theirs_train.items() if k != "seed"} == {k: v for k, v in asdict(train_cfg).items() if k != "seed"}
     found = {}
     for entry_path in folder.glob("x*/entry.json"):
         entry = json.loads(entry_path.read_text())
@@ -186,7 +192,8 @@ def dedicated_searches(folder: Path, budgets: list[float], space, lut: Lut, batc
         theirs = {k: v for k, v in SearchConfig.from_dict(summary["identity"]["config"]).to_dict().items() if k != "stop_after"}
         if theirs != ours:
             raise SystemExit(f"{run} was searched with another search config")
-        retrain = {k: entry["searched"][k] for k in ("val", "test", "train_s", "seeds", "median_test_logloss")}
+        retrain = ({k: entry["searched"][k] for k in ("val", "test", "train_s", "seeds", "median_test_logloss")}
+                   if same_recipe else None)
         found[budget] = {"summary": summary, "cpu_s": entry["search_s"], "retrained": retrain, "run": run}
     return found
 
