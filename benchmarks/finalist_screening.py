@@ -48,6 +48,7 @@ from search.state import FORMAT
 
 
 def first_rows(split: Split, n: int) -> Split:
+    """The first `n` rows of `split` (the rows a screen trains on)."""
     return Split(f"{split.name}, first {n:,} rows", split.dense[:n], split.sparse[:n], split.labels[:n])
 
 
