@@ -294,8 +294,8 @@ def test_scoring_with_the_bottom_memo_equals_a_fresh_forward_and_reuses_the_bott
 
 
 def test_an_arch_scored_again_on_the_same_rows_is_not_computed_again(monkeypatch):
-    """`supernet_loss` keeps each arch's loss in its `HeldOut` (the settlings of one search and of a front's
-    points walk through the same neighbours); other rows, or a weight changed in place, are scored afresh."""
+    """`supernet_loss` keeps each arch's loss in its `HeldOut`; other rows, or a weight changed in place, are
+    scored afresh."""
     from search.refine import HeldOut, evaluating, supernet_loss
 
     space = SMALL_KAGGLE
