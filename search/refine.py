@@ -53,8 +53,7 @@ class HeldOut:
     `memo` ({(first row, rows) of a batch: dict}) is what `SupernetBase.score` keeps of each batch from one
     arch's scoring to the next; `losses` ({(supernet, choices, weights' versions, batch): logloss}) every
     arch's loss scored so far (`supernet_loss`): a settling scores its refined arch again as the capacity
-    pass's start, and the settlings of one search or of a front's points meet some archs twice (on the
-    1M planted front's first 4 settlings, 16 of 389 scorings)."""
+    pass's start, and the settlings of one search or of a front's points meet some archs twice."""
 
     dense: torch.Tensor
     sparse: torch.Tensor
