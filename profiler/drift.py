@@ -1,10 +1,9 @@
 """How much slower or faster the host runs than when its LUT was profiled: the profile's reference models timed again.
 
-A LUT holds what its host measured at one time, and a shared host drifts. On the
-development machine, in one `lut_fidelity.py` run, the references ran 2.7-5.0%
-slower after the validation than during the profile (torch), and net of that
-drift batch 64's share of archs within 10% was 96% instead of the 78% measured
-(benchmarks/RESULTS.md). The profiler times its
+A LUT holds what its host measured at one time, and a shared host drifts: a few
+percent slower or faster between the profile and a validation moves a batch
+size's share of archs within 10% by tens of points, and a LUT's error can then
+not be told from the host's (benchmarks/RESULTS.md, `lut_fidelity.py`). The profiler times its
 reference models whole (`profiler.overhead`) and records each one's latency in
 the LUT's metadata (`model_overhead`). Timing the same models again, with the
 same runner, seed and ids, gives the host's drift since the profile: per batch
