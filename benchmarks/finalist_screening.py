@@ -43,13 +43,8 @@ from dnas_hw.space import get_space
 from dnas_hw.train import evaluate
 from search.config import SearchConfig
 from search.family_search import family_search
-from search.finalists import proxy_metrics, weight_and_arch_parts
+from search.finalists import first_rows, proxy_metrics, weight_and_arch_parts
 from search.state import FORMAT
-
-
-def first_rows(split: Split, n: int) -> Split:
-    """The first `n` rows of `split` (the rows a screen trains on)."""
-    return Split(f"{split.name}, first {n:,} rows", split.dense[:n], split.sparse[:n], split.labels[:n])
 
 
 def inherited_metrics(space, net, choices: dict, parts: tuple[Split, Split], config: SearchConfig) -> dict:

@@ -186,6 +186,11 @@ def weight_and_arch_parts(data: PreparedData, split_fraction: float) -> tuple[Sp
     return part("finalist training", 0, cut), part("finalist scoring", cut, len(train))
 
 
+def first_rows(split: Split, n: int) -> Split:
+    """The first `n` rows of `split` (what a screen trains on)."""
+    return Split(f"{split.name}, first {n:,} rows", split.dense[:n], split.sparse[:n], split.labels[:n])
+
+
 def screen_share(config: SearchConfig, points: int) -> float:
     """The share of the weight rows the finalists are screened on: the config's, else `FRONT_SCREEN` in a
     front of several points and 1 (no screening) in a single search."""
@@ -252,7 +257,7 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
     kept, train = [i for i in range(len(finalists)) if i not in whole], parts[0]
     screened_rows = max(int(len(train) * screen), MIN_SCREEN_ROWS)
     if screen < 1 and len(kept) > config.finalist_keep and screened_rows < len(train):
-        first = Split(f"{train.name}, first {screened_rows:,} rows", *(a[:screened_rows] for a in (train.dense, train.sparse, train.labels)))
+        first = first_rows(train, screened_rows)
         for i in kept:
             measure(i, "screen", (first, parts[1]))
         kept = sorted(kept, key=lambda i: records[i]["screen"]["logloss"])[: config.finalist_keep]
