@@ -7,9 +7,12 @@ fit and the correction from the reference points recorded in `LUT.meta.json`
 at each `--min-gain` (0: the best candidate kept whenever it helps left-out
 references at all) and scores the result on the run's 50 measured archs (its
 `<backend>-<device>-b<B>.json` reports): within 10%, median |error|, Spearman,
-bias, for the plain sum the LUT holds and for each refit. No timing: seconds.
+bias, for the plain sum the LUT holds and for each refit. With `--references`,
+the fit is also made from the first N references only: a profile with 32 drawn
+references holds the 16-reference draw as its first 17 (`profiler.overhead.reference_archs`),
+so the reference count is compared on one host state. No timing: seconds.
 
-    .venv/bin/python benchmarks/correction_refit.py DIR [--min-gain 0.2,0]
+    .venv/bin/python benchmarks/correction_refit.py DIR [--min-gain 0.2,0] [--references 17,33]
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from profiler.overhead import PERCENTILES, fit_in_model
 from profiler.validate import fidelity, sample_archs
 
 
-def refit_scores(lut: Lut, report: dict, min_gain: float) -> dict:
-    """The fit at `min_gain` from `lut`'s recorded references, scored on `report`'s measured archs."""
+def refit_scores(lut: Lut, report: dict, min_gain: float, references: int | None = None) -> dict:
+    """The fit at `min_gain` from `lut`'s recorded references (the first `references` of them: the
+    smallest arch, then the drawn ones in their draw's order), scored on `report`'s measured archs."""
     b = int(report["batch_size"])
     space = get_space(lut.meta["space"])
     archs = sample_archs(space, report["samples"], seed=1)  # lut_fidelity.py validates seed 1
@@ -42,7 +46,7 @@ def refit_scores(lut: Lut, report: dict, min_gain: float) -> dict:
             factor = folded if isinstance(folded, (int, float)) else folded[c.op]
             sums[c.op] = sums.get(c.op, 0.0) + lut.latency_us(c, b) / factor
         raw.append(sums)
-    refs = lut.meta["model_overhead"][str(b)]
+    refs = lut.meta["model_overhead"][str(b)][:references]
     fit = fit_in_model([TimingStats(r["whole_us"], r["whole_us"], r["whole_p90_us"], 1) for r in refs],
                        [{p: r["ops_us"] for p in PERCENTILES} for r in refs],
                        features=[r["features"] for r in refs], caches=lut.meta.get("caches"), min_gain=min_gain)
@@ -50,7 +54,7 @@ def refit_scores(lut: Lut, report: dict, min_gain: float) -> dict:
     multiplier = np.array([fit.correction.multiplier(arch_features(c for _, c in a.ops().named()))
                            if fit.correction else 1.0 for a in archs])
     terms = [t.to_meta() for t in fit.correction.terms] if fit.correction else []
-    return {"min_gain": min_gain, "loo_error": fit.correction_loo_error, "terms": terms,
+    return {"min_gain": min_gain, "references": len(refs), "loo_error": fit.correction_loo_error, "terms": terms,
             **fidelity(additive * multiplier, measured)}
 
 
@@ -58,8 +62,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="a lut_fidelity.py --out folder")
     ap.add_argument("--min-gain", default="0.2,0")
+    ap.add_argument("--references", default=None,
+                    help="refit from the first N recorded references for each N (e.g. 17,33: a 32-sample profile "
+                         "read as the 16-sample one it contains), at the first --min-gain")
     args = ap.parse_args()
     gains = [float(g) for g in args.min_gain.split(",")]
+    counts = [int(n) for n in args.references.split(",")] if args.references else []
     print(f"{'report':28} {'fit':>14} {'within10':>8} {'med|err|%':>9} {'spearman':>8} {'bias%':>6}  terms")
     for path in sorted(args.run.glob("*-b*.json")):
         report = json.loads(path.read_text())
@@ -71,6 +79,11 @@ def main() -> None:
             terms = ", ".join(f"{t['feature']}@{t['knot']:.3g} {t['coef']:+.3f}" for t in r["terms"]) or "none kept"
             print(f"{'':28} {'min_gain ' + str(g):>14} {r['within_10pct']:8.0%} {r['median_abs_error_pct']:9.2f} "
                   f"{r['spearman']:8.3f} {r['mean_error_pct']:+6.1f}  {terms}")
+        for n in counts:
+            r = refit_scores(lut, report, gains[0], references=n)
+            terms = ", ".join(f"{t['feature']}@{t['knot']:.3g} {t['coef']:+.3f}" for t in r["terms"]) or "none kept"
+            print(f"{'':28} {str(r['references']) + ' references':>14} {r['within_10pct']:8.0%} "
+                  f"{r['median_abs_error_pct']:9.2f} {r['spearman']:8.3f} {r['mean_error_pct']:+6.1f}  {terms}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,20 @@ The finalists:
   it costs nothing, and no point returns an arch that trained worse than a
   cheaper point's.
 
+In a front, a point's own arch is settled with the interaction kind (each
+enumerated group, `SupernetBase.enumerated_groups`) the point finished before
+it chose, where its head's argmax holds another (`kinds_chosen`; summary.json's
+`kinds_from_cheaper_point`), and the refinement does not move it: the kind is
+the choice the supernet compares least like retraining, and the cheaper
+point's finalists measured it by training. A switch alone cannot stand in: a
+`dot` switch of an arch settled under `cat` keeps the widths and depths chosen
+for `cat`. The head's kind stays a finalist as the own arch's switch. Measured
+(benchmarks/RESULTS.md, `front_quality.py`): on 1M planted rows the front's 2x
+and 4x heads ended on `cat` (the dedicated searches' on `dot`), every `cat`
+finalist there stayed on the starting plateau through its pass, and the points
+returned the `dot` switch of their `cat` arch, which retrained 0.013 worse than
+the dedicated searches' `dot` archs.
+
 A finalist trains one pass over the weight part of the train split with the
 supernet's recipe (optimizer, learning rate, batch size, seed; `dnas-hw train`'s
 defaults) and is scored by its logloss on the arch part, which no finalist trained
@@ -98,13 +112,15 @@ class Settled:
 
 
 def settle(net: SupernetBase, table: CostTable, name: str, start: dict[str, Choice], probs: dict[str, torch.Tensor],
-           rows: HeldOut, budget_us: float, floor: float, config: SearchConfig) -> Settled:
+           rows: HeldOut, budget_us: float, floor: float, config: SearchConfig, held: tuple[str, ...] = ()) -> Settled:
     """`start` projected into [floor, 1] x budget_us (by `probs`), then refined and given capacity in the
-    supernet as `config` says: how the search's argmax becomes its arch, and an incumbent a finalist."""
-    choices, projection = project(net.layout, table, start, probs, budget_us, floor)
+    supernet as `config` says: how the search's argmax becomes its arch, and an incumbent a finalist.
+    The groups in `held` keep their choices of `start` throughout."""
+    choices, projection = project(net.layout, table, start, probs, budget_us, floor, held)
     refinement: list[dict] = []
     if config.refine:
-        choices, refinement = refine(net, table, choices, rows, budget_us, floor, groups=net.refined_groups, avoid=net.refine_avoids)
+        groups = net.refined_groups if not held else tuple(g for g in (net.refined_groups or net.layout.groups) if g not in held)
+        choices, refinement = refine(net, table, choices, rows, budget_us, floor, groups=groups, avoid=net.refine_avoids)
     capacity: list[dict] = []
     if config.keep_capacity and net.capacity_groups:
         choices, capacity = keep_capacity(net, table, choices, rows, budget_us, floor, groups=net.capacity_groups)
@@ -132,6 +148,16 @@ class FrontShare:
     chosen: dict[str, dict[str, Choice]] = field(default_factory=dict)  # {point name: choices}
 
 
+def kinds_chosen(net: SupernetBase, shared: FrontShare | None) -> dict[str, Choice]:
+    """{slot: choice} of the enumerated groups (`SupernetBase.enumerated_groups`, DLRM's interaction kind)
+    in the arch the last point of a front finished so far chose (the nearest cheaper one); {} outside a
+    front or before its first point (module docstring, `point`)."""
+    if shared is None or not shared.chosen:
+        return {}
+    last = list(shared.chosen.values())[-1]
+    return {slot: last[slot] for g in net.enumerated_groups for slot in net.layout.groups[g].slots}
+
+
 def candidates(net: SupernetBase, table: CostTable, own: Settled, probs: dict[str, torch.Tensor], rows: HeldOut,
                budget_us: float, floor: float, config: SearchConfig, incumbents: dict[str, dict[str, Choice]] | None = None,
                borrowed: dict[str, dict[str, Choice]] | None = None) -> list[Settled]:
@@ -156,9 +182,7 @@ def switches(net: SupernetBase, table: CostTable, choices: dict[str, Choice], pr
             for alt in alternatives:
                 if alt != choices[slot]:
                     start = {**choices, slot: alt}
-                    at_start = layout.one_hot(start)
-                    held = {k: at_start[k].to(p.dtype) if k == g else p for k, p in probs.items()}
-                    moved, projection = project(layout, table, start, held, budget_us, 0.0)
+                    moved, projection = project(layout, table, start, probs, budget_us, 0.0, held=(g,))
                     out.append(Settled(f"search, {slot} {alt}", moved, projection, [], []))
     return out
 

@@ -19,11 +19,14 @@ from search.cost import CostTable, choices_cost
 from search.layout import Layout
 
 
-def _best_move(layout, table, choices, probs, current_us, accept, per_us: bool = True) -> tuple[str, Choice, float] | None:
-    """The single-slot change with the lowest log-prob loss per us moved (with `per_us` False: the lowest
-    log-prob loss), among those `accept(new_us)` allows."""
+def _best_move(layout, table, choices, probs, current_us, accept, per_us: bool = True,
+               held: tuple[str, ...] = ()) -> tuple[str, Choice, float] | None:
+    """The single-slot change outside the `held` groups with the lowest log-prob loss per us moved (with
+    `per_us` False: the lowest log-prob loss), among those `accept(new_us)` allows."""
     best, best_score = None, math.inf
     for g, grp in layout.groups.items():
+        if g in held:
+            continue
         for i, slot in enumerate(grp.slots):
             logp_now = math.log(max(float(probs[g][i, grp.choices[i].index(choices[slot])]), 1e-30))
             for j, alt in enumerate(grp.choices[i]):
@@ -46,8 +49,10 @@ def project(
     probs: dict[str, torch.Tensor],
     budget_us: float,
     floor: float,
+    held: tuple[str, ...] = (),
 ) -> tuple[dict[str, Choice], list[dict]]:
-    """(projected choices, moves [{slot, from, to, latency_us}]). Stops when no move helps."""
+    """(projected choices, moves [{slot, from, to, latency_us}]); the groups in `held` keep their choices.
+    Stops when no move helps."""
     choices, moves = dict(choices), []
     current = choices_cost(table, layout, choices)
 
@@ -60,13 +65,14 @@ def project(
     while current > budget_us:
         # A move that lands in the band ends it; the cheapest per us could overshoot below the floor into
         # a region the coarse slots cannot climb back from without crossing the budget.
-        move = (_best_move(layout, table, choices, probs, current, lambda us: floor * budget_us <= us <= budget_us, per_us=False)
-                or _best_move(layout, table, choices, probs, current, lambda us: us < current))
+        move = (_best_move(layout, table, choices, probs, current, lambda us: floor * budget_us <= us <= budget_us, per_us=False,
+                           held=held)
+                or _best_move(layout, table, choices, probs, current, lambda us: us < current, held=held))
         if move is None:
             break
         apply(move)
     while current < floor * budget_us:
-        move = _best_move(layout, table, choices, probs, current, lambda us: current < us <= budget_us)
+        move = _best_move(layout, table, choices, probs, current, lambda us: current < us <= budget_us, held=held)
         if move is None:
             break
         apply(move)

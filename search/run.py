@@ -37,6 +37,7 @@ from dnas_hw.errors import UserError
 from dnas_hw.files import check_writable, output_lock, read_json, removed_if_left_empty, write_json_atomic, write_text_atomic
 from dnas_hw.memory import require_memory, training_bytes
 from dnas_hw.progress import progress
+from dnas_hw.space import Choice
 from dnas_hw.train import make_optimizers, seed_everything, split_parameters
 from lut.predict import predict
 from lut.table import Lut, overhead_call
@@ -46,7 +47,8 @@ from search.cost import CostTables, cost_loss, one_hot_cost
 from search.derive import derive
 from search.extremes import extreme_arch
 from search.family_search import family_search, flops_table, latency_table, param_bytes_table
-from search.finalists import FrontShare, Settled, candidates, choose, incumbent_choices, screen_share, settle, weight_and_arch_parts
+from search.finalists import (FrontShare, Settled, candidates, choose, incumbent_choices, kinds_chosen, screen_share, settle,
+                              weight_and_arch_parts)
 from search.gumbel import entropy, gumbel_softmax, temperature
 from search.layout import Layout
 from search.project import project
@@ -508,6 +510,7 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
     floor = config.floor if status == "ok" else 0.0
     table = search.tables.latency
     finalists: list[dict] = []
+    kinds: dict[str, Choice] = {}
     if status.startswith("infeasible"):
         moves = project(layout, table, argmax, probs, budget_us, floor)[1]
         fastest_us, fastest = extreme_arch(table, layout, cheapest=True)
@@ -515,8 +518,15 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
         chosen = own = Settled("search", fastest, moves, [], [])
         _echo_moves(own)
     else:
+        # In a front, the kind the cheaper points' finalists trained best replaces the head's (module
+        # docstring of search.finalists); the head's kind stays a finalist as a switch.
+        kinds = {slot: c for slot, c in kinds_chosen(search.net, shared).items() if argmax[slot] != c}
+        if kinds:
+            click.echo("search: settling the argmax with " + ", ".join(f"{s} {c}" for s, c in kinds.items())
+                       + " (chosen by the cheaper points of the front)", err=True)
         with evaluating(search.net):
-            chosen = own = settle(search.net, table, "search", argmax, probs, rows, budget_us, floor, config)
+            chosen = own = settle(search.net, table, "search", {**argmax, **kinds}, probs, rows, budget_us, floor, config,
+                                  held=tuple(layout.where(slot)[0] for slot in kinds))
             _echo_moves(own)
             if config.finalists:
                 found = candidates(search.net, table, own, probs, rows, budget_us, floor, config, incumbents,
@@ -558,6 +568,8 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
         "fastest_arch_latency_ms": fastest_us / 1000,
         "slowest_arch_latency_ms": slowest_us / 1000,
         "argmax_latency_ms": one_hot_cost(search.tables.latency, layout.one_hot(argmax)) / 1000,
+        # In a front: the kinds a cheaper point chose, held in place of the argmax's ({slot: choice}).
+        "kinds_from_cheaper_point": kinds,
         # The search is meant to land in the band by itself; the projection is a logged safety net.
         "projection_needed": bool(moves),
         "projection": moves,

@@ -18,7 +18,8 @@ from search.config import SearchConfig
 from search.cost import choices_cost
 from search.dlrm.supernet import Supernet
 from search.family_search import family_search, latency_table
-from search.finalists import RECORDS, Settled, candidates, choose, distinct, switches, weight_and_arch_parts
+from search.finalists import (RECORDS, FrontShare, Settled, candidates, choose, distinct, kinds_chosen, settle, switches,
+                              weight_and_arch_parts)
 from search.refine import HeldOut
 from search.run import run_search
 from search_fixtures import synth_data, tiny_space, toy_lut
@@ -83,6 +84,37 @@ def test_a_switch_over_budget_is_projected_under_it_without_switching_back():
     assert kind.choices["interaction"] == other and choices_cost(table, net.layout, kind.choices) <= budget
     shallow = found["search, top_depth 0"]  # far under the budget: left as it is
     assert not shallow.projection and choices_cost(table, net.layout, shallow.choices) < 0.8 * budget
+
+
+def test_a_held_group_keeps_its_choice_through_projection_and_refinement(monkeypatch):
+    """The start's kind has no probability and is over the budget: the projection moves every other slot
+    first, and the refinement is not asked to move the kind."""
+    space = tiny_space()
+    net = Supernet(space)
+    table = latency_table(space, toy_lut(space, B), B)
+    largest = space.largest_choices()
+    other = next(k for k in space.interactions if k != largest["interaction"])
+    with torch.no_grad():  # uniform but for the kind, all of whose probability is on the other one
+        probs = {g: t.to(torch.float64) for g, t in net.probabilities().items()}
+    probs["interaction"] = net.layout.one_hot({**largest, "interaction": other})["interaction"]
+    refined = []
+    monkeypatch.setattr(finalists, "refine", lambda *a, groups=None, **k: (refined.append(groups), (a[2], []))[1])
+    budget = 0.6 * choices_cost(table, net.layout, largest)
+    config = SearchConfig(keep_capacity=False)
+    held = settle(net, table, "search", largest, probs, rows(space), budget, 0.0, config, held=("interaction",))
+    assert held.choices["interaction"] == largest["interaction"] and choices_cost(table, net.layout, held.choices) <= budget
+    assert "interaction" not in refined[-1] and "top_depth" in refined[-1]
+    free = settle(net, table, "search", largest, probs, rows(space), budget, 0.0, config)
+    assert free.choices["interaction"] == other and refined[-1] == net.refined_groups
+
+
+def test_kinds_chosen_are_the_last_finished_points_kinds():
+    space = tiny_space()
+    net = Supernet(space)
+    assert kinds_chosen(net, None) == {} and kinds_chosen(net, FrontShare()) == {}
+    a, b = space.smallest_choices(), space.largest_choices()
+    shared = FrontShare(chosen={"0.1ms": {**a, "interaction": "cat"}, "0.2ms": {**b, "interaction": "dot"}})
+    assert kinds_chosen(net, shared) == {"interaction": "dot"}
 
 
 def rows(space, n=8):
