@@ -34,8 +34,9 @@ The finalists:
 
 In a front, a point's own arch is settled with the interaction kind (each
 enumerated group, `SupernetBase.enumerated_groups`) the point finished before
-it chose, where its head's argmax holds another (`kinds_chosen`; summary.json's
-`kinds_from_cheaper_point`), and the refinement does not move it: the kind is
+it chose, in place of its head's where that differs (`kinds_chosen`;
+summary.json's `kinds_from_cheaper_point`), and the refinement does not move
+it (on the demo's data the refinement moved a `dot` argmax to `cat`): the kind is
 the choice the supernet compares least like retraining, and the cheaper
 point's finalists measured it by training. A switch alone cannot stand in: a
 `dot` switch of an arch settled under `cat` keeps the widths and depths chosen
