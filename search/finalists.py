@@ -35,17 +35,19 @@ The finalists:
 In a front, a point's own arch is settled with the interaction kind (each
 enumerated group, `SupernetBase.enumerated_groups`) the point finished before
 it chose, in place of its head's where that differs (`kinds_chosen`;
-summary.json's `kinds_from_cheaper_point`), and the refinement does not move
-it (on the demo's data the refinement moved a `dot` argmax to `cat`): the kind is
+summary.json's `kinds_from_cheaper_point`), and neither the projection nor the
+refinement moves it (on the demo's data the projection moved a `dot` argmax to
+`cat`, the head's two kinds being near even): the kind is
 the choice the supernet compares least like retraining, and the cheaper
 point's finalists measured it by training. A switch alone cannot stand in: a
 `dot` switch of an arch settled under `cat` keeps the widths and depths chosen
 for `cat`. The head's kind stays a finalist as the own arch's switch. Measured
 (benchmarks/RESULTS.md, `front_quality.py`): on 1M planted rows the front's 2x
 and 4x heads ended on `cat` (the dedicated searches' on `dot`), every `cat`
-finalist there stayed on the starting plateau through its pass, and the points
-returned the `dot` switch of their `cat` arch, which retrained 0.013 worse than
-the dedicated searches' `dot` archs.
+finalist there stayed on the starting plateau through its pass, and without the
+rule both points returned the `dot` switch of their `cat` arch, which retrained
+0.013 worse than the dedicated searches' archs (two epochs, medians of 3 seeds);
+with it, every point retrained within 0.003 of its dedicated search or better.
 
 A finalist trains one pass over the weight part of the train split with the
 supernet's recipe (optimizer, learning rate, batch size, seed; `dnas-hw train`'s

@@ -22,8 +22,9 @@ unchanged:
   point's folder, and the supernet's validation metrics at the point's choices
   (`search.rank.supernet_metrics`). The finalists are screened (a quarter of the
   weight rows, `search.finalists.screen_share`), their records shared between the
-  points, and the archs the cheaper points chose join each point's finalists
-  (`search.finalists.FrontShare`).
+  points, the archs the cheaper points chose join each point's finalists
+  (`search.finalists.FrontShare`), and each point's argmax is settled with the
+  interaction kind the point before it chose (`search.finalists.kinds_chosen`).
 
 Run folder `out/`:
     front_state.pt      checkpoint after each epoch (removed when the front is finished)
