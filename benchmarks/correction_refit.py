@@ -75,15 +75,17 @@ def main() -> None:
         print(f"{path.name:28} {'as profiled':>14} {report['within_10pct']:8.0%} {report['median_abs_error_pct']:9.2f} "
               f"{report['spearman']:8.3f} {report['mean_error_pct']:+6.1f}")
         for g in gains:
-            r = refit_scores(lut, report, g)
-            terms = ", ".join(f"{t['feature']}@{t['knot']:.3g} {t['coef']:+.3f}" for t in r["terms"]) or "none kept"
-            print(f"{'':28} {'min_gain ' + str(g):>14} {r['within_10pct']:8.0%} {r['median_abs_error_pct']:9.2f} "
-                  f"{r['spearman']:8.3f} {r['mean_error_pct']:+6.1f}  {terms}")
+            print_refit(f"min_gain {g}", refit_scores(lut, report, g))
         for n in counts:
             r = refit_scores(lut, report, gains[0], references=n)
-            terms = ", ".join(f"{t['feature']}@{t['knot']:.3g} {t['coef']:+.3f}" for t in r["terms"]) or "none kept"
-            print(f"{'':28} {str(r['references']) + ' references':>14} {r['within_10pct']:8.0%} "
-                  f"{r['median_abs_error_pct']:9.2f} {r['spearman']:8.3f} {r['mean_error_pct']:+6.1f}  {terms}")
+            print_refit(f"{r['references']} references", r)
+
+
+def print_refit(label: str, r: dict) -> None:
+    """One refit's row under its report's."""
+    terms = ", ".join(f"{t['feature']}@{t['knot']:.3g} {t['coef']:+.3f}" for t in r["terms"]) or "none kept"
+    print(f"{'':28} {label:>14} {r['within_10pct']:8.0%} {r['median_abs_error_pct']:9.2f} "
+          f"{r['spearman']:8.3f} {r['mean_error_pct']:+6.1f}  {terms}")
 
 
 if __name__ == "__main__":

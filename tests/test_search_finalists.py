@@ -87,8 +87,8 @@ def test_a_switch_over_budget_is_projected_under_it_without_switching_back():
 
 
 def test_a_held_group_keeps_its_choice_through_projection_and_refinement(monkeypatch):
-    """The start's kind has no probability and is over the budget: the projection moves every other slot
-    first, and the refinement is not asked to move the kind."""
+    """The start is over the budget and its kind has no probability: held, the kind stays through the
+    projection and the refinement is not asked to move it; free, the projection switches it."""
     space = tiny_space()
     net = Supernet(space)
     table = latency_table(space, toy_lut(space, B), B)
