@@ -33,9 +33,9 @@ The finalists:
   cheaper point's.
 
 In a front, a point's own arch is settled with the interaction kind (each
-enumerated group, `SupernetBase.enumerated_groups`) the point finished before
-it chose, in place of its head's where that differs (`kinds_chosen`;
-summary.json's `kinds_from_cheaper_point`), and neither the projection nor the
+enumerated group, `SupernetBase.enumerated_groups`) the nearest cheaper point
+chose among finalists of both kinds, in place of its head's where that differs
+(`kinds_chosen`; summary.json's `kinds_from_cheaper_point`), and neither the projection nor the
 refinement moves it (on the demo's data the projection moved a `dot` argmax to
 `cat`, the head's two kinds being near even): the kind is
 the choice the supernet compares least like retraining, and the cheaper
@@ -145,20 +145,29 @@ def incumbent_choices(space, archs: dict[str, object]) -> dict[str, dict[str, Ch
 @dataclass
 class FrontShare:
     """What the points of a front share in their finalists: every record trained so far ({choices key:
-    record}, so a finalist two points hold trains once) and each finished point's chosen arch."""
+    record}, so a finalist two points hold trains once), each finished point's chosen arch, and the
+    kinds the finalists of the last point that compared them by training chose (`kinds_chosen`)."""
 
     records: dict[str, dict] = field(default_factory=dict)
     chosen: dict[str, dict[str, Choice]] = field(default_factory=dict)  # {point name: choices}
+    kinds: dict[str, Choice] = field(default_factory=dict)  # {slot: choice}
+
+    def finished(self, net: SupernetBase, point: str, choices: dict[str, Choice], finalists: list[dict]) -> None:
+        """Record a finished point: its chosen `choices` and, for each enumerated group's slot whose
+        other choices were among its `finalists` (records as summary.json's), the kind it chose."""
+        self.chosen[point] = choices
+        for g in net.enumerated_groups:
+            for slot in net.layout.groups[g].slots:
+                if any(r["choices"][slot] != choices[slot] for r in finalists):
+                    self.kinds[slot] = choices[slot]
 
 
-def kinds_chosen(net: SupernetBase, shared: FrontShare | None) -> dict[str, Choice]:
+def kinds_chosen(shared: FrontShare | None) -> dict[str, Choice]:
     """{slot: choice} of the enumerated groups (`SupernetBase.enumerated_groups`, DLRM's interaction kind)
-    in the arch the last point of a front finished so far chose (the nearest cheaper one); {} outside a
-    front or before its first point (module docstring, `point`)."""
-    if shared is None or not shared.chosen:
-        return {}
-    last = list(shared.chosen.values())[-1]
-    return {slot: last[slot] for g in net.enumerated_groups for slot in net.layout.groups[g].slots}
+    as the last point of a front whose finalists compared them by training chose (`FrontShare.finished`);
+    {} outside a front and before any point compared them (a point over its fastest arch, or without
+    finalists, measured nothing)."""
+    return {} if shared is None else dict(shared.kinds)
 
 
 def candidates(net: SupernetBase, table: CostTable, own: Settled, probs: dict[str, torch.Tensor], rows: HeldOut,

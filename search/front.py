@@ -24,7 +24,8 @@ unchanged:
   weight rows, `search.finalists.screen_share`), their records shared between the
   points, the archs the cheaper points chose join each point's finalists
   (`search.finalists.FrontShare`), and each point's argmax is settled with the
-  interaction kind the point before it chose (`search.finalists.kinds_chosen`).
+  interaction kind the nearest cheaper point chose among finalists of both kinds
+  (`search.finalists.kinds_chosen`).
 
 Run folder `out/`:
     front_state.pt      checkpoint after each epoch (removed when the front is finished)
@@ -330,7 +331,7 @@ def _front(data: PreparedData, space, points: list[Point], tables, identity, bat
                           elapsed_before + time.perf_counter() - started, {**identity, "point": p.name}, rows, parts, incumbents,
                           screen, shared)
         summary = record_margin(summary, folder, p.margin, p.budget_us, p.lut)
-        shared.chosen[p.name] = summary["choices"]
+        shared.finished(search.net, p.name, summary["choices"], summary["finalists"])
         metrics = supernet_metrics(search.net, summary["choices"], val)
         finished[k] = point_record(p, summary, metrics)
     front = {

@@ -520,7 +520,7 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
     else:
         # In a front, the kind the cheaper points' finalists trained best is held, in place of the head's
         # where it differs (module docstring of search.finalists); the head's kind stays a finalist as a switch.
-        kinds = kinds_chosen(search.net, shared)
+        kinds = kinds_chosen(shared)
         if any(argmax[slot] != c for slot, c in kinds.items()):
             click.echo("search: settling the argmax with " + ", ".join(f"{s} {c}" for s, c in kinds.items())
                        + " (chosen by the cheaper points of the front)", err=True)
@@ -568,7 +568,8 @@ def _finish(search: Searcher, out: Path, log, budget_us, batch_size, lut, status
         "fastest_arch_latency_ms": fastest_us / 1000,
         "slowest_arch_latency_ms": slowest_us / 1000,
         "argmax_latency_ms": one_hot_cost(search.tables.latency, layout.one_hot(argmax)) / 1000,
-        # In a front: the kinds the point before this one chose, held through projection and refinement ({slot: choice}).
+        # In a front: the kinds the nearest cheaper point chose among finalists of both, held through projection
+        # and refinement ({slot: choice}).
         "kinds_from_cheaper_point": kinds,
         # The search is meant to land in the band by itself; the projection is a logged safety net.
         "projection_needed": bool(moves),

@@ -108,13 +108,21 @@ def test_a_held_group_keeps_its_choice_through_projection_and_refinement(monkeyp
     assert free.choices["interaction"] == other and refined[-1] == net.refined_groups
 
 
-def test_kinds_chosen_are_the_last_finished_points_kinds():
+def test_the_kind_held_is_the_last_one_finalists_of_both_kinds_chose():
     space = tiny_space()
     net = Supernet(space)
-    assert kinds_chosen(net, None) == {} and kinds_chosen(net, FrontShare()) == {}
+    assert kinds_chosen(None) == {} and kinds_chosen(FrontShare()) == {}
     a, b = space.smallest_choices(), space.largest_choices()
-    shared = FrontShare(chosen={"0.1ms": {**a, "interaction": "cat"}, "0.2ms": {**b, "interaction": "dot"}})
-    assert kinds_chosen(net, shared) == {"interaction": "dot"}
+    record = lambda choices: {"name": "x", "choices": choices}  # noqa: E731
+    shared = FrontShare()
+    shared.finished(net, "0.1ms", {**a, "interaction": "cat"}, [record({**a, "interaction": "dot"})])
+    assert kinds_chosen(shared) == {"interaction": "cat"} and list(shared.chosen) == ["0.1ms"]
+    # A point whose finalists held one kind only (or none: over its fastest arch) measured nothing.
+    shared.finished(net, "0.2ms", {**b, "interaction": "dot"}, [record({**a, "interaction": "dot"})])
+    shared.finished(net, "0.3ms", {**b, "interaction": "dot"}, [])
+    assert kinds_chosen(shared) == {"interaction": "cat"} and list(shared.chosen) == ["0.1ms", "0.2ms", "0.3ms"]
+    shared.finished(net, "0.4ms", {**b, "interaction": "dot"}, [record(b), record({**b, "interaction": "cat"})])
+    assert kinds_chosen(shared) == {"interaction": "dot"}
 
 
 def rows(space, n=8):

@@ -15,6 +15,8 @@ from dnas_hw.space import get_space
 from lut.predict import predict
 from lut.table import Lut
 from search.config import SearchConfig
+from search.dlrm.supernet import Supernet
+from search.finalists import FrontShare, kinds_chosen
 from search.front import FrontSearcher, run_front
 from search.run import cost_tables, id_counts
 from search_fixtures import one_thread, synth_data, toy_lut  # noqa: F401 (autouse fixture)
@@ -107,13 +109,17 @@ def test_comma_budgets_give_one_run_folder_per_point_each_within_its_budget(data
             assert f"point {earlier}" in borrowed or any(r["choices"] == earlier_choices for r in records)
         chosen_loss.append(chosen["proxy"]["logloss"])
     assert chosen_loss == sorted(chosen_loss, reverse=True)
-    # Each point after the first settles its argmax with the interaction kind the point before it chose.
-    summaries = [json.loads((tmp_path / "front" / n / "summary.json").read_text()) for n in names]
-    assert summaries[0]["kinds_from_cheaper_point"] == {}
-    for before, summary in zip(summaries, summaries[1:]):
+    # Each point settles its argmax with the interaction kind the nearest cheaper point chose among
+    # finalists of both kinds.
+    shared, net, held = FrontShare(), Supernet(space), []
+    for name in names:
+        summary = json.loads((tmp_path / "front" / name / "summary.json").read_text())
+        assert summary["kinds_from_cheaper_point"] == kinds_chosen(shared)
         own = next((r["choices"] for r in summary["finalists"] if r["name"] == "search"), summary["choices"])
-        assert own["interaction"] == before["choices"]["interaction"]
-        assert summary["kinds_from_cheaper_point"] == {"interaction": before["choices"]["interaction"]}
+        assert all(own[slot] == kind for slot, kind in summary["kinds_from_cheaper_point"].items())
+        held.append(summary["kinds_from_cheaper_point"])
+        shared.finished(net, name, summary["choices"], summary["finalists"])
+    assert held[0] == {} and held[1] != {}  # the cheapest point's finalists hold both kinds on this data
     # The heads share the weights' training (one task loss per epoch) but not their logits.
     logs = [pd.read_csv(tmp_path / "front" / n / "search_log.csv") for n in names]
     assert logs[0]["task_loss"].tolist() == logs[2]["task_loss"].tolist()
