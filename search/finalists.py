@@ -35,13 +35,13 @@ The finalists:
 In a front, a point's own arch is settled with the interaction kind (each
 enumerated group, `SupernetBase.enumerated_groups`) the nearest cheaper point
 chose among finalists of both kinds, in place of its head's where that differs
-(`kinds_chosen`; summary.json's `kinds_from_cheaper_point`), and neither the projection nor the
-refinement moves it (on the demo's data the projection moved a `dot` argmax to
-`cat`, the head's two kinds being near even): the kind is
-the choice the supernet compares least like retraining, and the cheaper
-point's finalists measured it by training. A switch alone cannot stand in: a
-`dot` switch of an arch settled under `cat` keeps the widths and depths chosen
-for `cat`. The head's kind stays a finalist as the own arch's switch. Measured
+(`kinds_chosen`; summary.json's `kinds_from_cheaper_point`), and neither the
+projection nor the refinement moves it (with the head's two kinds near even, the
+projection alone can switch it): the kind is the choice the supernet compares
+least like retraining, and the cheaper point's finalists measured it by
+training. A switch alone cannot stand in: a `dot` switch of an arch settled
+under `cat` keeps the widths and depths chosen for `cat`. The head's kind stays
+a finalist as the own arch's switch. Measured
 (benchmarks/RESULTS.md, `front_quality.py`): on 1M planted rows the front's 2x
 and 4x heads ended on `cat` (the dedicated searches' on `dot`), every `cat`
 finalist there stayed on the starting plateau through its pass, and without the
@@ -122,7 +122,7 @@ def settle(net: SupernetBase, table: CostTable, name: str, start: dict[str, Choi
     choices, projection = project(net.layout, table, start, probs, budget_us, floor, held)
     refinement: list[dict] = []
     if config.refine:
-        groups = net.refined_groups if not held else tuple(g for g in (net.refined_groups or net.layout.groups) if g not in held)
+        groups = tuple(g for g in (net.refined_groups or net.layout.groups) if g not in held)
         choices, refinement = refine(net, table, choices, rows, budget_us, floor, groups=groups, avoid=net.refine_avoids)
     capacity: list[dict] = []
     if config.keep_capacity and net.capacity_groups:
