@@ -202,15 +202,28 @@ class MixedEmbeddings(nn.Module):
                 self.table.weight[start : start + size].uniform_(-(size**-0.5), size**-0.5)
 
     def forward(self, sparse: torch.Tensor, rows_probs: torch.Tensor, dim_probs: torch.Tensor) -> torch.Tensor:
-        if rows_probs.dim() == 2 and not rows_probs.requires_grad and bool((rows_probs.max(-1).values == 1.0).all()):
-            # One table size per feature, fixed for the batch: one lookup per feature instead of R.
-            chosen = rows_probs.to(self.moduli.dtype)
-            moduli, offsets = (self.moduli * chosen).sum(-1), (self.offsets * chosen).sum(-1)  # [F] each
-            return self.table(offsets + sparse % moduli) * (dim_probs @ self.masks)
+        if self.is_fixed(rows_probs):
+            return self.lookup(sparse, rows_probs, dim_probs)
         idx = self.offsets + sparse[:, :, None] % self.moduli  # [B, F, R]
         vectors = self.table(idx)  # [B, F, R, D]
         mixed = (rows_probs.to(vectors.dtype)[..., None] * vectors).sum(-2)  # [B, F, D]
         return mixed * (dim_probs @ self.masks)
+
+    @staticmethod
+    def is_fixed(probs: torch.Tensor) -> bool:
+        """Whether `probs` [F, n] (no gradient) pick one candidate per feature for the whole batch."""
+        return probs.dim() == 2 and not probs.requires_grad and bool((probs.max(-1).values == 1.0).all())
+
+    def lookup(self, sparse: torch.Tensor, rows_probs: torch.Tensor, dim_probs: torch.Tensor,
+               features: torch.Tensor | None = None) -> torch.Tensor:
+        """`forward` at one table size per feature (`is_fixed` rows_probs): one lookup per feature instead of R.
+        With `features` [k] (indices), only those features' vectors: [B, k, D], the values `forward` gives them."""
+        chosen = rows_probs.to(self.moduli.dtype)
+        moduli, offsets = (self.moduli * chosen).sum(-1), (self.offsets * chosen).sum(-1)  # [F] each
+        masks = dim_probs @ self.masks  # [F, D]
+        if features is not None:
+            sparse, moduli, offsets, masks = sparse[:, features], moduli[features], offsets[features], masks[features]
+        return self.table(offsets + sparse % moduli) * masks
 
     @torch.no_grad()
     def inherit_from_largest(self, counts: list[torch.Tensor]) -> None:

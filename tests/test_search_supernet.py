@@ -314,3 +314,33 @@ def test_an_arch_scored_again_on_the_same_rows_is_not_computed_again(monkeypatch
         with torch.no_grad():
             next(net.top.parameters()).mul_(1.5)
         assert supernet_loss(net, a, rows) != first[0] and len(calls) == 4
+
+
+def test_scoring_looks_up_only_the_tables_whose_choice_changed_and_gets_a_fresh_forwards_vectors(monkeypatch):
+    """With a scoring memo, `Supernet.embedded` looks up only the features whose table size or dim differ from
+    the last arch scored on those rows, with the values a fresh lookup gives; a table changed in place is
+    looked up afresh."""
+    space = SMALL_KAGGLE
+    net = trained_like(Supernet(space), 2)
+    _, sparse = random_batch(space, 64)
+    base = space.sample_choices(random.Random(5))
+    slot = net.layout.groups["emb_dim"].slots[1]
+    moved = {**base, slot: next(d for d in net.layout.groups["emb_dim"].choices[1] if d != base[slot])}
+    looked_up = []
+    lookup = net.embeddings.lookup
+    monkeypatch.setattr(net.embeddings, "lookup", lambda *a, **k: looked_up.append(k.get("features", a[3] if len(a) > 3 else None))
+                        or lookup(*a, **k))
+
+    def probs(choices):
+        return {g: t.float() for g, t in net.layout.one_hot(choices).items()}
+
+    memo = {}
+    with torch.no_grad():
+        for choices in (base, moved, moved):
+            assert torch.equal(net.embedded(sparse, probs(choices), memo).clone(), net.embeddings(sparse, probs(choices)["emb_rows"],
+                                                                                           probs(choices)["emb_dim"]))
+        assert looked_up[0] is None and looked_up[2].tolist() == [1] and len(looked_up) == 5  # 3 memo-less lookups
+        net.embeddings.table.weight.mul_(2.0)
+        looked_up.clear()
+        net.embedded(sparse, probs(moved), memo)
+        assert looked_up == [None]

@@ -155,34 +155,58 @@ class Supernet(SupernetBase):
         return self.head(x, embedded, probs["interaction"][..., 0, :], probs)
 
     def score(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor], memo: dict) -> torch.Tensor:
-        """`forward`, with the bottom MLP's output kept in `memo` (`SupernetBase.score`): the settling's
-        moves change the tables, dims and top far more often than the bottom, and a wide bottom MLP is
-        most of a scoring pass (settling a 4x point's arch on 1M planted rows: 3.76x less CPU;
-        benchmarks/RESULTS.md, settle_cost.py)."""
+        """`forward`, with the bottom MLP's output and the last arch's embedded vectors kept in `memo`
+        (`SupernetBase.score`, `embedded`): the settling's moves change the tables, dims and top far more
+        often than the bottom, and a wide bottom MLP is most of a scoring pass (benchmarks/RESULTS.md,
+        settle_cost.py)."""
         return self(dense, sparse, probs, memo)
 
     def features(self, dense: torch.Tensor, sparse: torch.Tensor, probs: dict[str, torch.Tensor],
                  memo: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(bottom MLP output [B, D], embedded [B, F, D]): everything before the interaction, at the
         chosen D, or at the widest with the coordinates beyond D masked by its probabilities. With
-        `memo` (`score`), a fixed bottom's output is taken from it or kept in it."""
+        `memo` (`score`), a fixed bottom's output is taken from it or kept in it (`memo["bottom"]`), and
+        the embedded vectors too (`embedded`)."""
         p_dim = probs["interaction_dim"][..., 0, :]
         j = fixed_choice(p_dim)
         key = self._bottom_key(probs, j) if memo is not None and not torch.is_grad_enabled() else None
-        x = memo.get(key) if key is not None else None
+        bottoms = memo.setdefault("bottom", {}) if key is not None else {}
+        x = bottoms.get(key)
         if x is None:
             x = self.bottom(dense, probs["bottom"], probs["bottom_depth"][..., 0, :], self.space.num_dense**-0.5,
                             out_features=None if j is None else self.dims[j])
             if key is not None:
-                while len(memo) >= BOTTOM_MEMO:
-                    memo.pop(next(iter(memo)))  # the oldest: dicts keep insertion order
-                memo[key] = x
-        embedded = self.embeddings(sparse, probs["emb_rows"], probs["emb_dim"])
+                while len(bottoms) >= BOTTOM_MEMO:
+                    bottoms.pop(next(iter(bottoms)))  # the oldest: dicts keep insertion order
+                bottoms[key] = x
+        embedded = self.embedded(sparse, probs, memo)
         if j is not None:
             d = self.dims[j]
             return x[:, :d], pad_to(embedded, d)[..., :d]
         mask = p_dim @ self.dim_masks
         return x * mask, pad_to(embedded, mask.shape[-1]) * mask[..., None, :]
+
+    def embedded(self, sparse: torch.Tensor, probs: dict[str, torch.Tensor], memo: dict | None = None) -> torch.Tensor:
+        """The embeddings' output [B, F, D]. With `memo` (`score`) at one table size and dim per feature,
+        only the features whose size or dim differ from the last arch scored on these rows are looked up
+        and written into that arch's output, kept in `memo` and returned (so it holds until the next scoring
+        of these rows): the capacity pass moves one table at a time and the refinement none, while looking
+        up every table was a third of a scoring pass (4x point, 1M rows), and copying the output whole
+        cost as much."""
+        rows, dims = probs["emb_rows"], probs["emb_dim"]
+        fixed = MixedEmbeddings.is_fixed(rows) and MixedEmbeddings.is_fixed(dims)
+        if memo is None or torch.is_grad_enabled() or not fixed:
+            return self.embeddings(sparse, rows, dims)
+        chosen, version = torch.stack([rows.argmax(-1), dims.argmax(-1)]), self.embeddings.table.weight._version  # [2, F]
+        last = memo.get("embedded")
+        if last is None or last[0] != version:
+            out = self.embeddings.lookup(sparse, rows, dims)
+        else:
+            out, changed = last[2], (chosen != last[1]).any(0).nonzero().flatten()
+            if len(changed):
+                out[:, changed] = self.embeddings.lookup(sparse, rows, dims, changed)
+        memo["embedded"] = (version, chosen, out)
+        return out
 
     def _bottom_key(self, probs: dict[str, torch.Tensor], j: int | None) -> tuple | None:
         """What the bottom MLP's output depends on, at fixed choices: its depth, its widths, the output
