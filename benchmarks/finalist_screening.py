@@ -13,8 +13,9 @@ finalist by each screen and compares with the whole pass:
   from the supernet (its family's `extract`), trained one pass over the first s of the
   weight rows (--inherit-shares; 0: scored as extracted).
 
-Every screen scores on the arch part of the train split, which no weight trained on,
-with the search's recipe and seed. A finalist whose record holds no whole pass (a
+Every screen scores on `SCREEN_SCORED_ROWS` of the arch part of the train split
+(`search.finalists.screen_parts`), which no weight trained on, with the search's recipe
+and seed; the whole pass on all of it. A finalist whose record holds no whole pass (a
 screened-out finalist of a front) is trained the whole pass here with --train-missing,
 else left out. Per search and screen: Kendall tau between the screened and the
 whole-pass logloss, the whole pass's winner's rank among the screened, the whole-pass
@@ -43,7 +44,7 @@ from dnas_hw.space import get_space
 from dnas_hw.train import evaluate
 from search.config import SearchConfig
 from search.family_search import family_search
-from search.finalists import first_rows, proxy_metrics, weight_and_arch_parts
+from search.finalists import proxy_metrics, screen_parts, weight_and_arch_parts
 from search.state import FORMAT
 
 
@@ -104,10 +105,10 @@ def main() -> None:
         winner = min(range(len(records)), key=lambda i: whole[i]["logloss"])
         for how, share in screens:
             n = int(len(weights) * share)
-            part = (first_rows(weights, n), scored)
+            part = screen_parts((weights, scored), n)
 
             def screen(r, how=how, n=n, part=part):
-                if how == "scratch" and "screen" in r and r.get("screen_rows") == n:
+                if how == "scratch" and "screen" in r and r.get("screen_rows") == n and r["screen"].get("rows") == len(part[1]):
                     return r["screen"]  # the search's own screen on these rows
                 if how == "scratch":
                     return proxy_metrics(space, r["choices"], part, config)

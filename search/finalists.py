@@ -58,8 +58,8 @@ none twice.
 
 Screening (successive halving's first rung): with a share s < 1
 (`SearchConfig.finalist_screen`), every finalist first trains one pass over the
-first s of the weight part, and only the `finalist_keep` best on the arch part
-train the whole pass; n finalists then cost n * s + keep whole trainings instead
+first s of the weight part, scored on `SCREEN_SCORED_ROWS` of the arch part
+(`screen_parts`), and only the `finalist_keep` best train the whole pass; n finalists then cost n * s + keep whole trainings instead
 of n. A front screens by default (`screen_share`): it trains the finalists of
 every point, and on 1M planted rows the whole-pass finalists of 4 budgets (0.5x-4x
 the reference's latency) cost about three times one search's supernet. The screen
@@ -101,6 +101,10 @@ RECORDS = "finalists.json"
 # reads (module docstring): with fewer the screen ranks by how fast an arch starts to learn.
 FRONT_SCREEN = 0.25
 MIN_SCREEN_ROWS = 150_000
+# The arch-part rows a screen is scored on, evenly spaced: on 1M planted rows 50k of the 160k ordered a
+# point's 11 screened finalists as all 160k did (Kendall tau 0.96, the same best 2; benchmarks/RESULTS.md,
+# finalist_screening.py), and scoring all of them was a fifth of a screen's CPU at 4x the reference's latency.
+SCREEN_SCORED_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,12 @@ def first_rows(split: Split, n: int) -> Split:
     return Split(f"{split.name}, first {n:,} rows", split.dense[:n], split.sparse[:n], split.labels[:n])
 
 
+def screen_parts(parts: tuple[Split, Split], rows: int) -> tuple[Split, Split]:
+    """What a screen on `rows` weight rows trains on, the first `rows` of the weight part, and is scored on,
+    `SCREEN_SCORED_ROWS` of the arch part."""
+    return first_rows(parts[0], rows), parts[1].spaced(SCREEN_SCORED_ROWS)
+
+
 def screen_share(config: SearchConfig, points: int) -> float:
     """The share of the weight rows the finalists are screened on: the config's, else `FRONT_SCREEN` in a
     front of several points and 1 (no screening) in a single search."""
@@ -259,8 +269,8 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
     """(the finalist with the lowest proxy logloss, every finalist's record).
 
     With `screen` < 1 and more than `config.finalist_keep` finalists, each first trains on the first
-    `screen` of the weight part, at least `MIN_SCREEN_ROWS` (its record's `screen`; none where that is
-    the whole part), and only the `finalist_keep` best train the whole part (`proxy`; the others'
+    `screen` of the weight part, at least `MIN_SCREEN_ROWS`, scored on `SCREEN_SCORED_ROWS` of the arch
+    part (its record's `screen`; none where that is the whole weight part), and only the `finalist_keep` best train the whole part (`proxy`; the others'
     records have none); one with a whole-part record in `known` joins them unscreened. Records found
     in `folder`/finalists.json or in `known` ({choices key: record}, e.g. another point's of a front;
     the new ones are added to it) for the same choices and recipe are reused; each new one is written
@@ -278,7 +288,8 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
         """records[i][what] (`screen` or `proxy`): reused from `done`, else trained on `rows`."""
         c, r = finalists[i], records[i]
         earlier = done.get(_key(c.choices), {})
-        if what in earlier and (what == "proxy" or earlier.get("screen_rows") == screened_rows):
+        same_screen = earlier.get("screen_rows") == screened_rows and earlier.get("screen", {}).get("rows") == len(rows[1])
+        if what in earlier and (what == "proxy" or same_screen):
             r[what] = earlier[what]
         else:
             r[what] = proxy_metrics(net.space, c.choices, rows, config)
@@ -295,9 +306,9 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
     kept, train = [i for i in range(len(finalists)) if i not in whole], parts[0]
     screened_rows = max(int(len(train) * screen), MIN_SCREEN_ROWS)
     if screen < 1 and len(kept) > config.finalist_keep and screened_rows < len(train):
-        first = first_rows(train, screened_rows)
+        screening = screen_parts(parts, screened_rows)
         for i in kept:
-            measure(i, "screen", (first, parts[1]))
+            measure(i, "screen", screening)
         kept = sorted(kept, key=lambda i: records[i]["screen"]["logloss"])[: config.finalist_keep]
     kept = sorted(kept + whole)
     for i in kept:

@@ -69,10 +69,10 @@ class HeldOut:
     @classmethod
     def take(cls, split: Split, first: int, last: int, rows: int = HELD_OUT_ROWS) -> "HeldOut":
         """Up to `rows` rows of `split`[first:last], evenly spaced (the split is already shuffled)."""
-        idx = np.linspace(first, last - 1, num=min(rows, last - first)).astype(np.int64)
-        return cls(torch.from_numpy(np.asarray(split.dense[idx], dtype=np.float32)),
-                   torch.from_numpy(np.asarray(split.sparse[idx], dtype=np.int64)),
-                   torch.from_numpy(np.asarray(split.labels[idx], dtype=np.float32)))
+        taken = split.spaced(rows, first, last)
+        return cls(torch.from_numpy(np.asarray(taken.dense, dtype=np.float32)),
+                   torch.from_numpy(np.asarray(taken.sparse, dtype=np.int64)),
+                   torch.from_numpy(np.asarray(taken.labels, dtype=np.float32)))
 
 
 @contextmanager

@@ -178,6 +178,7 @@ def test_screening_trains_every_finalist_on_the_first_rows_and_the_best_on_all(d
 
     monkeypatch.setattr(finalists, "proxy_metrics", counted)
     monkeypatch.setattr(finalists, "MIN_SCREEN_ROWS", 100)  # the test data's weight part: 1,280 rows
+    monkeypatch.setattr(finalists, "SCREEN_SCORED_ROWS", 150)  # of its arch part's 320
     known: dict = {}
     chosen, records = choose(net, table, found, parts, config, tmp_path, screen=0.25, known=known)
     screened = int(len(parts[0]) * 0.25)
@@ -185,6 +186,7 @@ def test_screening_trains_every_finalist_on_the_first_rows_and_the_best_on_all(d
     kept = sorted(range(3), key=lambda i: records[i]["screen"]["logloss"])[:2]
     assert sorted(seen[3:]) == sorted((found[i].name, len(parts[0])) for i in kept)
     assert all(("proxy" in r) == (i in kept) and r["screen_rows"] == screened for i, r in enumerate(records))
+    assert {r["screen"]["rows"] for r in records} == {150} and {r["proxy"]["rows"] for r in records if "proxy" in r} == {len(parts[1])}
     assert chosen is found[min(kept, key=lambda i: records[i]["proxy"]["logloss"])]
     # Killed before the second whole pass: the resumed run trains that one and no other.
     cut = [dict(r) for r in records]

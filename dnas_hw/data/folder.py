@@ -85,6 +85,14 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def spaced(self, n: int, first: int = 0, last: int | None = None) -> "Split":
+        """Up to `n` rows of [first, last) (default: all), evenly spaced, in memory: a sample as wide as the
+        range, for rows already in random order."""
+        last = len(self) if last is None else last
+        idx = np.linspace(first, last - 1, num=min(n, last - first)).astype(np.int64)
+        return Split(f"{self.name}, {len(idx):,} rows", np.asarray(self.dense[idx]), np.asarray(self.sparse[idx]),
+                     np.asarray(self.labels[idx]))
+
 
 def _open_array(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     if not path.is_file():
