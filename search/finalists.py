@@ -59,8 +59,8 @@ none twice.
 Screening (successive halving's first rung): with a share s < 1
 (`SearchConfig.finalist_screen`), every finalist first trains one pass over the
 first s of the weight part, scored on `SCREEN_SCORED_ROWS` of the arch part
-(`screen_parts`), and only the `finalist_keep` best train the whole pass; n finalists then cost n * s + keep whole trainings instead
-of n. A front screens by default (`screen_share`): it trains the finalists of
+(`screen_parts`), and only the `finalist_keep` best train the whole pass; n
+finalists then cost about n * s + keep whole trainings instead of n. A front screens by default (`screen_share`): it trains the finalists of
 every point, and on 1M planted rows the whole-pass finalists of 4 budgets (0.5x-4x
 the reference's latency) cost about three times one search's supernet. The screen
 reads at least `MIN_SCREEN_ROWS` (where the share holds fewer, that many; where the
@@ -101,9 +101,10 @@ RECORDS = "finalists.json"
 # reads (module docstring): with fewer the screen ranks by how fast an arch starts to learn.
 FRONT_SCREEN = 0.25
 MIN_SCREEN_ROWS = 150_000
-# The arch-part rows a screen is scored on, evenly spaced: on 1M planted rows 50k of the 160k ordered a
-# point's 11 screened finalists as all 160k did (Kendall tau 0.96, the same best 2; benchmarks/RESULTS.md,
-# finalist_screening.py), and scoring all of them was a fifth of a screen's CPU at 4x the reference's latency.
+# The arch-part rows a screen is scored on, evenly spaced: on 1M planted rows, scored on 50k of the 160k,
+# the screens ranked the whole pass's winner first at three budgets and ordered the rest as well as on all
+# 160k (Kendall tau 0.64-0.82 against 0.60-0.78; benchmarks/RESULTS.md, finalist_screening.py), and
+# scoring all 160k was about a fifth of a screen's CPU at 4x the reference's latency.
 SCREEN_SCORED_ROWS = 50_000
 
 
@@ -270,8 +271,8 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
 
     With `screen` < 1 and more than `config.finalist_keep` finalists, each first trains on the first
     `screen` of the weight part, at least `MIN_SCREEN_ROWS`, scored on `SCREEN_SCORED_ROWS` of the arch
-    part (its record's `screen`; none where that is the whole weight part), and only the `finalist_keep` best train the whole part (`proxy`; the others'
-    records have none); one with a whole-part record in `known` joins them unscreened. Records found
+    part (its record's `screen`; none where that is the whole weight part), and only the
+    `finalist_keep` best train the whole part (`proxy`; the others' records have none); one with a whole-part record in `known` joins them unscreened. Records found
     in `folder`/finalists.json or in `known` ({choices key: record}, e.g. another point's of a front;
     the new ones are added to it) for the same choices and recipe are reused; each new one is written
     as it finishes. Ties keep the earlier finalist (the search's own first).
