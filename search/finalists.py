@@ -60,9 +60,10 @@ Screening (successive halving's first rung): with a share s < 1
 (`SearchConfig.finalist_screen`), every finalist first trains one pass over the
 first s of the weight part, scored on `SCREEN_SCORED_ROWS` of the arch part
 (`screen_parts`), and only the `finalist_keep` best train the whole pass; n
-finalists then cost about n * s + keep whole trainings instead of n. A front screens by default (`screen_share`): it trains the finalists of
-every point, and on 1M planted rows the whole-pass finalists of 4 budgets (0.5x-4x
-the reference's latency) cost about three times one search's supernet. The screen
+finalists then cost about n * s + keep whole trainings instead of n. A front
+screens by default (`screen_share`): it trains the finalists of every point, and on
+1M planted rows the whole-pass finalists of 4 budgets (0.5x-4x the reference's
+latency) cost about three times one search's supernet. The screen
 reads at least `MIN_SCREEN_ROWS` (where the share holds fewer, that many; where the
 weight part holds no more, no screening): early in training the archs that learn
 fastest lead, not those that end best. Measured (benchmarks/RESULTS.md,
