@@ -20,6 +20,11 @@ With --dedicated-from, a budget's dedicated search and its retrainings are read 
 one for the same budget, LUT, data and search config, instead of being run again (its arch
 retrained here where that folder retrained with another recipe, e.g. --train-epochs).
 
+With --only front or --only dedicated, this run does that side's searches alone and
+records them: two processes, one per side, then run side by side under the same load
+(on two cores, half the wall time), and a third run with the same --out reads both
+records and reports.
+
 Times are CPU seconds of this process (one torch thread; a shared machine's
 load does not tilt the ratio) and wall seconds beside them. The ratio that
 decides is front / mean(dedicated searches). Every finished stage is recorded in
@@ -88,6 +93,8 @@ def main() -> None:
     ap.add_argument("--dedicated-from", default=None,
                     help="a search_quality.py output folder whose dedicated searches (x{share}) stand in for this run's")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=("front", "dedicated"), default=None,
+                    help="run and record one side's searches alone (the other side in another process)")
     args = ap.parse_args()
     out, data, space = open_run(args)
     lut, B = Lut.load(args.lut), args.batch_size
@@ -110,12 +117,22 @@ def main() -> None:
         return timed_once(out / "single" / f"{tag}.done.json", lambda: run_search_within(
             args.data, space, lut, budget_us=budget, batch_size=B, out=out / "single" / tag, config=config, resume=True))
 
+    def the_front():
+        return timed_once(out / "front_done.json", lambda: run_front(
+            args.data, space, [lut], budgets_us=budgets, batch_size=B, out=out / "front", config=config, resume=True,
+            arch_updates=args.arch_updates))
+
+    if args.only == "dedicated":
+        for budget in budgets:
+            single(budget)
+        return
+    if args.only == "front":
+        the_front()
+        return
     # The front runs between the first dedicated search and the others, so that a change of the
     # machine's load during the run weighs on both sides of the ratio.
     single(budgets[0])
-    front, front_cpu, front_wall = timed_once(out / "front_done.json", lambda: run_front(
-        args.data, space, [lut], budgets_us=budgets, batch_size=B, out=out / "front", config=config, resume=True,
-        arch_updates=args.arch_updates))
+    front, front_cpu, front_wall = the_front()
     print(f"front of {len(budgets)}: {front_cpu:.1f} s CPU, {front_wall:.1f} s wall", flush=True)
     rows = []
     for budget, point in zip(budgets, front["points"]):
