@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dnas_hw.data import folder
-from dnas_hw.data.folder import PreparedData, iterate_batches, num_batches
+from dnas_hw.data.folder import PreparedData, Split, iterate_batches, num_batches
 from dnas_hw.data.writer import FolderWriter
 from dnas_hw.errors import UserError
 
@@ -167,3 +167,11 @@ def test_each_rank_reads_only_its_rows(data_dir, small_blocks, world):
         own = np.concatenate(row_ids(iterate_batches(recorded, 96, shuffle=True, seed=1, shard=(rank, world))))
         for r in (recorded.dense, recorded.sparse, recorded.labels):
             assert r.read == set(own.tolist())
+
+
+def test_spaced_rows_sample_the_range_evenly_in_memory():
+    """`Split.spaced`: up to n rows of [first, last), evenly spaced, ends included, as plain arrays."""
+    split = Split("train", np.arange(20, dtype=np.float32)[:, None], np.arange(20)[:, None], np.arange(20, dtype=np.float32))
+    taken = split.spaced(5, 4, 14)
+    assert taken.labels.tolist() == [4.0, 6.0, 8.0, 10.0, 13.0] and taken.sparse[:, 0].tolist() == [4, 6, 8, 10, 13]
+    assert len(split.spaced(100)) == 20 and not isinstance(split.spaced(3).dense, np.memmap)
