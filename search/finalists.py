@@ -273,10 +273,10 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
     With `screen` < 1 and more than `config.finalist_keep` finalists, each first trains on the first
     `screen` of the weight part, at least `MIN_SCREEN_ROWS`, scored on `SCREEN_SCORED_ROWS` of the arch
     part (its record's `screen`; none where that is the whole weight part), and only the
-    `finalist_keep` best train the whole part (`proxy`; the others' records have none); one with a whole-part record in `known` joins them unscreened. Records found
-    in `folder`/finalists.json or in `known` ({choices key: record}, e.g. another point's of a front;
-    the new ones are added to it) for the same choices and recipe are reused; each new one is written
-    as it finishes. Ties keep the earlier finalist (the search's own first).
+    `finalist_keep` best train the whole part (`proxy`; the others' records have none); one with a
+    whole-part record in `known` joins them unscreened. Records found in `folder`/finalists.json or in
+    `known` ({choices key: record}, e.g. another point's of a front; the new ones are added to it) for
+    the same choices and recipe are reused; each new one is written as it finishes. Ties keep the earlier finalist (the search's own first).
     """
     recipe = {f: getattr(config, f) for f in ("seed", "train_batch_size", "weight_optimizer", "weight_lr", "split_fraction")}
     path = folder / RECORDS
