@@ -1,20 +1,20 @@
 """Does a short training rank a search's finalists as the whole pass does, from scratch or from the supernet's weights?
 
 The finalists of a search (`search.finalists`) are trained one pass over the weight
-part of the train split; screening trains each on the first s of those rows and keeps
-the best `finalist_keep` for the whole pass. For every search folder given (its
+part of the train split; screening trains each the first batches of its pass that cover
+s of those rows and keeps the best `finalist_keep` for the rest of the pass. For every search folder given (its
 finalists.json and summary.json; a front's point folders too), this script ranks every
 finalist by each screen and compares with the whole pass:
 
-- `scratch s`: one pass from scratch over the first s of the weight rows (--shares),
-  the screen `search.finalists.choose` runs;
+- `scratch s`: from scratch, the first batches of the pass that cover s of the weight
+  rows (--shares), the screen `search.finalists.choose` runs;
 - `inherited s` (with --state, the run's trained supernet: a search_state.pt or a
   front_state.pt copied before the search finished): the finalist's model extracted
-  from the supernet (its family's `extract`), trained one pass over the first s of the
-  weight rows (--inherit-shares; 0: scored as extracted).
+  from the supernet (its family's `extract`), trained the first batches of a pass that
+  cover s of the weight rows (--inherit-shares; 0: scored as extracted).
 
-Every screen scores on `SCREEN_SCORED_ROWS` of the arch part of the train split
-(`search.finalists.screen_parts`), which no weight trained on, with the search's recipe
+Every screen scores on `SCREEN_SCORED_ROWS` of the arch part of the train split, evenly
+spaced (as `search.finalists.choose`), which no weight trained on, with the search's recipe
 and seed; the whole pass on all of it. A finalist whose record holds no whole pass (a
 screened-out finalist of a front) is trained the whole pass here with --train-missing,
 else left out. Per search and screen: Kendall tau between the screened and the
@@ -32,29 +32,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 
-from dnas_hw.data.folder import PreparedData, Split
+from dnas_hw.data.folder import PreparedData
 from dnas_hw.files import load_torch
 from dnas_hw.metrics import kendall_tau
 from dnas_hw.space import get_space
-from dnas_hw.train import evaluate
 from search.config import SearchConfig
 from search.family_search import family_search
-from search.finalists import proxy_metrics, screen_parts, weight_and_arch_parts
+from search.finalists import SCREEN_SCORED_ROWS, pass_steps, proxy_metrics, weight_and_arch_parts
 from search.state import FORMAT
-
-
-def inherited_metrics(space, net, choices: dict, parts: tuple[Split, Split], config: SearchConfig) -> dict:
-    """`proxy_metrics` from the supernet's weights; with no rows in `parts[0]`, the extracted model as it is."""
-    if len(parts[0].labels):
-        return proxy_metrics(space, choices, parts, config, net)
-    started = time.perf_counter()
-    model = family_search(space).extract(net, choices)
-    return {**evaluate(model, parts[1]), "train_s": round(time.perf_counter() - started, 3)}
 
 
 def main() -> None:
@@ -103,16 +92,15 @@ def main() -> None:
         whole = [measure(f"{run} whole {r['name']}", lambda r=r: r.get("proxy") or proxy_metrics(space, r["choices"], (weights, scored), config))
                  for r in records]
         winner = min(range(len(records)), key=lambda i: whole[i]["logloss"])
+        scored_on = scored.spaced(SCREEN_SCORED_ROWS)
         for how, share in screens:
             n = int(len(weights) * share)
-            part = screen_parts((weights, scored), n)
+            steps = pass_steps(config, n)
 
-            def screen(r, how=how, n=n, part=part):
-                if how == "scratch" and "screen" in r and r.get("screen_rows") == n and r["screen"].get("rows") == len(part[1]):
+            def screen(r, how=how, steps=steps):
+                if how == "scratch" and "screen" in r and r.get("screen_steps") == steps and r["screen"].get("rows") == len(scored_on):
                     return r["screen"]  # the search's own screen on these rows
-                if how == "scratch":
-                    return proxy_metrics(space, r["choices"], part, config)
-                return inherited_metrics(space, net, r["choices"], part, config)
+                return proxy_metrics(space, r["choices"], (weights, scored_on), config, net if how == "inherited" else None, steps)
 
             got = [measure(f"{run} {how} {share:g} {r['name']}", lambda r=r: screen(r)) for r in records]
             order = sorted(range(len(records)), key=lambda i: got[i]["logloss"])

@@ -20,7 +20,7 @@ from torch import nn
 
 from dnas_hw.data.folder import PreparedData, iterate_batches, num_batches
 from dnas_hw.family import build_model, load_arch
-from dnas_hw.train import TrainConfig, evaluate, make_optimizers, seed_everything, split_parameters, train_step, updated_in_backward
+from dnas_hw.train import TrainConfig, evaluate, start_training, train_step, updated_in_backward
 
 MARKS = 10  # evaluations per epoch
 
@@ -28,9 +28,7 @@ MARKS = 10  # evaluations per epoch
 def curve(arch, data: PreparedData, config: TrainConfig) -> list[float]:
     """Test logloss after each tenth of each epoch of training `arch` with `config` (as `dnas_hw.train.fit`)."""
     model = build_model(arch, seed=config.seed)
-    seed_everything(config.seed)
-    dense, sparse = split_parameters(model)
-    optimizers = make_optimizers(dense, sparse, config.optimizer, config.lr)
+    optimizers = start_training(model, config)
     train, test, loss_fn = data.split("train"), data.split("test"), nn.BCEWithLogitsLoss()
     steps = num_batches(len(train), config.batch_size, drop_last=False)
     marks = {steps * m // MARKS for m in range(1, MARKS + 1)}

@@ -274,8 +274,10 @@ def train_epoch(
     epoch: int,
     label: str = "train",
     local: bool = False,
+    batches: tuple[int, int] | None = None,
 ) -> float:
-    """One pass over `split`; returns the mean training loss.
+    """One pass over `split` (with `batches`, `(first, stop)`, only those batches of its order); returns
+    the mean training loss.
 
     With several processes (`dnas_hw.distributed`), each takes its shard of every
     global batch of `config.batch_size` rows, and the loss is the mean over all ranks;
@@ -285,11 +287,13 @@ def train_epoch(
     loss_fn = nn.BCEWithLogitsLoss()
     total, count = 0.0, 0
     rank, world = (0, 1) if local else distributed.shard()
-    steps = num_batches(len(split), config.batch_size, drop_last=False)
+    first, stop = batches if batches is not None else (0, num_batches(len(split), config.batch_size, drop_last=False))
+    rows = min(stop * config.batch_size, len(split)) - first * config.batch_size
     label += f" epoch {epoch + 1}/{config.epochs}" + (f" rank {rank}/{world}" if world > 1 else "")
-    batches = iterate_batches(split, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch, shard=(rank, world))
-    with progress(steps * config.batch_size // world, label, "samples") as bar:
-        for step, (dense, sparse, y) in enumerate(batches):
+    order = iterate_batches(split, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch, shard=(rank, world),
+                            batches=(first, stop))
+    with progress(max(rows, 0) // world, label, "samples") as bar:
+        for step, (dense, sparse, y) in enumerate(order, start=first):
             global_rows = min(config.batch_size, len(split) - step * config.batch_size)
             loss = train_step(model, optimizers, loss_fn, dense, sparse, y, 1.0 if local else distributed.loss_weight(len(y), global_rows))
             value = loss.item()
@@ -301,6 +305,54 @@ def train_epoch(
     if world > 1:
         total, count = distributed.all_reduce_sum([total, count])
     return total / max(count, 1)
+
+
+def start_training(model: nn.Module, config: TrainConfig) -> list[torch.optim.Optimizer]:
+    """Seed every generator from `config.seed` and make `model`'s optimizers: how every training starts."""
+    seed_everything(config.seed)
+    dense, sparse = split_parameters(model)
+    return make_optimizers(dense, sparse, config.optimizer, config.lr)
+
+
+class Pass:
+    """One epoch of `fit`'s training of `model` over `split` (the first), taken in pieces.
+
+    `to(n)` trains the pass's batches up to its n-th, `to(pass.steps)` to its end: a pass taken to step n
+    and later to its end leaves the model, bit for bit, where `fit` with one epoch leaves it (the
+    batches, the optimizers' state and torch's generator go on where they stopped, whatever ran in
+    between). A finalist screened on the pass's first rows then goes on to its whole pass
+    (`search.finalists.choose`). In this process alone, like `fit` with `splits`.
+    """
+
+    def __init__(self, model: nn.Module, split: Split, config: TrainConfig, label: str = "train"):
+        self.model, self.split, self.config, self.label = model, split, config, label
+        self.optimizers = start_training(model, config)
+        self.generator = torch.get_rng_state()  # torch's generator as this pass left it
+        self.steps = num_batches(len(split), config.batch_size, drop_last=False)
+        self.done = 0  # batches trained
+        self.loss_sum, self.rows = 0.0, 0  # training loss x rows, rows: over the batches trained
+
+    @property
+    def train_loss(self) -> float:
+        """The mean training loss over the batches trained so far."""
+        return self.loss_sum / max(self.rows, 1)
+
+    def to(self, step: int) -> None:
+        """Train the batches from the last trained to `step` (at most `steps`)."""
+        step = min(step, self.steps)
+        if step <= self.done:
+            return
+        outside = torch.get_rng_state()
+        torch.set_rng_state(self.generator)
+        try:
+            with updated_in_backward(self.model, self.optimizers) as still_stepped:
+                loss = train_epoch(self.model, still_stepped, self.split, self.config, 0, label=self.label, local=True,
+                                   batches=(self.done, step))
+        finally:
+            self.generator = torch.get_rng_state()
+            torch.set_rng_state(outside)
+        rows = min(step * self.config.batch_size, len(self.split)) - self.done * self.config.batch_size
+        self.loss_sum, self.rows, self.done = self.loss_sum + loss * rows, self.rows + rows, step
 
 
 def fit(
@@ -321,9 +373,7 @@ def fit(
     With several processes, steps run through DistributedDataParallel and only
     rank 0 saves the state (every rank resumes from it).
     """
-    seed_everything(config.seed)
-    dense, sparse = split_parameters(model)
-    optimizers = make_optimizers(dense, sparse, config.optimizer, config.lr)
+    optimizers = start_training(model, config)
     history: list[dict[str, Any]] = []
     if state_path is not None and state_path.exists():
         history = _load_state(state_path, model, optimizers, config)

@@ -57,10 +57,12 @@ folder holds every finalist's record as it finishes, so a resumed search trains
 none twice.
 
 Screening (successive halving's first rung): with a share s < 1
-(`SearchConfig.finalist_screen`), every finalist first trains one pass over the
-first s of the weight part, scored on `SCREEN_SCORED_ROWS` of the arch part
-(`screen_parts`), and only the `finalist_keep` best train the whole pass; n
-finalists then cost about n * s + keep whole trainings instead of n. A front
+(`SearchConfig.finalist_screen`), every finalist first trains the first batches
+of its pass that cover s of the weight part, scored on `SCREEN_SCORED_ROWS` of
+the arch part, and only the `finalist_keep` best go on to the end of the pass
+where their screen stopped (`dnas_hw.train.Pass`: the same model as a pass from
+scratch); n finalists then cost about n * s + keep * (1 - s) whole trainings
+instead of n. A front
 screens by default (`screen_share`): it trains the finalists of every point, and on
 1M planted rows the whole-pass finalists of 4 budgets (0.5x-4x the reference's
 latency) cost about three times one search's supernet. The screen
@@ -89,7 +91,7 @@ from dnas_hw.errors import UserError
 from dnas_hw.family import build_model
 from dnas_hw.files import read_json, write_json_atomic
 from dnas_hw.space import Choice
-from dnas_hw.train import TrainConfig, fit
+from dnas_hw.train import Pass, TrainConfig, evaluate
 from search.config import SearchConfig
 from search.cost import CostTable, choices_cost
 from search.family_search import family_search
@@ -228,17 +230,6 @@ def weight_and_arch_parts(data: PreparedData, split_fraction: float) -> tuple[Sp
     return part("finalist training", 0, cut), part("finalist scoring", cut, len(train))
 
 
-def first_rows(split: Split, n: int) -> Split:
-    """The first `n` rows of `split` (what a screen trains on)."""
-    return Split(f"{split.name}, first {n:,} rows", split.dense[:n], split.sparse[:n], split.labels[:n])
-
-
-def screen_parts(parts: tuple[Split, Split], rows: int) -> tuple[Split, Split]:
-    """What a screen on `rows` weight rows trains on, the first `rows` of the weight part, and is scored on,
-    `SCREEN_SCORED_ROWS` of the arch part."""
-    return first_rows(parts[0], rows), parts[1].spaced(SCREEN_SCORED_ROWS)
-
-
 def screen_share(config: SearchConfig, points: int) -> float:
     """The share of the weight rows the finalists are screened on: the config's, else `FRONT_SCREEN` in a
     front of several points and 1 (no screening) in a single search."""
@@ -247,22 +238,38 @@ def screen_share(config: SearchConfig, points: int) -> float:
     return FRONT_SCREEN if points > 1 else 1.0
 
 
-def proxy_metrics(space, choices: dict[str, Choice], parts: tuple[Split, Split], config: SearchConfig,
-                  supernet: SupernetBase | None = None) -> dict:
-    """Train the arch at `choices` of `space` one pass over `parts[0]` with the supernet's recipe, from
-    scratch or, with `supernet`, from the weights its family extracts from it; its metrics on `parts[1]`
-    ({logloss, auc, ...}) and the seconds it took."""
-    started = time.perf_counter()
+def finalist_pass(space, choices: dict[str, Choice], weights: Split, config: SearchConfig,
+                  supernet: SupernetBase | None = None) -> Pass:
+    """The one pass over `weights` a finalist trains, with the supernet's recipe, from scratch or, with
+    `supernet`, from the weights its family extracts from it (nothing trained yet)."""
     if supernet is None:
         model = build_model(space.arch(choices), seed=config.seed)
     else:
         model = family_search(space).extract(supernet, choices)
     recipe = TrainConfig(epochs=1, batch_size=config.train_batch_size, optimizer=config.weight_optimizer,
                          lr=config.weight_lr, seed=config.seed)
-    # `fit` scores the model on `parts[1]` after its pass: those are the proxy's metrics.
-    last = fit(model, None, recipe, splits=parts)[-1]
-    return {**{k.removeprefix("val_"): v for k, v in last.items() if k.startswith("val_")},
-            "train_s": round(time.perf_counter() - started, 3)}
+    return Pass(model, weights, recipe, label=weights.name)
+
+
+def scored(training: Pass, rows: Split, seconds: float) -> dict:
+    """The metrics ({logloss, auc, ...}) of the model of `training` on `rows`, with the `seconds` it took."""
+    return {**evaluate(training.model, rows), "train_s": round(seconds, 3)}
+
+
+def pass_steps(config: SearchConfig, rows: int) -> int:
+    """The batches of a finalist's pass that cover `rows` weight rows."""
+    return -(-rows // config.train_batch_size)
+
+
+def proxy_metrics(space, choices: dict[str, Choice], parts: tuple[Split, Split], config: SearchConfig,
+                  supernet: SupernetBase | None = None, steps: int | None = None) -> dict:
+    """Train the arch at `choices` of `space` one pass over `parts[0]` (`finalist_pass`; with `steps`,
+    only its first `steps` batches: a screen) and score it on `parts[1]`: its metrics and the seconds
+    it took."""
+    started = time.perf_counter()
+    training = finalist_pass(space, choices, parts[0], config, supernet)
+    training.to(training.steps if steps is None else steps)
+    return scored(training, parts[1], time.perf_counter() - started)
 
 
 def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts: tuple[Split, Split],
@@ -270,10 +277,11 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
            ) -> tuple[Settled, list[dict]]:
     """(the finalist with the lowest proxy logloss, every finalist's record).
 
-    With `screen` < 1 and more than `config.finalist_keep` finalists, each first trains on the first
-    `screen` of the weight part, at least `MIN_SCREEN_ROWS`, scored on `SCREEN_SCORED_ROWS` of the arch
-    part (its record's `screen`; none where that is the whole weight part), and only the
-    `finalist_keep` best train the whole part (`proxy`; the others' records have none); one with a
+    With `screen` < 1 and more than `config.finalist_keep` finalists, each first trains the first batches
+    of its pass that cover `screen` of the weight part, at least `MIN_SCREEN_ROWS`, scored on
+    `SCREEN_SCORED_ROWS` of the arch part (its record's `screen`; none where that is the whole weight
+    part), and only the `finalist_keep` best train the whole part, going on where the screen stopped
+    (`proxy`; the others' records have none); one with a
     whole-part record in `known` joins them unscreened. Records found in `folder`/finalists.json or in
     `known` ({choices key: record}, e.g. another point's of a front; the new ones are added to it) for
     the same choices and recipe are reused; each new one is written as it finishes. Ties keep the earlier finalist (the search's own first).
@@ -286,21 +294,38 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
     records = [{"name": c.name, "choices": c.choices, "recipe": recipe,
                 "predicted_latency_us": choices_cost(table, net.layout, c.choices)} for c in finalists]
 
-    def measure(i: int, what: str, rows: tuple[Split, Split]) -> None:
-        """records[i][what] (`screen` or `proxy`): reused from `done`, else trained on `rows`."""
+    # A screen trains the first batches of the finalist's whole pass; the passes that may survive it (the
+    # best `finalist_keep` screened so far, {finalist: pass}) are kept, and a survivor's whole pass goes on
+    # where its screen stopped: the same model as a pass from scratch, for the rest of the rows only.
+    paused: dict[int, Pass] = {}
+
+    def measure(i: int, what: str, steps: int, scored_on: Split) -> None:
+        """records[i][what] (`screen`: the first `steps` batches of its pass, or `proxy`: the whole pass),
+        scored on `scored_on`: reused from `done`, else trained."""
         c, r = finalists[i], records[i]
         earlier = done.get(_key(c.choices), {})
-        same_screen = earlier.get("screen_rows") == screened_rows and earlier.get("screen", {}).get("rows") == len(rows[1])
+        same_screen = earlier.get("screen_steps") == steps and earlier.get("screen", {}).get("rows") == len(scored_on)
         if what in earlier and (what == "proxy" or same_screen):
             r[what] = earlier[what]
         else:
-            r[what] = proxy_metrics(net.space, c.choices, rows, config)
+            started = time.perf_counter()
+            training = paused.pop(i, None) or finalist_pass(net.space, c.choices, parts[0], config)
+            went_on_from = training.done
+            training.to(steps)
+            r[what] = scored(training, scored_on, time.perf_counter() - started)
+            if what == "screen":
+                paused[i] = training
+                for j in sorted(paused, key=lambda j: records[j]["screen"]["logloss"])[config.finalist_keep:]:
+                    del paused[j]
+            elif went_on_from:
+                r[what]["went_on_from_step"] = went_on_from
         if what == "screen":
-            r["screen_rows"] = screened_rows
+            r["screen_steps"], r["screen_rows"] = steps, min(steps * config.train_batch_size, len(parts[0]))
         known[_key(c.choices)] = {**done.get(_key(c.choices), {}), **r}
         write_json_atomic(path, records)
-        click.echo(f"search: finalist {c.name}: {f'screened on {screened_rows:,} rows, ' if what == 'screen' else ''}"
-                   f"logloss {r[what]['logloss']:.4f} (predicted {r['predicted_latency_us'] / 1000:.3f}ms)", err=True)
+        how = f"screened on {r['screen_rows']:,} rows, " if what == "screen" else ""
+        click.echo(f"search: finalist {c.name}: {how}logloss {r[what]['logloss']:.4f} "
+                   f"(predicted {r['predicted_latency_us'] / 1000:.3f}ms)", err=True)
 
     # A finalist another point trained on the whole part needs no screen. Only `known` counts here, not
     # this folder's records: a resumed run then keeps what the uninterrupted run kept.
@@ -308,13 +333,14 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
     kept, train = [i for i in range(len(finalists)) if i not in whole], parts[0]
     screened_rows = max(int(len(train) * screen), MIN_SCREEN_ROWS)
     if screen < 1 and len(kept) > config.finalist_keep and screened_rows < len(train):
-        screening = screen_parts(parts, screened_rows)
+        scored_on = parts[1].spaced(SCREEN_SCORED_ROWS)
         for i in kept:
-            measure(i, "screen", screening)
+            measure(i, "screen", pass_steps(config, screened_rows), scored_on)
         kept = sorted(kept, key=lambda i: records[i]["screen"]["logloss"])[: config.finalist_keep]
     kept = sorted(kept + whole)
+    whole_pass = pass_steps(config, len(train))
     for i in kept:
-        measure(i, "proxy", parts)
+        measure(i, "proxy", whole_pass, parts[1])
     best = min(kept, key=lambda i: records[i]["proxy"]["logloss"])
     for i, r in enumerate(records):
         r["chosen"] = i == best

@@ -175,3 +175,20 @@ def test_spaced_rows_sample_the_range_evenly_in_memory():
     taken = split.spaced(5, 4, 14)
     assert taken.labels.tolist() == [4.0, 6.0, 8.0, 10.0, 13.0] and taken.sparse[:, 0].tolist() == [4, 6, 8, 10, 13]
     assert len(split.spaced(100)) == 20 and not isinstance(split.spaced(3).dense, np.memmap)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_a_batch_window_yields_those_batches_of_the_order(data_dir, small_blocks, drop_last):
+    """`batches=(first, stop)` yields batches first..stop-1 of the whole order (96 rows a batch straddle
+    the 64-row blocks), so a pass taken in pieces trains what one unbroken pass does."""
+    split = PreparedData.open(data_dir).split("train")
+    kw = dict(shuffle=True, seed=3, epoch=1, rows=(10, 990), drop_last=drop_last)
+    whole = row_ids(iterate_batches(split, 96, **kw))
+    n = len(whole)
+    for first, stop in ((0, 3), (3, 7), (7, n), (5, 5), (0, n), (n, n)):
+        window = row_ids(iterate_batches(split, 96, batches=(first, stop), **kw))
+        assert [b.tolist() for b in window] == [b.tolist() for b in whole[first:stop]]
+    halves = [row_ids(iterate_batches(split, 96, shard=(r, 2), batches=(4, 8), **kw)) for r in range(2)]
+    assert [np.concatenate(p).tolist() for p in zip(*halves)] == [b.tolist() for b in whole[4:8]]
+    with pytest.raises(UserError, match="batch range"):
+        next(iterate_batches(split, 96, batches=(3, 2), **kw))

@@ -155,12 +155,12 @@ def test_choose_returns_the_lowest_proxy_logloss_and_a_rerun_trains_none_again(d
     def no_training(*args, **kwargs):
         raise AssertionError("a finalist with a record was trained again")
 
-    monkeypatch.setattr(finalists, "proxy_metrics", no_training)
+    monkeypatch.setattr(finalists, "finalist_pass", no_training)
     again, records_again = choose(net, table, candidates, parts, config, tmp_path)
     assert again.name == chosen.name and records_again == records
 
 
-def test_screening_trains_every_finalist_on_the_first_rows_and_the_best_on_all(data, tmp_path, monkeypatch):
+def test_screening_trains_every_finalist_the_first_batches_and_the_best_go_on_to_the_whole_pass(data, tmp_path, monkeypatch):
     space = get_space("dlrm-tiny", cardinalities=PreparedData.open(data).cardinalities)
     net = Supernet(space)
     table = latency_table(space, toy_lut(space, B), B)
@@ -169,33 +169,45 @@ def test_screening_trains_every_finalist_on_the_first_rows_and_the_best_on_all(d
          {**space.smallest_choices(), "top_depth": space.largest_choices()["top_depth"]}])]
     parts = weight_and_arch_parts(PreparedData.open(data), 0.8)
     config = SearchConfig(train_batch_size=128, finalist_keep=2)
-    seen = []  # (finalist, rows trained on) per training
-    real = finalists.proxy_metrics
+    seen = []  # per piece of training: (finalist, first batch, stop)
+    real = finalists.finalist_pass
 
-    def counted(space_, choices, rows, config_):
-        seen.append((next(c.name for c in found if c.choices == choices), len(rows[0])))
-        return real(space_, choices, rows, config_)
+    def counted(space_, choices, weights, config_, supernet=None):
+        training, name = real(space_, choices, weights, config_, supernet), next(c.name for c in found if c.choices == choices)
+        to = training.to
 
-    monkeypatch.setattr(finalists, "proxy_metrics", counted)
+        def logged(step):
+            seen.append((name, training.done, min(step, training.steps)))
+            to(step)
+
+        training.to = logged
+        return training
+
+    monkeypatch.setattr(finalists, "finalist_pass", counted)
     monkeypatch.setattr(finalists, "MIN_SCREEN_ROWS", 100)  # the test data's weight part: 1,280 rows
     monkeypatch.setattr(finalists, "SCREEN_SCORED_ROWS", 150)  # of its arch part's 320
     known: dict = {}
     chosen, records = choose(net, table, found, parts, config, tmp_path, screen=0.25, known=known)
-    screened = int(len(parts[0]) * 0.25)
-    assert seen[:3] == [(c.name, screened) for c in found]
+    screen, whole = -(-int(len(parts[0]) * 0.25) // 128), -(-len(parts[0]) // 128)  # 3 and 10 batches
+    assert seen[:3] == [(c.name, 0, screen) for c in found]
     kept = sorted(range(3), key=lambda i: records[i]["screen"]["logloss"])[:2]
-    assert sorted(seen[3:]) == sorted((found[i].name, len(parts[0])) for i in kept)
-    assert all(("proxy" in r) == (i in kept) and r["screen_rows"] == screened for i, r in enumerate(records))
+    assert sorted(seen[3:]) == sorted((found[i].name, screen, whole) for i in kept)  # going on from the screen
+    assert all(("proxy" in r) == (i in kept) and r["screen_rows"] == screen * 128 for i, r in enumerate(records))
     assert {r["screen"]["rows"] for r in records} == {150} and {r["proxy"]["rows"] for r in records if "proxy" in r} == {len(parts[1])}
     assert chosen is found[min(kept, key=lambda i: records[i]["proxy"]["logloss"])]
-    # Killed before the second whole pass: the resumed run trains that one and no other.
+    # A whole pass that went on from its screen scores what one from scratch does.
+    for i in kept:
+        assert records[i]["proxy"]["logloss"] == finalists.proxy_metrics(space, found[i].choices, parts, config)["logloss"]
+        assert records[i]["proxy"]["went_on_from_step"] == screen
+    # Killed before the second whole pass: the resumed run trains that one, from scratch, and no other.
     cut = [dict(r) for r in records]
     cut[kept[1]].pop("proxy")
     (tmp_path / RECORDS).write_text(json.dumps(cut))
     seen.clear()
     resumed, resumed_records = choose(net, table, found, parts, config, tmp_path, screen=0.25)
-    assert seen == [(found[kept[1]].name, len(parts[0]))] and resumed is chosen
+    assert seen == [(found[kept[1]].name, 0, whole)] and resumed is chosen
     assert [i for i, r in enumerate(resumed_records) if "proxy" in r] == sorted(kept)
+    assert resumed_records[kept[1]]["proxy"]["logloss"] == records[kept[1]]["proxy"]["logloss"]
     # Another point of a front holding one of these finalists trains it no more (`known`).
     seen.clear()
     again, _ = choose(net, table, [found[kept[0]]], parts, config, tmp_path / "other", screen=0.25, known=known)
@@ -205,11 +217,11 @@ def test_screening_trains_every_finalist_on_the_first_rows_and_the_best_on_all(d
     seen.clear()
     monkeypatch.setattr(finalists, "MIN_SCREEN_ROWS", 500)
     choose(net, table, found, parts, config, tmp_path / "min", screen=0.25)
-    assert [n for _, n in seen[:3]] == [500] * 3
+    assert [stop for _, _, stop in seen[:3]] == [-(-500 // 128)] * 3
     seen.clear()
     monkeypatch.setattr(finalists, "MIN_SCREEN_ROWS", len(parts[0]))
     _, records = choose(net, table, found, parts, config, tmp_path / "none", screen=0.25)
-    assert seen and {n for _, n in seen} == {len(parts[0])} and len(seen) == 3 and all("screen" not in r for r in records)
+    assert seen == [(c.name, 0, whole) for c in found] and all("screen" not in r for r in records)
 
 
 def test_a_front_screens_its_finalists_and_a_single_search_does_not():
@@ -281,7 +293,7 @@ def test_an_incumbent_the_user_gives_starts_a_finalist_and_one_outside_the_space
     one_error_line(*run(*common, "--out", tmp_path / "run", "--resume"), "incumbents")
 
 
-def test_a_proxy_from_the_supernet_starts_from_the_weights_it_extracts(data, monkeypatch):
+def test_a_proxy_from_the_supernet_starts_from_the_weights_it_extracts(data):
     """`proxy_metrics` with a supernet (benchmarks/finalist_screening.py's screens from the supernet's weights)
     trains the model its family extracts, the derived model's weights, not a fresh one."""
     space = get_space("dlrm-tiny", cardinalities=PreparedData.open(data).cardinalities)
@@ -291,8 +303,6 @@ def test_a_proxy_from_the_supernet_starts_from_the_weights_it_extracts(data, mon
             p.add_(0.05 * torch.randn_like(p))
     parts = weight_and_arch_parts(PreparedData.open(data), 0.8)
     choices = space.largest_choices()
-    untrained = lambda model, data, recipe, splits: [{f"val_{k}": v for k, v in evaluate(model, splits[1]).items()}]  # noqa: E731
-    monkeypatch.setattr(finalists, "fit", untrained)  # the start itself, scored as `fit` scores it
-    inherited = finalists.proxy_metrics(space, choices, parts, SearchConfig(), net)["logloss"]
+    inherited = finalists.proxy_metrics(space, choices, parts, SearchConfig(), net, steps=0)["logloss"]
     assert inherited == pytest.approx(evaluate(family_search(space).extract(net, choices), parts[1])["logloss"])
-    assert inherited != pytest.approx(finalists.proxy_metrics(space, choices, parts, SearchConfig())["logloss"])
+    assert inherited != pytest.approx(finalists.proxy_metrics(space, choices, parts, SearchConfig(), steps=0)["logloss"])

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 import dnas_hw.train
@@ -177,3 +178,23 @@ def test_bad_training_options(synth_dir, tiny_arch_file, tmp_path):
     assert_user_error(train("--data", synth_dir, "--arch", tiny_arch_file, "--out", out, "--lr", 0), "learning rate")
     assert_user_error(train("--data", synth_dir, "--arch", tiny_arch_file, "--out", out, "--batch-size", -1), "batch size")
     assert not out.exists()
+
+
+def test_a_pass_taken_in_pieces_ends_where_fit_does(synth_dir, tiny_arch):
+    """A `Pass` trained to a step, then (after another training moved torch's generator) to its end,
+    leaves the model bit for bit where one epoch of `fit` does; `to` a step it passed trains nothing."""
+    data = PreparedData.open(synth_dir)
+    config = TrainConfig(epochs=1, batch_size=64, optimizer="adam", lr=0.01, seed=3)
+    straight = build_model(tiny_arch, seed=3)
+    history = dnas_hw.train.fit(straight, None, config, splits=(data.split("train"), data.split("val")))
+    pieces = dnas_hw.train.Pass(build_model(tiny_arch, seed=3), data.split("train"), config)
+    pieces.to(7)
+    assert pieces.done == 7 and pieces.rows == 7 * 64
+    dnas_hw.train.Pass(build_model(tiny_arch, seed=5), data.split("train"), TrainConfig(seed=5)).to(3)
+    pieces.to(5)
+    assert pieces.done == 7
+    pieces.to(pieces.steps + 10)
+    assert pieces.done == pieces.steps and pieces.rows == len(data.split("train"))
+    for name, p in straight.state_dict().items():
+        assert torch.equal(p, pieces.model.state_dict()[name]), name
+    assert pieces.train_loss == pytest.approx(history[-1]["train_loss"])

@@ -190,6 +190,7 @@ def iterate_batches(
     rows: tuple[int, int] | None = None,
     shard: tuple[int, int] = (0, 1),
     drop_last: bool = False,
+    batches: tuple[int, int] | None = None,
 ) -> Iterator[tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]]:
     """Yield `(dense float32 [b, D], sparse int64 [b, F], labels float32 [b])`.
 
@@ -200,6 +201,9 @@ def iterate_batches(
            reads only its own rows.
     A last global batch shorter than `batch_size` is yielded unless
     `drop_last` (sharded as evenly as its size allows).
+    batches: `(first, stop)`, only the global batches `first` to `stop - 1`
+           of the order, the others not read: where a pass taken in pieces
+           goes on (`dnas_hw.train.Pass`).
     """
     import torch  # here, so that opening a folder (e.g. `data show`) does not load torch
 
@@ -213,10 +217,16 @@ def iterate_batches(
     start, stop = rows if rows is not None else (0, len(split))
     if not 0 <= start <= stop <= len(split):
         raise UserError(f"row range {rows} outside split {split.name!r} of {len(split)} rows")
+    first, last = batches if batches is not None else (0, num_batches(stop - start, batch_size, drop_last))
+    if not 0 <= first <= last:
+        raise UserError(f"bad batch range {batches}: need 0 <= first <= stop")
+    passed = 0  # global batches of the order passed so far, yielded or not
 
-    def emit(batches: np.ndarray):  # batches: int64 [k, b] global row indices
-        b = batches.shape[1]
-        own = batches[:, shard_rows(b, shard)]
+    def emit(order_batches: np.ndarray):  # int64 [k, b]: the order's next k global batches, as row indices
+        nonlocal passed
+        lo = passed
+        passed += len(order_batches)
+        own = order_batches[max(first - lo, 0):max(last - lo, 0), shard_rows(order_batches.shape[1], shard)]
         idx, m = own.ravel(), own.shape[1]
         if not len(idx):
             return
@@ -229,6 +239,8 @@ def iterate_batches(
 
     pending = np.empty(0, np.int64)  # the global order's rows not yet in a batch
     for order in _block_orders(start, stop, shuffle, seed, epoch):
+        if passed >= last:
+            return
         if len(pending):  # the batch that straddles two blocks, on its own
             head = batch_size - len(pending)
             if head > len(order):
