@@ -20,8 +20,9 @@ unchanged:
 - finishing: per head, cheapest point first, `search.run._finish` (projection,
   refinement, the finalists, arch.json, derived_init.pt, summary.json) into the
   point's folder, and the supernet's validation metrics at the point's choices
-  (`search.rank.supernet_metrics`). The finalists are screened (a quarter of the
-  weight rows, `search.finalists.screen_share`), their records shared between the
+  (`search.rank.supernet_metrics`). The finalists are screened (the first quarter
+  of their pass, `search.finalists.screen_share`; the survivors go on from there),
+  their records shared between the
   points, the archs the cheaper points chose join each point's finalists
   (`search.finalists.FrontShare`), and each point's argmax is settled with the
   interaction kind the nearest cheaper point chose among finalists of both kinds
