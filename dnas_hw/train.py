@@ -288,11 +288,10 @@ def train_epoch(
     total, count = 0.0, 0
     rank, world = (0, 1) if local else distributed.shard()
     first, stop = batches if batches is not None else (0, num_batches(len(split), config.batch_size, drop_last=False))
-    rows = min(stop * config.batch_size, len(split)) - first * config.batch_size
     label += f" epoch {epoch + 1}/{config.epochs}" + (f" rank {rank}/{world}" if world > 1 else "")
     order = iterate_batches(split, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch, shard=(rank, world),
                             batches=(first, stop))
-    with progress(max(rows, 0) // world, label, "samples") as bar:
+    with progress(rows_of_batches(split, config.batch_size, first, stop) // world, label, "samples") as bar:
         for step, (dense, sparse, y) in enumerate(order, start=first):
             global_rows = min(config.batch_size, len(split) - step * config.batch_size)
             loss = train_step(model, optimizers, loss_fn, dense, sparse, y, 1.0 if local else distributed.loss_weight(len(y), global_rows))
@@ -305,6 +304,11 @@ def train_epoch(
     if world > 1:
         total, count = distributed.all_reduce_sum([total, count])
     return total / max(count, 1)
+
+
+def rows_of_batches(split: Split, batch_size: int, first: int, stop: int) -> int:
+    """The rows in batches `first` to `stop - 1` of a pass over `split` (the last batch may be short)."""
+    return max(min(stop * batch_size, len(split)) - first * batch_size, 0)
 
 
 def start_training(model: nn.Module, config: TrainConfig) -> list[torch.optim.Optimizer]:
@@ -351,7 +355,7 @@ class Pass:
         finally:
             self.generator = torch.get_rng_state()
             torch.set_rng_state(outside)
-        rows = min(step * self.config.batch_size, len(self.split)) - self.done * self.config.batch_size
+        rows = rows_of_batches(self.split, self.config.batch_size, self.done, step)
         self.loss_sum, self.rows, self.done = self.loss_sum + loss * rows, self.rows + rows, step
 
 

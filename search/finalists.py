@@ -91,7 +91,7 @@ from dnas_hw.errors import UserError
 from dnas_hw.family import build_model
 from dnas_hw.files import read_json, write_json_atomic
 from dnas_hw.space import Choice
-from dnas_hw.train import Pass, TrainConfig, evaluate
+from dnas_hw.train import Pass, TrainConfig, evaluate, rows_of_batches
 from search.config import SearchConfig
 from search.cost import CostTable, choices_cost
 from search.family_search import family_search
@@ -320,7 +320,7 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
             elif went_on_from:
                 r[what]["went_on_from_step"] = went_on_from
         if what == "screen":
-            r["screen_steps"], r["screen_rows"] = steps, min(steps * config.train_batch_size, len(parts[0]))
+            r["screen_steps"], r["screen_rows"] = steps, rows_of_batches(parts[0], config.train_batch_size, 0, steps)
         known[_key(c.choices)] = {**done.get(_key(c.choices), {}), **r}
         write_json_atomic(path, records)
         how = f"screened on {r['screen_rows']:,} rows, " if what == "screen" else ""
