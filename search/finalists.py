@@ -90,6 +90,7 @@ from dnas_hw.data.folder import PreparedData, Split
 from dnas_hw.errors import UserError
 from dnas_hw.family import build_model
 from dnas_hw.files import read_json, write_json_atomic
+from dnas_hw.memory import available_bytes, training_bytes
 from dnas_hw.space import Choice
 from dnas_hw.train import Pass, TrainConfig, evaluate, rows_of_batches
 from search.config import SearchConfig
@@ -256,6 +257,14 @@ def scored(training: Pass, rows: Split, seconds: float) -> dict:
     return {**evaluate(training.model, rows), "train_s": round(seconds, 3)}
 
 
+def room_to_pause(arch, config: SearchConfig) -> bool:
+    """Whether a screened pass of `arch` may be kept for its whole pass: its weights, optimizer state and
+    activations (`dnas_hw.memory.training_bytes`) take at most half the memory available now, so that
+    the passes kept leave room for the one training. Unknown memory: yes."""
+    available = available_bytes()
+    return available is None or 2 * training_bytes(arch, config.train_batch_size, config.weight_optimizer) <= available
+
+
 def pass_steps(config: SearchConfig, rows: int) -> int:
     """The batches of a finalist's pass that cover `rows` weight rows."""
     return -(-rows // config.train_batch_size)
@@ -295,8 +304,9 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
                 "predicted_latency_us": choices_cost(table, net.layout, c.choices)} for c in finalists]
 
     # A screen trains the first batches of the finalist's whole pass; the passes that may survive it (the
-    # best `finalist_keep` screened so far, {finalist: pass}) are kept, and a survivor's whole pass goes on
-    # where its screen stopped: the same model as a pass from scratch, for the rest of the rows only.
+    # best `finalist_keep` screened so far, {finalist: pass}) are kept where memory allows, and a survivor's
+    # whole pass goes on where its screen stopped: the same model as a pass from scratch, for the rest of
+    # the rows only (one not kept trains from scratch).
     paused: dict[int, Pass] = {}
 
     def measure(i: int, what: str, steps: int, scored_on: Split) -> None:
@@ -313,7 +323,7 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
             went_on_from = training.done
             training.to(steps)
             r[what] = scored(training, scored_on, time.perf_counter() - started)
-            if what == "screen":
+            if what == "screen" and room_to_pause(net.space.arch(c.choices), config):
                 paused[i] = training
                 for j in sorted(paused, key=lambda j: records[j]["screen"]["logloss"])[config.finalist_keep:]:
                     del paused[j]

@@ -208,6 +208,13 @@ def test_screening_trains_every_finalist_the_first_batches_and_the_best_go_on_to
     assert seen == [(found[kept[1]].name, 0, whole)] and resumed is chosen
     assert [i for i, r in enumerate(resumed_records) if "proxy" in r] == sorted(kept)
     assert resumed_records[kept[1]]["proxy"]["logloss"] == records[kept[1]]["proxy"]["logloss"]
+    # Without the memory to keep a screened pass, a survivor trains its whole pass from scratch, to the same model.
+    monkeypatch.setattr(finalists, "available_bytes", lambda: 1)
+    seen.clear()
+    _, tight = choose(net, table, found, parts, config, tmp_path / "tight", screen=0.25)
+    assert sorted(seen[3:]) == sorted((found[i].name, 0, whole) for i in kept)
+    assert [r.get("proxy", {}).get("logloss") for r in tight] == [r.get("proxy", {}).get("logloss") for r in records]
+    monkeypatch.setattr(finalists, "available_bytes", lambda: None)  # unknown: passes are kept
     # Another point of a front holding one of these finalists trains it no more (`known`).
     seen.clear()
     again, _ = choose(net, table, [found[kept[0]]], parts, config, tmp_path / "other", screen=0.25, known=known)
