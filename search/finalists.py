@@ -71,9 +71,11 @@ weight part holds no more, no screening): early in training the archs that learn
 fastest lead, not those that end best. Measured (benchmarks/RESULTS.md,
 `finalist_screening.py`): on 1M planted rows a quarter of the weight rows (160k)
 kept the whole pass's winner among its best 2 at 0.5x, 1x and 2x the reference's
-latency (Kendall tau 0.60-0.78 over 11 finalists); an eighth (80k) kept it too
-but ordered the rest at tau 0.02-0.45; on the demo's 150k rows a quarter (24k)
-ranked it 5th and 7th (tau 0.53 and -0.05), where the whole pass is cheap anyway.
+latency (the first rows of the part: Kendall tau 0.60-0.78 over 11 finalists;
+the first batches of each pass, today's screen: the winner first at all three);
+an eighth (80k) kept it too but ordered the rest at tau 0.02-0.45; on the demo's
+150k rows a quarter (24k) ranked it 5th and 7th (tau 0.53 and -0.05), where the
+whole pass is cheap anyway.
 """
 
 from __future__ import annotations
@@ -106,9 +108,9 @@ RECORDS = "finalists.json"
 FRONT_SCREEN = 0.25
 MIN_SCREEN_ROWS = 150_000
 # The arch-part rows a screen is scored on, evenly spaced: on 1M planted rows, scored on 50k of the 160k,
-# the screens ranked the whole pass's winner first at three budgets and ordered the rest as well as on all
-# 160k (Kendall tau 0.64-0.82 against 0.60-0.78; benchmarks/RESULTS.md, finalist_screening.py), and
-# scoring all 160k was about a fifth of a screen's CPU at 4x the reference's latency.
+# the screens ranked the whole pass's winner first at three budgets (benchmarks/RESULTS.md,
+# finalist_screening.py), and scoring all 160k was about a fifth of a screen's CPU at 4x the reference's
+# latency. A screen picks the best 2 for the whole pass; it need not order the rest.
 SCREEN_SCORED_ROWS = 50_000
 
 
