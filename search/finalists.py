@@ -325,10 +325,11 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
             went_on_from = training.done
             training.to(steps)
             r[what] = scored(training, scored_on, time.perf_counter() - started)
-            if what == "screen" and room_to_pause(net.space.arch(c.choices), config):
-                paused[i] = training
-                for j in sorted(paused, key=lambda j: records[j]["screen"]["logloss"])[config.finalist_keep:]:
-                    del paused[j]
+            if what == "screen":
+                if room_to_pause(net.space.arch(c.choices), config):
+                    paused[i] = training
+                    for j in sorted(paused, key=lambda j: records[j]["screen"]["logloss"])[config.finalist_keep:]:
+                        del paused[j]
             elif went_on_from:
                 r[what]["went_on_from_step"] = went_on_from
         if what == "screen":
