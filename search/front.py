@@ -39,6 +39,7 @@ Run folder `out/`:
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -68,7 +69,6 @@ from search.margin import record_margin
 from search.rank import supernet_metrics
 from search.run import (LOG, PROBS_LOG, SUMMARY, Searcher, _feasibility, _finish, arch_fields, budget_controller,
                         check_inputs, cost_tables, held_out, id_counts, run_epoch)
-from search.sandwich import role
 from search.state import check_identity, load_state, save_state
 
 FRONT, FRONT_STATE = "front.json", "front_state.pt"
@@ -320,6 +320,7 @@ def _front(data: PreparedData, space, points: list[Point], tables, identity, bat
         return {"stopped_after_epoch": len(logs[0]), "epochs": config.epochs}
     val, rows, parts = data.split("val"), held_out(data, config), weight_and_arch_parts(data, config.split_fraction)
     finished, shared = {}, FrontShare()
+    val_metrics: dict[str, dict] = {}  # {choices: the supernet's val metrics}: points returning one arch share a pass
     screen = screen_share(config, len(points))
     # Cheapest first: a point's finalists include the archs the points finished before it chose, where
     # they fit its budget (trained already, they cost nothing), so no point returns an arch that trained
@@ -333,7 +334,10 @@ def _front(data: PreparedData, space, points: list[Point], tables, identity, bat
                           screen, shared)
         summary = record_margin(summary, folder, p.margin, p.budget_us, p.lut)
         shared.finished(search.net, p.name, summary["choices"], summary["finalists"])
-        metrics = supernet_metrics(search.net, summary["choices"], val)
+        key = json.dumps(summary["choices"], sort_keys=True)
+        if key not in val_metrics:  # the heads share the weights: one arch scores alike at every point
+            val_metrics[key] = supernet_metrics(search.net, summary["choices"], val)
+        metrics = val_metrics[key]
         finished[k] = point_record(p, summary, metrics)
     front = {
         "format": FRONT_FORMAT,

@@ -17,6 +17,7 @@ from lut.table import Lut
 from search.config import SearchConfig
 from search.dlrm.supernet import Supernet
 from search.finalists import FrontShare, kinds_chosen
+import search.front as front_module
 from search.front import FrontSearcher, run_front
 from search.run import cost_tables, id_counts
 from search_fixtures import one_thread, synth_data, toy_lut  # noqa: F401 (autouse fixture)
@@ -69,9 +70,12 @@ def own_ms(summary: dict) -> float:
     return own[0] if own else summary["predicted_latency_ms"]
 
 
-def test_comma_budgets_give_one_run_folder_per_point_each_within_its_budget(data, space, luts, tmp_path):
+def test_comma_budgets_give_one_run_folder_per_point_each_within_its_budget(data, space, luts, tmp_path, monkeypatch):
     lut = luts[0]
     budgets = budgets_ms(lut, space)
+    scored = []  # the archs the supernet's val metrics were computed at
+    real = front_module.supernet_metrics
+    monkeypatch.setattr(front_module, "supernet_metrics", lambda net, choices, split: scored.append(choices) or real(net, choices, split))
     result = search(data, [lut], budgets, tmp_path / "front")
     assert result.exit_code == 0, result.output
     front = json.loads((tmp_path / "front" / "front.json").read_text())
@@ -96,6 +100,9 @@ def test_comma_budgets_give_one_run_folder_per_point_each_within_its_budget(data
         assert len(log) == 2 and log["latency_budget_ms"].tolist() == pytest.approx([budget] * 2)
         predicted.append(own_ms(summary))
     assert predicted == sorted(predicted) and len(set(predicted)) == 3
+    # Points that return one arch share its val metrics: each distinct arch is scored once.
+    returned = [json.dumps(json.loads((tmp_path / "front" / n / "summary.json").read_text())["choices"], sort_keys=True) for n in names]
+    assert sorted(json.dumps(c, sort_keys=True) for c in scored) == sorted(set(returned))
     # Cheapest first, each point's finalists hold the archs the cheaper points chose (they fit its budget),
     # so no point returns an arch that trained worse than a cheaper point's.
     chosen_loss = []
