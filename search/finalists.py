@@ -88,7 +88,7 @@ from pathlib import Path
 import click
 import torch
 
-from dnas_hw.data.folder import PreparedData, Split
+from dnas_hw.data.folder import PreparedData, Split, num_batches
 from dnas_hw.errors import UserError
 from dnas_hw.family import build_model
 from dnas_hw.files import read_json, write_json_atomic
@@ -269,7 +269,7 @@ def room_to_pause(arch, config: SearchConfig) -> bool:
 
 def pass_steps(config: SearchConfig, rows: int) -> int:
     """The batches of a finalist's pass that cover `rows` weight rows."""
-    return -(-rows // config.train_batch_size)
+    return num_batches(rows, config.train_batch_size, drop_last=False)
 
 
 def proxy_metrics(space, choices: dict[str, Choice], parts: tuple[Split, Split], config: SearchConfig,
