@@ -72,7 +72,8 @@ fastest lead, not those that end best. Measured (benchmarks/RESULTS.md,
 `finalist_screening.py`): on 1M planted rows a quarter of the weight rows (160k)
 kept the whole pass's winner among its best 2 at 0.5x, 1x and 2x the reference's
 latency (the first rows of the part: Kendall tau 0.60-0.78 over 11 finalists;
-the first batches of each pass, today's screen: the winner first at all three);
+the first batches of each finalist's pass, as `choose` screens: the winner first
+at all three);
 an eighth (80k) kept it too but ordered the rest at tau 0.02-0.45; on the demo's
 150k rows a quarter (24k) ranked it 5th and 7th (tau 0.53 and -0.05), where the
 whole pass is cheap anyway.
