@@ -25,8 +25,13 @@ The finalists:
 - `incumbent {name}`: each hand-designed arch the family knows in this space
   (`SupernetBase.incumbents`; DLRM's Kaggle reference config) and each the user
   gives (`dnas-hw search --incumbent ARCH.json`, e.g. the model served today),
-  settled as the argmax is: the design a user would ship without the search is
-  a finalist, so the search returns something else only when it trains better.
+  as it is where it fits the budget: the design a user would ship without the
+  search is a finalist, so the search returns something else only when it
+  trains better. Only one over the budget is settled as the argmax is (brought
+  into the band, refined, given capacity); growing one that fits into the band
+  is the search's own arch's business, and settling the reference at 2x and 4x
+  its latency cost more CPU than settling those points' own argmax (176 s
+  against 152 s on 1M rows: benchmarks/RESULTS.md, settle_cost.py).
 - `point {name}`: in a front (`search.front`), the arch each point finished
   before this one chose, as it is, where it fits this budget: trained already,
   it costs nothing, and no point returns an arch that trained worse than a
@@ -185,12 +190,16 @@ def kinds_chosen(shared: FrontShare | None) -> dict[str, Choice]:
 def candidates(net: SupernetBase, table: CostTable, own: Settled, probs: dict[str, torch.Tensor], rows: HeldOut,
                budget_us: float, floor: float, config: SearchConfig, incumbents: dict[str, dict[str, Choice]] | None = None,
                borrowed: dict[str, dict[str, Choice]] | None = None) -> list[Settled]:
-    """The finalists (module docstring): `own` (the search's settled arch), its switches, the settled
-    incumbents (the family's and `incumbents`, {name: choices}) and, as they are, the archs other points
-    of a front chose (`borrowed`, {point name: choices}), distinct and within `budget_us`."""
+    """The finalists (module docstring): `own` (the search's settled arch), its switches, the incumbents
+    (the family's and `incumbents`, {name: choices}: as they are where they fit `budget_us`, else settled)
+    and, as they are, the archs other points of a front chose (`borrowed`, {point name: choices}),
+    distinct and within `budget_us`."""
     found = [own] + switches(net, table, own.choices, probs, budget_us)
     for name, choices in {**net.incumbents(), **(incumbents or {})}.items():
-        found.append(settle(net, table, f"incumbent {name}", choices, probs, rows, budget_us, floor, config))
+        if choices_cost(table, net.layout, choices) <= budget_us:
+            found.append(Settled(f"incumbent {name}", choices, [], [], []))
+        else:
+            found.append(settle(net, table, f"incumbent {name}", choices, probs, rows, budget_us, floor, config))
     found += [Settled(f"point {name}", choices, [], [], []) for name, choices in (borrowed or {}).items()]
     return distinct([c for c in found if choices_cost(table, net.layout, c.choices) <= budget_us])
 

@@ -61,6 +61,30 @@ def test_candidates_hold_the_search_arch_first_and_the_users_incumbent(data):
     assert len({json.dumps(c.choices, sort_keys=True) for c in found}) == len(found)
 
 
+def test_an_incumbent_that_fits_is_a_finalist_as_it_is_and_one_over_the_budget_is_settled(data):
+    """Under the budget, even far under the floor, the incumbent is neither grown nor refined: the design a
+    user would ship is what the finalists must beat. Over it, it is projected under the budget."""
+    space = get_space("dlrm-tiny", cardinalities=PreparedData.open(data).cardinalities)
+    net = Supernet(space)
+    table = latency_table(space, toy_lut(space, B), B)
+    own = Settled("search", space.largest_choices(), [], [], [])
+    with torch.no_grad():
+        probs = {g: t.to(torch.float64) for g, t in net.probabilities().items()}
+    config = SearchConfig(keep_capacity=False)
+
+    def incumbent(served, budget):
+        found = candidates(net, table, own, probs, rows(space), budget, 0.9, config, {"served": served})
+        return next(c for c in found if c.name == "incumbent served")
+
+    small, large = space.smallest_choices(), space.largest_choices()
+    small_us, large_us = (choices_cost(table, net.layout, c) for c in (small, large))
+    fits = incumbent(small, large_us)
+    assert fits.choices == small and not fits.projection and not fits.refinement
+    budget = (small_us + large_us) / 2
+    over = incumbent(large, budget)
+    assert over.projection and choices_cost(table, net.layout, over.choices) <= budget
+
+
 def test_the_kaggle_space_offers_the_reference_as_its_incumbent():
     cards = tuple(100 + f for f in range(26))
     space = get_space("dlrm-kaggle", cardinalities=cards)
