@@ -12,13 +12,11 @@ unchanged:
 - weight steps: the sandwich rule as in one search; the arch of each
   "sampled" step is drawn uniformly (`SearchConfig.weight_sampling`, the
   default), or with `logits` from the heads' distributions in turn;
-- arch steps: each arch batch is cut into `arch_updates` parts, and as many
-  heads in turn take one step each on their part, so K targets cost about one
-  search's arch-step compute (an arch step's CPU is near linear in its rows:
-  ~91 / 50 / 32 ms at 256 / 128 / 64 rows on dlrm-kaggle, one thread), and
-  each head gets `arch_updates / K` of a dedicated search's arch steps, on
-  `1 / arch_updates` of its rows each (`DEFAULT_ARCH_UPDATES`; the cost is
-  measured by benchmarks/front_quality.py);
+- arch steps: each arch batch updates `arch_updates` heads in turn (each with
+  its own Gumbel draw on the same rows), so K targets cost `arch_updates` times
+  one search's arch-step compute, not K times, and each head gets
+  `arch_updates / K` of a dedicated search's arch steps (`DEFAULT_ARCH_UPDATES`;
+  the cost is measured by benchmarks/front_quality.py);
 - finishing: per head, cheapest point first, `search.run._finish` (projection,
   refinement, the finalists, arch.json, derived_init.pt, summary.json) into the
   point's folder, and the supernet's validation metrics at the point's choices
@@ -75,12 +73,14 @@ from search.state import check_identity, load_state, save_state
 
 FRONT, FRONT_STATE = "front.json", "front_state.pt"
 FRONT_FORMAT = "dnas-hw-front/1"
-# Heads updated per arch batch, at most, each on its share of the batch's rows. With the rows shared
-# out, an arch batch costs about one arch step whatever u (2 steps of 128 rows ~100 ms, one of 256 ~91-102 ms,
-# 4 of 64 ~130 ms; dlrm-kaggle, one thread), so u sets how each head's arch rows are taken: u / K of a
-# dedicated search's arch steps (K targets), each on 1 / u of its rows. 2 is what the front's quality
-# was measured with (benchmarks/RESULTS.md, front_quality.py): each head of a 4-target front takes half
-# a dedicated search's arch steps, of 128 rows each.
+# Heads updated per arch batch, at most. One search's epoch after the warm-up costs, per 4 weight
+# steps (4 archs each: ~16 sampled-arch units on dlrm-kaggle), one arch step (~4 units, about a
+# largest-arch step: benchmarks/RESULTS.md, supernet_overhead.py). With 4 epochs (1 warm-up), u
+# updates per arch batch cost (16 + 3 * (16 + 4u)) / (16 + 3 * 20) of one search by that count:
+# u = 2 about 1.16x, u = 4 about 1.47x. Measured on 1M planted rows, a 4-target front's training
+# epochs took 1.20x a dedicated search's with u = 2 (benchmarks/RESULTS.md, front_quality.py); the
+# finalists and the points' settling then bring the whole front to 1.50x, so the default is 2 (each
+# head of a 4-target front then gets half a dedicated search's arch steps).
 DEFAULT_ARCH_UPDATES = 2
 
 
@@ -184,18 +184,13 @@ class FrontSearcher(Searcher):
         return super().weight_step(dense, sparse, y, tau, global_rows, step)
 
     def arch_step(self, dense, sparse, y, tau: float, global_rows: int | None = None) -> tuple[float, dict]:
-        """`arch_updates` heads in turn each take one step of their logits on their own share of these
-        rows (dense [B, num_dense], sparse [B, F], y [B] cut into `arch_updates` consecutive parts): an
-        arch batch costs one arch step's compute whatever the number of heads. Returns the last head's
-        (loss, details). A front runs in one process, so `global_rows` is not used."""
-        parts = zip(dense.tensor_split(self.arch_updates), sparse.tensor_split(self.arch_updates),
-                    y.tensor_split(self.arch_updates))
-        for part in parts:
+        """`arch_updates` heads in turn each take one step of their logits on these rows."""
+        for _ in range(self.arch_updates):
             k, self.next_head = self.next_head, (self.next_head + 1) % len(self.heads)
             self.use(k)
-            loss, details = super().arch_step(*part, tau)
-            self.arch_loss_sums[k][0] += loss * len(part[2])
-            self.arch_loss_sums[k][1] += len(part[2])
+            loss, details = super().arch_step(dense, sparse, y, tau, global_rows)
+            self.arch_loss_sums[k][0] += loss * len(y)
+            self.arch_loss_sums[k][1] += len(y)
         return loss, details
 
     def epoch_rows(self, row: dict) -> list[dict]:

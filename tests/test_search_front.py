@@ -6,7 +6,6 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 from click.testing import CliRunner
 
 from dnas_hw.app.cli import main
@@ -225,30 +224,6 @@ def test_heads_share_the_weights_but_not_the_logits(data, space, luts):
     assert {id(p) for p in s.net.weight_parameters()} == weights
     # Sampled weight steps (odd steps of the sandwich) draw from the heads in turn.
     assert [s.sampling_head(step) for step in (1, 3, 5, 7)] == [0, 1, 2, 0]
-
-
-def test_an_arch_batch_is_shared_out_between_the_heads_it_updates(data, space, luts, monkeypatch):
-    """Each of the `arch_updates` heads in turn steps on its own consecutive part of the batch's rows; the
-    next batch goes on with the next heads."""
-    config = SearchConfig(epochs=2, warmup_epochs=1, train_batch_size=64)
-    tables = [cost_tables(space, luts[0], B, config)] * 3
-    s = FrontSearcher(space, tables, [100.0, 200.0, 300.0], config, id_counts(PreparedData.open(data), config.split_fraction),
-                      arch_updates=2)
-    stepped = []
-
-    def step(self, dense, sparse, y, tau, global_rows=None):
-        stepped.append((self.current, y.tolist(), dense[:, 0].tolist(), sparse[:, 0].tolist()))
-        return 0.5, {}
-
-    monkeypatch.setattr(front_module.Searcher, "arch_step", step)
-    rows = torch.arange(10, dtype=torch.float32)
-    dense, sparse = rows[:, None].repeat(1, space.num_dense), rows.long()[:, None].repeat(1, space.num_sparse)
-    s.arch_step(dense, sparse, rows, 1.0)
-    s.arch_step(dense[:6], sparse[:6], rows[:6], 1.0)
-    halves = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [0, 1, 2], [3, 4, 5]]
-    assert [h for h, *_ in stepped] == [0, 1, 2, 0]
-    assert all(y == d == c == half for (_, y, d, c), half in zip(stepped, halves))
-    assert [n for _, n in s.arch_loss_sums] == [8, 5, 3]
 
 
 def test_the_pipeline_names_budget_folders_as_the_front_names_its_points():
