@@ -78,8 +78,8 @@ FRONT_FORMAT = "dnas-hw-front/1"
 # largest-arch step: benchmarks/RESULTS.md, supernet_overhead.py). With 4 epochs (1 warm-up), u
 # updates per arch batch cost (16 + 3 * (16 + 4u)) / (16 + 3 * 20) of one search by that count:
 # u = 2 about 1.16x, u = 4 about 1.47x. Measured on 1M planted rows, a 4-target front's training
-# epochs took 1.20x a dedicated search's with u = 2 (benchmarks/RESULTS.md, front_quality.py); the
-# finalists and the points' settling then bring the whole front to 1.50x, so the default is 2 (each
+# epochs took 1.18x a dedicated search's with u = 2 (benchmarks/RESULTS.md, front_quality.py); the
+# finalists and the points' settling then bring the whole front to 1.47x, so the default is 2 (each
 # head of a 4-target front then gets half a dedicated search's arch steps).
 DEFAULT_ARCH_UPDATES = 2
 
