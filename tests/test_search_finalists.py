@@ -67,21 +67,25 @@ def test_an_incumbent_that_fits_is_a_finalist_as_it_is_and_one_over_the_budget_i
     space = get_space("dlrm-tiny", cardinalities=PreparedData.open(data).cardinalities)
     net = Supernet(space)
     table = latency_table(space, toy_lut(space, B), B)
-    own = Settled("search", space.largest_choices(), [], [], [])
     with torch.no_grad():
         probs = {g: t.to(torch.float64) for g, t in net.probabilities().items()}
-    config = SearchConfig(keep_capacity=False)
+    # No refinement: the settling is then the projection alone, which does not depend on the untrained
+    # supernet's scores.
+    config = SearchConfig(refine=False, keep_capacity=False)
 
-    def incumbent(served, budget):
-        found = candidates(net, table, own, probs, rows(space), budget, 0.9, config, {"served": served})
+    def incumbent(own, served, budget):
+        """The incumbent `served` among the finalists of a search whose own arch is `own` (another arch, so
+        that `distinct` keeps the incumbent's entry)."""
+        found = candidates(net, table, Settled("search", own, [], [], []), probs, rows(space), budget, 0.9, config,
+                           {"served": served})
         return next(c for c in found if c.name == "incumbent served")
 
     small, large = space.smallest_choices(), space.largest_choices()
     small_us, large_us = (choices_cost(table, net.layout, c) for c in (small, large))
-    fits = incumbent(small, large_us)
+    fits = incumbent(large, small, large_us)
     assert fits.choices == small and not fits.projection and not fits.refinement
     budget = (small_us + large_us) / 2
-    over = incumbent(large, budget)
+    over = incumbent(small, large, budget)
     assert over.projection and choices_cost(table, net.layout, over.choices) <= budget
 
 
