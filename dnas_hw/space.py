@@ -32,6 +32,12 @@ from dnas_hw.family import SpaceError, load_space, read_space_toml
 SKIP = "skip"
 Choice = Union[int, str]
 
+
+def choices_key(choices: Mapping[str, Choice]) -> str:
+    """One arch's choices ({slot: choice}) as a string equal for equal choices: a dict key for what is
+    measured of an arch (records, memos)."""
+    return json.dumps(choices, sort_keys=True)
+
 # Per-feature cardinalities of Criteo Kaggle `train.txt`, no cap.
 KAGGLE_CARDINALITIES = (
     1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,

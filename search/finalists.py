@@ -86,7 +86,6 @@ whole pass is cheap anyway.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +98,7 @@ from dnas_hw.errors import UserError
 from dnas_hw.family import build_model
 from dnas_hw.files import read_json, write_json_atomic
 from dnas_hw.memory import available_bytes, training_bytes
-from dnas_hw.space import Choice
+from dnas_hw.space import Choice, choices_key
 from dnas_hw.train import Pass, TrainConfig, evaluate, rows_of_batches
 from search.config import SearchConfig
 from search.cost import CostTable, choices_cost
@@ -224,15 +223,11 @@ def distinct(found: list[Settled]) -> list[Settled]:
     """The first of each set of candidates that settled on the same choices."""
     seen, kept = set(), []
     for c in found:
-        key = _key(c.choices)
+        key = choices_key(c.choices)
         if key not in seen:
             seen.add(key)
             kept.append(c)
     return kept
-
-
-def _key(choices: dict[str, Choice]) -> str:
-    return json.dumps(choices, sort_keys=True)
 
 
 def weight_and_arch_parts(data: PreparedData, split_fraction: float) -> tuple[Split, Split]:
@@ -311,7 +306,8 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
     path = folder / RECORDS
     old = read_json(path, "finalists") if path.exists() else []
     known = {} if known is None else known
-    done = {**known, **{_key(r["choices"]): r for r in old if isinstance(r, dict) and r.get("recipe") == recipe and "choices" in r}}
+    done = {**known, **{choices_key(r["choices"]): r for r in old
+                        if isinstance(r, dict) and r.get("recipe") == recipe and "choices" in r}}
     records = [{"name": c.name, "choices": c.choices, "recipe": recipe,
                 "predicted_latency_us": choices_cost(table, net.layout, c.choices)} for c in finalists]
 
@@ -325,7 +321,7 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
         """records[i][what] (`screen`: the first `steps` batches of its pass, or `proxy`: the whole pass),
         scored on `scored_on`: reused from `done`, else trained."""
         c, r = finalists[i], records[i]
-        earlier = done.get(_key(c.choices), {})
+        earlier = done.get(choices_key(c.choices), {})
         same_screen = earlier.get("screen_steps") == steps and earlier.get("screen", {}).get("rows") == len(scored_on)
         if what in earlier and (what == "proxy" or same_screen):
             r[what] = earlier[what]
@@ -344,7 +340,7 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
                 r[what]["went_on_from_step"] = went_on_from
         if what == "screen":
             r["screen_steps"], r["screen_rows"] = steps, rows_of_batches(parts[0], config.train_batch_size, 0, steps)
-        known[_key(c.choices)] = {**done.get(_key(c.choices), {}), **r}
+        known[choices_key(c.choices)] = {**done.get(choices_key(c.choices), {}), **r}
         write_json_atomic(path, records)
         how = f"screened on {r['screen_rows']:,} rows, " if what == "screen" else ""
         click.echo(f"search: finalist {c.name}: {how}logloss {r[what]['logloss']:.4f} "
@@ -352,7 +348,7 @@ def choose(net: SupernetBase, table: CostTable, finalists: list[Settled], parts:
 
     # A finalist another point trained on the whole part needs no screen. Only `known` counts here, not
     # this folder's records: a resumed run then keeps what the uninterrupted run kept.
-    whole = [i for i, c in enumerate(finalists) if "proxy" in known.get(_key(c.choices), {})]
+    whole = [i for i, c in enumerate(finalists) if "proxy" in known.get(choices_key(c.choices), {})]
     kept, train = [i for i in range(len(finalists)) if i not in whole], parts[0]
     screened_rows = max(int(len(train) * screen), MIN_SCREEN_ROWS)
     if screen < 1 and len(kept) > config.finalist_keep and screened_rows < len(train):

@@ -39,7 +39,6 @@ Run folder `out/`:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from dnas_hw.dlrm.space import SearchSpace
 from dnas_hw.errors import UserError
 from dnas_hw.files import check_writable, output_lock, read_json, removed_if_left_empty, write_json_atomic, write_text_atomic
 from dnas_hw.memory import require_memory, training_bytes
+from dnas_hw.space import choices_key
 from lut.margin import DEFAULT_QUANTILE, Margin, budget_margin
 from lut.table import TARGET_FIELDS, Lut
 from search.budget import BudgetController
@@ -334,7 +334,7 @@ def _front(data: PreparedData, space, points: list[Point], tables, identity, bat
                           screen, shared)
         summary = record_margin(summary, folder, p.margin, p.budget_us, p.lut)
         shared.finished(search.net, p.name, summary["choices"], summary["finalists"])
-        key = json.dumps(summary["choices"], sort_keys=True)
+        key = choices_key(summary["choices"])
         if key not in val_metrics:  # the heads share the weights: one arch scores alike at every point
             val_metrics[key] = supernet_metrics(search.net, summary["choices"], val)
         metrics = val_metrics[key]

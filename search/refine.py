@@ -23,7 +23,6 @@ of a few moves costs about two full rounds.
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from dnas_hw.data.folder import Split
-from dnas_hw.space import Choice
+from dnas_hw.space import Choice, choices_key
 from search.cost import CostTable, choices_cost
 from search.sandwich import choice_size
 from search.supernet import SupernetBase
@@ -90,7 +89,7 @@ def evaluating(net: SupernetBase):
 def supernet_loss(net: SupernetBase, choices: dict[str, Choice], rows: HeldOut, batch_size: int = 8192) -> float:
     """Mean logloss of the supernet at `choices` (one-hot, single path) on `rows`; an arch scored before
     on `rows` by the same supernet with the same weights (their in-place versions) is not scored again."""
-    key = (id(net), net.training, json.dumps(choices, sort_keys=True), tuple(p._version for p in net.weight_parameters()),
+    key = (id(net), net.training, choices_key(choices), tuple(p._version for p in net.weight_parameters()),
            batch_size)
     if key in rows.losses:
         return rows.losses[key]
