@@ -1,10 +1,12 @@
-"""A helper of the search benchmarks (not a benchmark): the run folder, the data and its bound space."""
+"""A helper of the search benchmarks (not a benchmark): the run folder, the data and its bound space; the
+options and the kept measurements of the benchmarks that read finished search folders."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -45,3 +47,29 @@ def config_fields(pairs: list[str]) -> dict:
         except json.JSONDecodeError:
             fields[key] = value
     return fields
+
+
+def finalist_run_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of a benchmark over finished searches' finalists: --data, --runs (search or front-point
+    folders holding finalists.json and summary.json), --space, and --out (the measurements, `kept_measurements`)."""
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--runs", nargs="+", required=True, help="search run folders holding finalists.json and summary.json")
+    ap.add_argument("--space", default="dlrm-kaggle")
+    ap.add_argument("--out", default=None, help="a JSON file of every measured logloss, reused by a restart")
+    return ap
+
+
+def kept_measurements(path: str | None) -> Callable[[str, Callable[[], Any]], Any]:
+    """`measure(key, fn)`: fn() the first time `key` is asked for, its result then kept (JSON-able) and written to
+    `path` as each finishes, so a restart with the same `path` measures nothing twice (None: kept in memory)."""
+    out = Path(path) if path else None
+    measured: dict[str, Any] = json.loads(out.read_text()) if out and out.exists() else {}
+
+    def measure(key: str, fn: Callable[[], Any]) -> Any:
+        if key not in measured:
+            measured[key] = fn()
+            if out:
+                out.write_text(json.dumps(measured, indent=1))
+        return measured[key]
+
+    return measure

@@ -39,24 +39,22 @@ import torch
 from dnas_hw.data.folder import PreparedData
 from dnas_hw.files import load_torch
 from dnas_hw.metrics import kendall_tau
-from dnas_hw.space import get_space
+from dnas_hw.space import choices_key, get_space
 from search.config import SearchConfig
 from search.family_search import family_search
 from search.finalists import SCREEN_SCORED_ROWS, pass_steps, proxy_metrics, weight_and_arch_parts
 from search.state import FORMAT
 
+from _run import finalist_run_arguments, kept_measurements  # sibling module
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--runs", nargs="+", required=True, help="search run folders holding finalists.json and summary.json")
-    ap.add_argument("--space", default="dlrm-kaggle")
+    ap = finalist_run_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
     ap.add_argument("--shares", default="0.125,0.25", help="shares of the weight rows screened from scratch ('' for none)")
     ap.add_argument("--state", default=None, help="the runs' trained supernet checkpoint, for the inherited screens")
     ap.add_argument("--inherit-shares", default="0,0.0625", help="shares of the weight rows screened from the supernet's weights")
     ap.add_argument("--train-missing", action="store_true", help="train the whole pass of finalists whose record has none")
     ap.add_argument("--keep", type=int, default=SearchConfig.finalist_keep)
-    ap.add_argument("--out", default=None, help="a JSON file of every measured logloss, reused by a restart")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = PreparedData.open(args.data)
@@ -66,16 +64,7 @@ def main() -> None:
         net = family_search(space).supernet(space)
         net.load_state_dict(load_torch(args.state, FORMAT, "search checkpoint")["supernet"])
         net.eval()
-    out = Path(args.out) if args.out else None
-    measured: dict[str, dict] = json.loads(out.read_text()) if out and out.exists() else {}
-
-    def measure(key: str, fn) -> dict:
-        if key not in measured:
-            measured[key] = fn()
-            if out:
-                out.write_text(json.dumps(measured, indent=1))
-        return measured[key]
-
+    measure = kept_measurements(args.out)
     screens = [("scratch", float(s)) for s in args.shares.split(",") if s]
     screens += [("inherited", float(s)) for s in args.inherit_shares.split(",") if s] if net is not None else []
     rows = []
@@ -85,7 +74,7 @@ def main() -> None:
         weights, scored = weight_and_arch_parts(data, config.split_fraction)
         records, seen = [], set()
         for r in json.loads((run / "finalists.json").read_text()):
-            key = json.dumps(r["choices"], sort_keys=True)
+            key = choices_key(r["choices"])
             if key not in seen and ("proxy" in r or args.train_missing):
                 seen.add(key)
                 records.append(r)

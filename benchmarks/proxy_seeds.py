@@ -26,33 +26,26 @@ from statistics import mean
 import torch
 
 from dnas_hw.data.folder import PreparedData
-from dnas_hw.space import get_space
+from dnas_hw.space import choices_key, get_space
 from search.config import SearchConfig
 from search.finalists import proxy_metrics, weight_and_arch_parts
 
+from _run import finalist_run_arguments, kept_measurements  # sibling module
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--runs", nargs="+", required=True, help="search run folders holding finalists.json and summary.json")
-    ap.add_argument("--space", default="dlrm-kaggle")
+    ap = finalist_run_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
     ap.add_argument("--seeds", default="1,2", help="seeds each finalist's pass is trained on again")
-    ap.add_argument("--out", default=None, help="a JSON file of every measured logloss, reused by a restart")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = PreparedData.open(args.data)
     space = get_space(args.space, cardinalities=data.cardinalities)
     seeds = [int(s) for s in args.seeds.split(",")]
-    out = Path(args.out) if args.out else None
-    measured: dict[str, float] = json.loads(out.read_text()) if out and out.exists() else {}
+    measure = kept_measurements(args.out)
 
     def proxy(choices: dict, config: SearchConfig, parts) -> float:
-        key = f"{json.dumps(choices, sort_keys=True)} seed {config.seed}"
-        if key not in measured:
-            measured[key] = proxy_metrics(space, choices, parts, config)["logloss"]
-            if out:
-                out.write_text(json.dumps(measured, indent=1))
-        return measured[key]
+        return measure(f"{choices_key(choices)} seed {config.seed}",
+                       lambda: proxy_metrics(space, choices, parts, config)["logloss"])
 
     print("| search | finalist | LUT ms | proxy logloss, seeds " + " / ".join(map(str, ["search's", *seeds]))
           + " | mean | spread (max - min) |")
